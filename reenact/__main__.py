@@ -1,0 +1,5 @@
+"""`python -m reenact` entry point."""
+
+from reenact.cli import main
+
+main()
