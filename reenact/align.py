@@ -1,0 +1,130 @@
+"""Crop geometry: similarity-aligned square face crops and paste-back into the full frame.
+
+A crop is described by a 2×3 matrix `M` (full-frame pixels → crop pixels, a similarity) and its
+side. The alignment puts the canonical face, frontal, at a fixed place in the crop: its outer eye
+corners `EYE_SPAN` of the side apart, centred horizontally, the eye line at `EYE_Y`. The fit uses
+only rigid landmarks, so the crop follows the head (position, scale, roll) but not the expression.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from reenact import geometry as g
+
+EYE_SPAN = 0.32  # outer-eye-corner distance as a fraction of the crop side
+CENTRE_Y = 0.50  # where the canonical face's centroid sits (fraction of the side)
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A square crop of a frame. `matrix`: 2×3 float64, frame → crop pixels."""
+
+    matrix: np.ndarray
+    size: int
+
+    @property
+    def inverse(self) -> np.ndarray:
+        return cv2.invertAffineTransform(self.matrix)
+
+    @property
+    def scale(self) -> float:
+        """Crop pixels per frame pixel."""
+        return float(np.sqrt(abs(np.linalg.det(self.matrix[:, :2]))))
+
+    def points_to_crop(self, points: np.ndarray) -> np.ndarray:
+        """(N, 2|3) frame coordinates → crop coordinates (z scaled with x, y)."""
+        return _apply(self.matrix, points)
+
+    def points_to_frame(self, points: np.ndarray) -> np.ndarray:
+        return _apply(self.inverse, points)
+
+    def extract(self, frame: np.ndarray) -> np.ndarray:
+        """The crop (size×size×C, same dtype as `frame`); outside the frame → edge pixels."""
+        interp = cv2.INTER_AREA if self.scale < 0.5 else cv2.INTER_LINEAR
+        if interp == cv2.INTER_AREA:  # warpAffine has no area filter: pre-shrink instead
+            return _extract_downscaled(frame, self)
+        return cv2.warpAffine(frame, self.matrix, (self.size, self.size), flags=interp,
+                              borderMode=cv2.BORDER_REPLICATE)
+
+
+def _apply(m: np.ndarray, points: np.ndarray) -> np.ndarray:
+    pts = np.asarray(points, np.float64)
+    out = pts.copy()
+    out[:, :2] = pts[:, :2] @ m[:, :2].T + m[:, 2]
+    if pts.shape[1] == 3:
+        out[:, 2] = pts[:, 2] * float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+    return out
+
+
+def _extract_downscaled(frame: np.ndarray, crop: Crop) -> np.ndarray:
+    factor = crop.scale * 2.0  # shrink to twice the crop's resolution first
+    small = cv2.resize(frame, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    m = crop.matrix.copy()
+    m[:, :2] /= factor
+    return cv2.warpAffine(small, m, (crop.size, crop.size), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def template(size: int) -> np.ndarray:
+    """Canonical face (478, 3) placed in a size×size crop (frontal)."""
+    canon = g.canonical().points
+    return canon * (EYE_SPAN * size) + np.array([size / 2, CENTRE_Y * size, 0.0])
+
+
+def align(points: np.ndarray, size: int = 256) -> Crop:
+    """The aligned crop for a face with (478, 2|3) frame landmarks.
+
+    Similarity fitted on the rigid landmarks in the image plane (2-D), so yaw shrinks the crop's
+    scale only slightly and roll is removed.
+    """
+    idx = list(g.RIGID)
+    fit = g.fit_similarity(np.asarray(points, np.float64)[idx, :2], template(size)[idx, :2])
+    m = np.hstack([fit.scale * fit.rotation[:2, :2], fit.translation[:2, None]])
+    return Crop(matrix=m, size=size)
+
+
+def feathered_mask(mask: np.ndarray, *, feather: float) -> np.ndarray:
+    """Blur a [0, 1] mask with a Gaussian of sigma `feather` pixels, keeping it within [0, 1]."""
+    if feather <= 0:
+        return mask.astype(np.float32)
+    k = int(2 * round(3 * feather) + 1)
+    return np.clip(cv2.GaussianBlur(mask.astype(np.float32), (k, k), feather), 0.0, 1.0)
+
+
+def edge_falloff(size: int, margin: float) -> np.ndarray:
+    """(size, size) float32: 1 inside, smoothly 0 at the crop border over `margin` pixels."""
+    r = np.arange(size, dtype=np.float32)
+    d = np.minimum(r, size - 1 - r) / max(margin, 1e-6)
+    ramp = np.clip(d, 0.0, 1.0)
+    ramp = ramp * ramp * (3 - 2 * ramp)  # smoothstep
+    return np.outer(ramp, ramp)
+
+
+def paste_back(frame: np.ndarray, crop_rgb: np.ndarray, crop: Crop, mask: np.ndarray) -> np.ndarray:
+    """Blend `crop_rgb` (size×size×3 uint8) into a copy of `frame` (H×W×3 uint8) through `mask`
+    (size×size float in [0, 1], 1 = take the crop). Pixels where the warped mask is 0 are returned
+    bit-identical. Only the crop's bounding box in the frame is processed."""
+    h, w = frame.shape[:2]
+    corners = crop.points_to_frame(np.array([[0, 0], [crop.size, 0], [0, crop.size],
+                                             [crop.size, crop.size]], np.float64))
+    x0, y0 = np.floor(corners.min(0)).astype(int) - 2
+    x1, y1 = np.ceil(corners.max(0)).astype(int) + 2
+    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+    out = frame.copy()
+    if x1 <= x0 or y1 <= y0:
+        return out
+    inv = crop.inverse.copy()
+    inv[:, 2] -= (x0, y0)
+    box = (x1 - x0, y1 - y0)
+    warped = cv2.warpAffine(crop_rgb, inv, box, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(mask.astype(np.float32), inv, box, flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)[..., None]
+    region = out[y0:y1, x0:x1].astype(np.float32)
+    blended = region + alpha * (warped.astype(np.float32) - region)
+    touched = alpha[..., 0] > 0
+    out[y0:y1, x0:x1][touched] = np.clip(np.round(blended[touched]), 0, 255).astype(np.uint8)
+    return out

@@ -1,0 +1,172 @@
+"""Face landmarks: the only module that imports mediapipe.
+
+`Landmarker(mode="image")` finds every face in a photo (static-image mode, then a second pass on a
+full-resolution crop around each face so that precision does not depend on the photo's size);
+`Landmarker(mode="video")` tracks faces across consecutive frames (mediapipe's tracking mode, fast).
+Both return `Face` objects: (478, 3) landmarks incl. irises (see `reenact.geometry` for the frame).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from typing import Iterator, Literal
+
+import cv2
+import numpy as np
+
+from reenact import geometry
+
+# Longest side the detector sees; larger photos are downscaled for detection only.
+DETECT_MAX_SIDE = 1024
+# Crop side (pixels) for the refinement pass in image mode.
+REFINE_SIDE = 512
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face. `points`: (478, 3) float32 (x, y pixels; z relative depth, pixel units)."""
+
+    points: np.ndarray
+    _fit: list = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def xy(self) -> np.ndarray:
+        """(478, 2) float32 image coordinates."""
+        return self.points[:, :2]
+
+    @property
+    def bbox(self) -> tuple[float, float, float, float]:
+        """(x0, y0, x1, y1) of the mesh."""
+        x0, y0 = self.points[:, :2].min(0)
+        x1, y1 = self.points[:, :2].max(0)
+        return float(x0), float(y0), float(x1), float(y1)
+
+    @property
+    def area(self) -> float:
+        x0, y0, x1, y1 = self.bbox
+        return (x1 - x0) * (y1 - y0)
+
+    @property
+    def fit(self) -> geometry.Similarity:
+        """Similarity taking the canonical face onto this face (cached)."""
+        if not self._fit:
+            self._fit.append(geometry.fit_head(self.points))
+        return self._fit[0]
+
+    @property
+    def pose(self) -> geometry.HeadPose:
+        return geometry.rotation_to_pose(self.fit.rotation)
+
+    def transformed(self, matrix: np.ndarray) -> "Face":
+        """This face under a 2×3 similarity `matrix` (x, y mapped; z scaled by its scale factor)."""
+        pts = self.points.astype(np.float64)
+        out = np.empty_like(pts)
+        out[:, :2] = pts[:, :2] @ matrix[:, :2].T + matrix[:, 2]
+        out[:, 2] = pts[:, 2] * float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+        return Face(points=out.astype(np.float32))
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence native (C++) log lines that mediapipe/TFLite write straight to fd 2."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real fd 2 (some embedded interpreters)
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _mediapipe_face_mesh(static: bool, max_faces: int):
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with _quiet_stderr():
+        import mediapipe as mp  # the project's only mediapipe import
+
+        return mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=static, max_num_faces=max_faces, refine_landmarks=True,
+            min_detection_confidence=0.5, min_tracking_confidence=0.5)
+
+
+class Landmarker:
+    """Face-mesh landmarks for photos (`mode="image"`) or consecutive video frames (`mode="video"`).
+
+    `detect(rgb)` takes an RGB uint8 H×W×3 array and returns the faces found, largest first
+    (an empty list when there is none). Not thread-safe; use one per stream.
+    """
+
+    def __init__(self, *, mode: Literal["image", "video"] = "image", max_faces: int = 4) -> None:
+        if mode not in ("image", "video"):
+            raise ValueError(f"mode must be 'image' or 'video', not {mode!r}")
+        self.mode = mode
+        self.max_faces = max_faces
+        self._mesh = _mediapipe_face_mesh(mode == "image", max_faces)
+        self._refiner = _mediapipe_face_mesh(True, 2) if mode == "image" else None
+
+    def close(self) -> None:
+        for m in (self._mesh, self._refiner):
+            if m is not None:
+                m.close()
+
+    def __enter__(self) -> "Landmarker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """All faces in `rgb` (RGB uint8 H×W×3), largest first."""
+        rgb = _as_rgb(rgb)
+        h, w = rgb.shape[:2]
+        factor = min(1.0, DETECT_MAX_SIDE / max(h, w))
+        small = rgb if factor == 1.0 else cv2.resize(
+            rgb, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA)
+        faces = [Face(points=p / factor) for p in self._run(self._mesh, small)]
+        if self._refiner is not None:
+            faces = [self._refine(rgb, f) for f in faces]
+        return sorted(faces, key=lambda f: -f.area)
+
+    @staticmethod
+    def _run(mesh, rgb: np.ndarray) -> list[np.ndarray]:
+        h, w = rgb.shape[:2]
+        with _quiet_stderr():
+            result = mesh.process(rgb)
+        out = []
+        for lm in result.multi_face_landmarks or ():
+            pts = np.array([(p.x * w, p.y * h, p.z * w) for p in lm.landmark], dtype=np.float32)
+            if pts.shape == (geometry.N_LANDMARKS, 3):
+                out.append(pts)
+        return out
+
+    def _refine(self, rgb: np.ndarray, face: Face) -> Face:
+        """Re-run the mesh on a full-resolution square crop around `face` (keeps the coarse
+        result when the refinement pass loses the face)."""
+        x0, y0, x1, y1 = face.bbox
+        side = 2.0 * max(x1 - x0, y1 - y0)
+        scale = REFINE_SIDE / side
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        m = np.array([[scale, 0, REFINE_SIDE / 2 - scale * cx],
+                      [0, scale, REFINE_SIDE / 2 - scale * cy]], dtype=np.float64)
+        crop = cv2.warpAffine(rgb, m, (REFINE_SIDE, REFINE_SIDE), flags=cv2.INTER_AREA
+                              if scale < 1 else cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        found = self._run(self._refiner, crop)
+        if not found:
+            return face
+        # Another face may share the crop: keep the one centred where we looked.
+        best = min(found, key=lambda p: float(np.linalg.norm(p[:, :2].mean(0) - REFINE_SIDE / 2)))
+        return Face(points=best).transformed(cv2.invertAffineTransform(m))
+
+
+def _as_rgb(rgb: np.ndarray) -> np.ndarray:
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected RGB uint8 H×W×3, got {rgb.dtype} {rgb.shape}")
+    return np.ascontiguousarray(rgb)
