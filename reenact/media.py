@@ -1,0 +1,987 @@
+"""Image and video I/O: the project's only ffmpeg user and its one colour convention.
+
+Everything that leaves this module is RGB uint8, H×W×3, C-contiguous; the BGR of OpenCV and the
+raw bytes of ffmpeg are converted once, here. Videos stream frame by frame (constant memory)
+through the ffmpeg bundled with imageio-ffmpeg; every subprocess gets an argv list, never a shell.
+
+Reading
+  read_image      EXIF orientation applied, grey → 3 channels, alpha composited over mid-grey
+                  (ALPHA_BACKGROUND), 16-bit → 8-bit.
+  probe_video     VideoInfo from the container header (no decoding).
+  VideoReader     iterator of upright frames; variable-frame-rate sources are resampled to a
+                  constant rate (info.fps) so that frame i belongs at time i / fps.
+Writing (atomic: a hidden temp file beside the target, then os.replace; never a partial target)
+  write_image     .png .jpg/.jpeg (quality 95) .webp .bmp .tif/.tiff
+  VideoWriter     H.264 yuv420p (BT.709, tagged) with libx264, optional AAC audio from another file.
+  check_output_path   validate an output before any long work.
+
+Every failure a user can cause raises a `reenact.errors` class (MediaError and its subclasses
+UnsupportedMedia / CorruptMedia for inputs, OutputError for outputs) naming the file, with a hint.
+Wrong arrays handed in by calling code are bugs and raise ValueError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+import math
+import numbers
+import os
+import re
+import secrets
+import struct
+import subprocess
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import imageio_ffmpeg
+import numpy as np
+
+from reenact.errors import (
+    CorruptMedia,
+    MediaError,
+    OutputError,
+    ReenactError,
+    UnsupportedMedia,
+    UsageError,
+)
+
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+VIDEO_SUFFIXES: frozenset[str] = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
+# What write_image / VideoWriter can produce (H.264 + AAC does not go into .webm or .avi).
+WRITABLE_IMAGE_SUFFIXES: frozenset[str] = IMAGE_SUFFIXES
+WRITABLE_VIDEO_SUFFIXES: frozenset[str] = frozenset({".mp4", ".m4v", ".mov", ".mkv"})
+
+# Transparent pixels are composited over mid-grey: neutral for the face networks and, unlike
+# white or black, it leaves no hard halo around a cut-out portrait.
+ALPHA_BACKGROUND = 128
+
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow", "placebo")
+
+_IMAGE_FORMATS = {"jpeg": "JPEG", "png": "PNG", "bmp": "BMP", "webp": "WebP", "tiff": "TIFF"}
+_OTHER_IMAGES = {"gif": "GIF", "heif": "HEIF/AVIF"}
+_VIDEO_FORMATS = {"isobmff": "MP4/MOV", "matroska": "Matroska/WebM", "avi": "AVI"}
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
+_QUICKTIME_ATOMS = {b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}
+_FASTSTART = {".mp4", ".m4v", ".mov"}
+
+
+class _DropResizeNotice(logging.Filter):
+    """imageio-ffmpeg warns when ffmpeg's autorotation swaps width and height; we expect it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "frame size for reading" not in record.getMessage()
+
+
+logging.getLogger("imageio_ffmpeg").addFilter(_DropResizeNotice())
+
+
+# ───────────────────────────── paths, sniffing, ffmpeg ─────────────────────────────
+
+
+def _input_path(path: str | os.PathLike) -> Path:
+    """An existing, non-empty regular file, or MediaError / CorruptMedia naming it."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise MediaError(f"{p}: no such file", hint="check the path and its spelling")
+    if p.is_dir():
+        raise MediaError(f"{p} is a folder, not a file", hint="give one image or video inside it")
+    try:
+        size = p.stat().st_size
+    except OSError as e:
+        raise MediaError(f"cannot read {p}: {e.strerror}", hint="check its permissions") from None
+    if size == 0:
+        raise CorruptMedia(f"{p} is empty (0 bytes)",
+                           hint="it was not fully written or downloaded; get a fresh copy")
+    return p
+
+
+def _read_head(p: Path, n: int = 64) -> bytes:
+    try:
+        with open(p, "rb") as f:
+            return f.read(n)
+    except OSError as e:
+        raise MediaError(f"cannot read {p}: {e.strerror}", hint="check its permissions") from None
+
+
+def _sniff(head: bytes) -> str | None:
+    """Container/format name from the first bytes: a key of _IMAGE_FORMATS, _OTHER_IMAGES,
+    _VIDEO_FORMATS, or "text"; None when unrecognised."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head[:2] == b"BM" and head[14:15] in (b"\x0c", b"(", b"4", b"8", b"@", b"l", b"|"):
+        return "bmp"  # the DIB header size byte: 12, 40, 52, 56, 64, 108 or 124
+    if head[:4] == b"RIFF" and head[8:12] in (b"WEBP", b"AVI "):
+        return "webp" if head[8:12] == b"WEBP" else "avi"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[4:8] == b"ftyp":
+        return "heif" if head[8:12] in _HEIF_BRANDS else "isobmff"
+    if head[4:8] in _QUICKTIME_ATOMS:
+        return "isobmff"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "matroska"
+    return "text" if _looks_like_text(head) else None
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if not head or b"\x00" in head:
+        return False
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 3:  # not just a multi-byte character cut by the read
+            return False
+        text = head[:e.start].decode("utf-8")
+    return sum(c.isprintable() or c in "\t\r\n" for c in text) >= 0.95 * len(text)
+
+
+def media_kind(path: str | os.PathLike) -> Literal["image", "video"]:
+    """"image" or "video" for an input file: by suffix, else by sniffing its first bytes.
+
+    Raises MediaError (missing, a folder), CorruptMedia (empty) or UnsupportedMedia (neither).
+    """
+    p = _input_path(path)
+    suffix = p.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    fmt = _sniff(_read_head(p))
+    if fmt in _IMAGE_FORMATS:
+        return "image"
+    if fmt in _VIDEO_FORMATS:
+        return "video"
+    raise UnsupportedMedia(
+        f"{p}: cannot tell whether this is an image or a video"
+        + (f" (its content looks like {_describe(fmt)})" if fmt else ""),
+        hint=f"use an image, {_suffix_list(IMAGE_SUFFIXES)}, or a video, {_suffix_list(VIDEO_SUFFIXES)}",
+    )
+
+
+def _describe(fmt: str | None) -> str:
+    names = {**_IMAGE_FORMATS, **_OTHER_IMAGES, **_VIDEO_FORMATS, "text": "text"}
+    return f"a {names[fmt]} file" if fmt in names else "unknown data"
+
+
+def _suffix_list(suffixes: frozenset[str]) -> str:
+    return " ".join(sorted(suffixes))
+
+
+@functools.lru_cache(maxsize=1)
+def ffmpeg_exe() -> str:
+    """Path of the ffmpeg executable bundled with imageio-ffmpeg (or IMAGEIO_FFMPEG_EXE)."""
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as e:
+        raise ReenactError(f"ffmpeg is not available: {e}",
+                           hint="reinstall imageio-ffmpeg, or set IMAGEIO_FFMPEG_EXE") from None
+
+
+_NOISE = re.compile(r"^(frame=|size=|video:|\[out#|Press \[q\]|Exiting normally|"
+                    r"Conversion failed|At least one output file)")
+
+
+def _last_ffmpeg_error(stderr: str) -> str:
+    """The last line of ffmpeg's stderr that says something, without pointer addresses."""
+    for line in reversed(stderr.splitlines()):
+        line = line.strip()
+        if line and not _NOISE.match(line):
+            return re.sub(r"\[(\S+) @ 0x[0-9a-f]+\] ", r"[\1] ", line)
+    return "no error message"
+
+
+def _run_ffmpeg(
+    args: list[str],
+    *,
+    check: bool = True,
+    error: type[ReenactError] = MediaError,
+    what: str = "",
+    hint: str | None = None,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `ffmpeg -hide_banner -nostdin *args` (argv list, no shell), stderr captured as text.
+
+    With check, a non-zero exit raises `error` ("ffmpeg failed <what>: <last stderr line>").
+    """
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", *args]
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise error(f"ffmpeg took longer than {timeout:.0f} s {what}".rstrip(),
+                    hint=hint or "is the file on a slow or stalled drive?") from None
+    except OSError as e:
+        raise ReenactError(f"cannot run ffmpeg ({e.strerror})", hint="reinstall imageio-ffmpeg") from None
+    result = subprocess.CompletedProcess(cmd, proc.returncode, None,
+                                         proc.stderr.decode("utf-8", "replace"))
+    if check and result.returncode != 0:
+        raise error(f"ffmpeg failed{' ' + what if what else ''}: {_last_ffmpeg_error(result.stderr)}",
+                    hint=hint)
+    return result
+
+
+def _ffmpeg_path(p: Path) -> str:
+    """Absolute path for ffmpeg, so that a name like "a:b.mp4" is not taken for a protocol."""
+    return os.path.abspath(p)
+
+
+# ───────────────────────────────────── images ─────────────────────────────────────
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read a still image as RGB uint8, H×W×3, C-contiguous, upright.
+
+    The content decides the format (a PNG named .jpg reads fine). EXIF orientation (JPEG APP1,
+    PNG eXIf, WebP EXIF; TIFF is oriented by its decoder) is applied. Grey → 3 equal channels;
+    RGBA / grey+alpha → composited over mid-grey (ALPHA_BACKGROUND); 16-bit → 8-bit (v / 257,
+    rounded). Very large images are read at full size (OpenCV's limit is 2^30 pixels).
+
+    Raises MediaError (missing, a folder, unreadable), CorruptMedia (empty, truncated,
+    undecodable) or UnsupportedMedia (a video, text, GIF/HEIF, an unknown suffix and content).
+    """
+    p = _input_path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise MediaError(f"cannot read {p}: {e.strerror}", hint="check its permissions") from None
+    fmt = _sniff(data[:64])
+    _check_image_format(p, fmt)
+    img = _decode(p, data, fmt)
+    if fmt != "tiff":  # OpenCV's TIFF decoder orients the image itself, whatever the flags
+        img = _apply_orientation(img, _exif_orientation(data, fmt))
+    return np.ascontiguousarray(_to_rgb8(p, img))
+
+
+def _check_image_format(p: Path, fmt: str | None) -> None:
+    suffix = p.suffix.lower()
+    if fmt in _IMAGE_FORMATS:
+        return
+    if fmt in _VIDEO_FORMATS or (fmt is None and suffix in VIDEO_SUFFIXES):
+        raise UnsupportedMedia(f"{p} is a video, not an image",
+                               hint=f"give a still image here: {_suffix_list(IMAGE_SUFFIXES)}")
+    if fmt is None and suffix in IMAGE_SUFFIXES:
+        raise CorruptMedia(f"{p} is not a valid {suffix} image: its content is unrecognised",
+                           hint="the file is damaged; re-export or re-download it")
+    raise UnsupportedMedia(
+        f"{p} is not an image reenact reads (its content looks like {_describe(fmt)})",
+        hint=f"convert it to PNG or JPEG; reenact reads {_suffix_list(IMAGE_SUFFIXES)}",
+    )
+
+
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own stderr warnings while decoding; failures become our exceptions."""
+    previous = cv2.getLogLevel()
+    cv2.setLogLevel(0)
+    try:
+        yield
+    finally:
+        cv2.setLogLevel(previous)
+
+
+def _decode(p: Path, data: bytes, fmt: str) -> np.ndarray:
+    """OpenCV decode without orientation: BGR(A)/grey, uint8 or uint16."""
+    # JPEG has no alpha and no 16 bits; IMREAD_COLOR also turns CMYK and grey into BGR.
+    flags = (cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if fmt == "jpeg" else cv2.IMREAD_UNCHANGED
+    try:
+        with _quiet_opencv():
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error as e:
+        raise CorruptMedia(f"{p} could not be decoded: {str(e).strip().splitlines()[-1]}",
+                           hint="it may be damaged, or larger than OpenCV's 2^30-pixel limit") from None
+    if img is None or img.size == 0:
+        raise CorruptMedia(f"{p} could not be decoded as {_IMAGE_FORMATS[fmt]}",
+                           hint="it is truncated or damaged; re-download or re-export it")
+    return img
+
+
+def _to_rgb8(p: Path, img: np.ndarray) -> np.ndarray:
+    """BGR(A)/grey(+alpha), uint8/uint16 → RGB uint8 H×W×3 (alpha over ALPHA_BACKGROUND)."""
+    if img.dtype == np.uint16:
+        img = cv2.convertScaleAbs(img, alpha=255.0 / 65535.0)  # rounds, no big temporaries
+    elif img.dtype != np.uint8:
+        raise UnsupportedMedia(f"{p} has {img.dtype} pixels", hint="save it with 8 or 16 bits per channel")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.shape[2] == 2:  # grey + alpha (OpenCV usually expands it to BGRA already)
+        img = np.dstack([img[:, :, 0]] * 3 + [img[:, :, 1]])
+    if img.shape[2] == 4:
+        img = _composite(img)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def _composite(bgra: np.ndarray) -> np.ndarray:
+    """BGRA uint8 → BGR uint8 over ALPHA_BACKGROUND, exact integer rounding."""
+    alpha = bgra[:, :, 3:4]
+    if alpha.min() == 255:
+        return bgra[:, :, :3]
+    a = alpha.astype(np.uint16)
+    out = bgra[:, :, :3] * a  # ≤ 255·255 fits uint16
+    out += (255 - a) * ALPHA_BACKGROUND + 127
+    out //= 255
+    return out.astype(np.uint8)
+
+
+# EXIF orientation value → the operation that makes the stored pixels upright.
+_ORIENT = {
+    2: lambda im: cv2.flip(im, 1),
+    3: lambda im: cv2.rotate(im, cv2.ROTATE_180),
+    4: lambda im: cv2.flip(im, 0),
+    5: cv2.transpose,
+    6: lambda im: cv2.rotate(im, cv2.ROTATE_90_CLOCKWISE),
+    7: lambda im: cv2.rotate(cv2.transpose(im), cv2.ROTATE_180),
+    8: lambda im: cv2.rotate(im, cv2.ROTATE_90_COUNTERCLOCKWISE),
+}
+
+
+def _apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    op = _ORIENT.get(orientation)
+    return img if op is None else op(img)
+
+
+def _exif_orientation(data: bytes, fmt: str) -> int:
+    """EXIF Orientation (1–8) of a JPEG / PNG / WebP file; 1 when absent or unreadable."""
+    find = {"jpeg": _jpeg_exif, "png": _png_exif, "webp": _webp_exif}.get(fmt)
+    try:
+        tiff = find(data) if find else None
+        return _tiff_orientation(tiff) if tiff else 1
+    except (struct.error, IndexError, KeyError, ValueError):
+        return 1  # a damaged EXIF block must not stop a readable photo
+
+
+def _jpeg_exif(data: bytes) -> bytes | None:
+    """TIFF block of the first APP1 "Exif" segment before the image data."""
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker in (0xD9, 0xDA):  # end of image / start of scan: no more metadata
+            return None
+        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            i += 1 if marker == 0xFF else 2  # fill byte or marker without length
+            continue
+        length = struct.unpack(">H", data[i + 2:i + 4])[0]
+        if marker == 0xE1 and data[i + 4:i + 10] == b"Exif\x00\x00":
+            return data[i + 10:i + 2 + length]
+        i += 2 + length
+    return None
+
+
+def _png_exif(data: bytes) -> bytes | None:
+    i = 8
+    while i + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[i:i + 8])
+        if kind == b"eXIf":
+            return data[i + 8:i + 8 + length]
+        if kind == b"IEND":
+            return None
+        i += 12 + length
+    return None
+
+
+def _webp_exif(data: bytes) -> bytes | None:
+    i = 12
+    while i + 8 <= len(data):
+        kind, length = struct.unpack("<4sI", data[i:i + 8])
+        if kind == b"EXIF":
+            block = data[i + 8:i + 8 + length]
+            return block[6:] if block.startswith(b"Exif\x00\x00") else block
+        i += 8 + length + (length & 1)
+    return None
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    """Tag 0x0112 of IFD0 in a TIFF-structured EXIF block."""
+    order = {b"II": "<", b"MM": ">"}[tiff[:2]]
+    (ifd,) = struct.unpack(order + "I", tiff[4:8])
+    (count,) = struct.unpack(order + "H", tiff[ifd:ifd + 2])
+    for k in range(count):
+        tag, typ, _n, value = struct.unpack(order + "HHI4s", tiff[ifd + 2 + 12 * k:ifd + 14 + 12 * k])
+        if tag == 0x0112 and typ == 3:
+            (orientation,) = struct.unpack(order + "H", value[:2])
+            return orientation if 1 <= orientation <= 8 else 1
+    return 1
+
+
+_JPEG_QUALITY = 95
+_ENCODE_PARAMS = {
+    ".jpg": [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY],
+    ".jpeg": [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY],
+    ".webp": [cv2.IMWRITE_WEBP_QUALITY, _JPEG_QUALITY],
+    ".png": [cv2.IMWRITE_PNG_COMPRESSION, 3],
+}
+
+
+def write_image(path: str | os.PathLike, rgb: np.ndarray, *, overwrite: bool = False) -> Path:
+    """Write an RGB uint8 H×W×3 image atomically; the format follows the suffix.
+
+    .png, .jpg/.jpeg (quality 95), .webp (quality 95), .bmp, .tif/.tiff. The bytes go to a hidden
+    temp file beside the target (".<stem>.<random>.tmp<suffix>") that is then os.replace'd onto
+    it; on any failure, Ctrl-C included, the temp file is removed and the target is untouched.
+    Returns the resolved target. Raises OutputError (exists and not overwrite, folder missing or
+    not writable, unknown suffix, disk full) and ValueError for an array of the wrong kind.
+    """
+    target = check_output_path(path, overwrite=overwrite, kinds=WRITABLE_IMAGE_SUFFIXES)
+    _check_rgb(rgb)
+    suffix = target.suffix.lower()
+    try:
+        ok, buf = cv2.imencode(suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), _ENCODE_PARAMS.get(suffix, []))
+    except cv2.error:  # e.g. WebP stops at 16383 pixels a side
+        ok = False
+    if not ok:
+        raise OutputError(f"could not encode a {rgb.shape[1]}×{rgb.shape[0]} image as {suffix} for {target}",
+                          hint="try .png or .jpg")
+    tmp, fd = _create_temp(target)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException as e:
+        _unlink(tmp)
+        if isinstance(e, OSError):
+            raise OutputError(f"could not write {target}: {e.strerror or e}",
+                              hint="check the free space and permissions of that folder") from None
+        raise
+    return target
+
+
+def _check_rgb(rgb: object, size: tuple[int, int] | None = None) -> None:
+    """ValueError unless rgb is a uint8 H×W×3 array (of (w, h) == size when given)."""
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        desc = f"{rgb.dtype} array of shape {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+        raise ValueError(f"expected an RGB uint8 H×W×3 array, got a {desc}")
+    if size is not None and (rgb.shape[1], rgb.shape[0]) != size:
+        raise ValueError(f"frame is {rgb.shape[1]}×{rgb.shape[0]}, the video is {size[0]}×{size[1]}")
+
+
+# ───────────────────────────────────── outputs ─────────────────────────────────────
+
+
+def check_output_path(path: str | os.PathLike, *, overwrite: bool, kinds: frozenset[str]) -> Path:
+    """Validate an output path before any long work; returns it with its folder resolved.
+
+    The suffix (any case) must be in `kinds`; the folder must exist (it is not created: the
+    error says how) and accept a new file (tried for real, so read-only mounts are caught);
+    the target must not exist unless `overwrite`. Raises OutputError with a hint.
+    """
+    p = Path(path).expanduser()
+    p = p.parent.resolve() / p.name
+    suffix = p.suffix.lower()
+    if p.is_dir():
+        example = p / ("result" + _example_suffix(kinds))
+        raise OutputError(f"{p} is a folder", hint=f"give a file name, e.g. {example}")
+    if suffix not in kinds:
+        raise OutputError(f"{p}: cannot write {f'{suffix} files' if suffix else 'a file without a suffix'}",
+                          hint=f"end the name with one of: {_suffix_list(kinds)}")
+    if not p.parent.is_dir():
+        what = "is not a folder" if p.parent.exists() else "does not exist"
+        raise OutputError(f"output folder {p.parent} {what}", hint=f"create it first: mkdir -p {p.parent}")
+    if p.exists() and not overwrite:
+        raise OutputError(f"{p} already exists", hint="pass --overwrite to replace it, or choose another name")
+    tmp, fd = _create_temp(p)
+    os.close(fd)
+    _unlink(tmp)
+    return p
+
+
+def _example_suffix(kinds: frozenset[str]) -> str:
+    return next((s for s in (".mp4", ".png") if s in kinds), min(kinds))
+
+
+def _create_temp(target: Path) -> tuple[Path, int]:
+    """Create ".<stem>.<random>.tmp<suffix>" beside target (O_EXCL, mode 0666 & ~umask)."""
+    for _ in range(100):
+        tmp = target.with_name(f".{target.stem}.{secrets.token_hex(4)}.tmp{target.suffix}")
+        try:
+            return tmp, os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise OutputError(f"cannot write in {target.parent}: {e.strerror}",
+                              hint="choose a folder you can write to") from None
+    raise OutputError(f"cannot create a temporary file in {target.parent}")  # pragma: no cover
+
+
+def _unlink(p: Path | None) -> None:
+    """Remove p if it is there; cleanup must never mask the error that caused it."""
+    if p is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(p)
+
+
+# ───────────────────────────────────── probing ─────────────────────────────────────
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+    """What a video holds, as VideoReader delivers it.
+
+    width, height: pixels of the delivered (upright) frames, i.e. already swapped for 90°/270°.
+    fps: frames per second of the delivered frames (exact NTSC rates restored: 23.98 → 24000/1001;
+      a variable-rate source reports its average rate, and VideoReader resamples to it).
+    n_frames: estimate round(duration × fps) — for progress bars, not loop bounds: headers hold
+      no exact count, and the duration is the longest stream's (audio may outlast the video);
+      None when the duration is unknown.
+    duration: seconds, None when unknown. has_audio: an audio stream exists. codec: e.g. "h264".
+    rotation: clockwise degrees (0/90/180/270) the stored frames are turned to be shown upright
+      (the classic `rotate` tag; ffmpeg's display matrix prints the opposite sign).
+    """
+
+    width: int
+    height: int
+    fps: float
+    n_frames: int | None
+    duration: float | None
+    has_audio: bool
+    codec: str | None
+    rotation: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Streams:
+    """Parsed `ffmpeg -i` header: the first real video stream and the first audio stream."""
+
+    video_index: int | None
+    video_desc: str
+    video_block: str  # the stream line and its metadata / side-data lines
+    audio_index: int | None
+    duration: float | None
+
+
+_STREAM = re.compile(r"^\s*Stream #0:(\d+)\S*: (Video|Audio|Subtitle|Data|Attachment): (.*)$")
+
+
+def _header(p: Path, fmt: str | None) -> _Streams:
+    """Run `ffmpeg -i p` and parse the streams; CorruptMedia / MediaError when ffmpeg cannot open
+    it. fmt is what _sniff made of the first bytes (it words the error)."""
+    stderr = _run_ffmpeg(["-i", _ffmpeg_path(p)], check=False, timeout=60, what=f"reading {p}").stderr
+    if "Input #0" not in stderr:
+        raise _open_error(p, stderr, fmt)
+    lines = stderr.splitlines()
+    video: tuple[int, str, str] | None = None
+    audio = None
+    for i, line in enumerate(lines):
+        m = _STREAM.match(line)
+        if not m:
+            continue
+        kind, desc = m.group(2), m.group(3)
+        if kind == "Video" and video is None and "(attached pic)" not in desc:
+            video = (int(m.group(1)), desc, _indented_block(lines, i))
+        elif kind == "Audio" and audio is None:
+            audio = int(m.group(1))
+    d = re.search(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", stderr)
+    duration = int(d[1]) * 3600 + int(d[2]) * 60 + float(d[3]) if d else None
+    if video is None:
+        return _Streams(None, "", "", audio, duration or None)
+    return _Streams(video[0], video[1], video[2], audio, duration or None)
+
+
+def _indented_block(lines: list[str], i: int) -> str:
+    """Line i and the lines below it indented deeper (a stream's metadata and side data)."""
+    depth = len(lines[i]) - len(lines[i].lstrip())
+    end = i + 1
+    while end < len(lines) and len(lines[end]) - len(lines[end].lstrip()) > depth:
+        end += 1
+    return "\n".join(lines[i:end])
+
+
+def _open_error(p: Path, stderr: str, fmt: str | None) -> MediaError:
+    """The right exception for an input ffmpeg could not open."""
+    last = _last_ffmpeg_error(stderr)
+    if "Permission denied" in stderr:
+        return MediaError(f"cannot read {p}: permission denied", hint="check its permissions")
+    if fmt is None:
+        return CorruptMedia(f"{p} is not a valid {p.suffix or 'video'} file: its content is unrecognised",
+                            hint="the file is damaged or not a video")
+    if "moov atom not found" in stderr:
+        return CorruptMedia(f"{p} is incomplete: its index (moov atom) is missing",
+                            hint="the recording or download was cut short; get a complete copy")
+    if "Invalid data found" in stderr:
+        return CorruptMedia(f"{p} could not be read as a video: invalid data",
+                            hint="the file is damaged or not a video")
+    return CorruptMedia(f"{p} could not be opened: {last}", hint="the file is damaged or not a video")
+
+
+def _isobmff_truncated(p: Path) -> bool:
+    """True when an MP4/MOV top-level box claims more bytes than the file has left.
+
+    ffmpeg quietly decodes what is there when the index comes first (fast-start files), so a
+    file cut short would otherwise pass for a shorter video.
+    """
+    with open(p, "rb") as f:
+        size, pos = os.fstat(f.fileno()).st_size, 0
+        while pos + 8 <= size:
+            f.seek(pos)
+            head = f.read(16)
+            n, kind = struct.unpack(">I4s", head[:8])
+            if n == 1 and len(head) == 16:
+                (n,) = struct.unpack(">Q", head[8:])
+            if n == 0 or n < 8 or not kind.isascii() or not kind.decode("ascii").isprintable():
+                return False  # "to end of file", or trailing bytes that are not a box
+            pos += n
+        return pos > size
+
+
+def _rate(desc: str, unit: str) -> float | None:
+    m = re.search(rf"([\d.]+)(k?) {unit}\b", desc)
+    return float(m[1]) * (1000 if m[2] else 1) if m else None
+
+
+def _exact_fps(fps: float) -> float:
+    """ffmpeg prints rates with 2 decimals; restore the NTSC ones (23.98 → 24000/1001)."""
+    for base in (24, 30, 48, 60, 120, 240):
+        ntsc = base * 1000 / 1001
+        if abs(fps - ntsc) < 0.006:
+            return ntsc
+    return fps
+
+
+def _rotation(block: str) -> int:
+    """Clockwise display rotation from the display matrix (counter-clockwise there) or `rotate`."""
+    m = re.search(r"display ?matrix: rotation of (-?[\d.]+) degrees", block, re.IGNORECASE)
+    if m:
+        return int(round(-float(m[1]) / 90.0)) * 90 % 360
+    m = re.search(r"^\s*rotate\s*:\s*(-?\d+)", block, re.MULTILINE)
+    return int(round(int(m[1]) / 90.0)) * 90 % 360 if m else 0
+
+
+def _probe(path: str | os.PathLike) -> tuple[VideoInfo, _Streams, bool]:
+    """probe_video plus the parsed streams and whether the frame rate is variable."""
+    p = _input_path(path)
+    fmt = _sniff(_read_head(p))
+    if fmt in _IMAGE_FORMATS or fmt in _OTHER_IMAGES or (not fmt and p.suffix.lower() in IMAGE_SUFFIXES):
+        raise UnsupportedMedia(f"{p} is an image, not a video",
+                               hint=f"give a video here: {_suffix_list(VIDEO_SUFFIXES)}")
+    if fmt == "text":
+        raise UnsupportedMedia(f"{p} is a text file, not a video",
+                               hint=f"give a video here: {_suffix_list(VIDEO_SUFFIXES)}")
+    if fmt == "isobmff" and _isobmff_truncated(p):
+        raise CorruptMedia(f"{p} is truncated: the file ends before its last section does",
+                           hint="the recording, copy or download was cut short; get a complete copy")
+    s = _header(p, fmt)
+    if s.video_index is None:
+        only_audio = " (audio only)" if s.audio_index is not None else ""
+        raise UnsupportedMedia(f"{p} has no video stream{only_audio}", hint="give a video with moving pictures")
+    size = re.search(r", (\d+)x(\d+)\b", s.video_desc)
+    fps, tbr = _rate(s.video_desc, "fps"), _rate(s.video_desc, "tbr")
+    if not size or not (fps or tbr):
+        raise CorruptMedia(f"{p}: the video stream has no usable size or frame rate",
+                           hint="the file is damaged; re-export it")
+    w, h = int(size[1]), int(size[2])
+    rotation = _rotation(s.video_block)
+    if rotation in (90, 270):
+        w, h = h, w
+    rate = _exact_fps(fps or tbr)
+    n = round(s.duration * rate) if s.duration else None
+    codec = s.video_desc.split(" ", 1)[0].strip(",") or None
+    info = VideoInfo(w, h, rate, n, s.duration, s.audio_index is not None, codec, rotation)
+    return info, s, bool(fps and tbr and abs(fps - tbr) > 0.01)
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """VideoInfo of a video file from its container header (fast: nothing is decoded).
+
+    Raises MediaError (missing, a folder, unreadable), CorruptMedia (empty, truncated so the
+    header is gone, invalid data) or UnsupportedMedia (an image, text, audio only).
+    """
+    return _probe(path)[0]
+
+
+# ───────────────────────────────────── reading ─────────────────────────────────────
+
+
+def _generator_process(gen: object, name: str) -> subprocess.Popen | None:
+    """The ffmpeg Popen held by an imageio-ffmpeg generator, to reap it for sure (best effort)."""
+    frame = getattr(gen, "gi_frame", None)
+    proc = frame.f_locals.get(name) if frame is not None else None
+    return proc if isinstance(proc, subprocess.Popen) else None
+
+
+def _reap(proc: subprocess.Popen | None) -> int | None:
+    """Kill proc if still running and wait for it; its exit status (None if unknown)."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        return proc.wait(timeout=10)
+    return None
+
+
+class VideoReader:
+    """Stream the frames of a video: RGB uint8 H×W×3 (writable, C-contiguous), upright.
+
+    Constant memory: one frame at a time from an ffmpeg pipe (imageio_ffmpeg.read_frames).
+    Rotation metadata is applied by ffmpeg, and `info.width/height` are those of the frames.
+    Constant-rate sources are delivered frame for frame; variable-rate ones are resampled to
+    `info.fps` (their average rate) so that frame i belongs at time i / fps and stays in sync
+    with the audio. One pass only. Use as a context manager, or call close(): ffmpeg is
+    stopped and reaped even when the loop is left early.
+
+        with VideoReader("driver.mp4") as video:
+            for rgb in video: ...
+
+    Raises (at construction) what probe_video raises; while iterating, CorruptMedia when
+    decoding breaks off mid-frame or yields no frame at all.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self._gen = None
+        self.frames_read = 0
+        info, streams, variable = _probe(path)
+        self.path = Path(path).expanduser()
+        fps = Fraction(info.fps).limit_denominator(100_000)
+        timing = ["-fps_mode", "cfr", "-r", str(fps)] if variable else ["-fps_mode", "passthrough"]
+        self._gen = imageio_ffmpeg.read_frames(
+            _ffmpeg_path(self.path), output_params=["-map", f"0:{streams.video_index}", *timing])
+        try:
+            meta = next(self._gen)
+        except Exception as e:  # imageio raises OSError/RuntimeError, or fails parsing the header
+            self.close()
+            raise CorruptMedia(f"{self.path}: ffmpeg cannot decode its video ({_last_ffmpeg_error(str(e))})",
+                               hint="the file is damaged or uses a codec this ffmpeg lacks") from None
+        self._w, self._h = meta["size"]
+        self.info = dataclasses.replace(info, width=self._w, height=self._h)
+
+    def __iter__(self) -> VideoReader:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        if self._gen is None:
+            raise StopIteration
+        try:
+            raw = next(self._gen)
+        except StopIteration:
+            self.close()
+            if self.frames_read == 0:
+                raise CorruptMedia(f"{self.path}: no frame could be decoded",
+                                   hint="the video data is damaged or truncated") from None
+            raise
+        except (OSError, RuntimeError):
+            self.close()
+            raise CorruptMedia(f"{self.path}: decoding broke off at frame {self.frames_read + 1}",
+                               hint="the file is truncated or damaged") from None
+        self.frames_read += 1
+        return np.frombuffer(raw, np.uint8).reshape(self._h, self._w, 3).copy()
+
+    def close(self) -> None:
+        """Stop ffmpeg (killed if it does not quit) and reap it. Idempotent."""
+        gen, self._gen = self._gen, None
+        if gen is not None:
+            proc = _generator_process(gen, "process")
+            gen.close()
+            _reap(proc)
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+# ───────────────────────────────────── writing ─────────────────────────────────────
+
+
+class _Abort(BaseException):
+    """Thrown into imageio's writer generator: it then kills ffmpeg instead of waiting."""
+
+
+def _audio_stream(path: str | os.PathLike | None) -> Path | None:
+    """path if it holds an audio stream (any file ffmpeg reads: video or audio-only), else None."""
+    if path is None:
+        return None
+    p = _input_path(path)
+    return p if _header(p, _sniff(_read_head(p))).audio_index is not None else None
+
+
+def _check_writer_args(fps: float, size: tuple[int, int], crf: int, preset: str) -> None:
+    if not (isinstance(fps, numbers.Real) and math.isfinite(fps) and 0 < fps <= 1000):
+        raise UsageError(f"frame rate {fps!r} is not usable", hint="give a positive number up to 1000")
+    if (len(size) != 2 or not all(isinstance(v, (int, np.integer)) and v > 0 for v in size)):
+        raise UsageError(f"video size {size!r} is not usable", hint="give (width, height) in pixels")
+    if not 0 <= crf <= 51:
+        raise UsageError(f"crf {crf} is out of range",
+                         hint="use 0–51: 0 is lossless, 18 looks lossless, 51 is worst")
+    if preset not in X264_PRESETS:
+        raise UsageError(f"unknown x264 preset {preset!r}", hint=f"one of: {', '.join(X264_PRESETS)}")
+
+
+class VideoWriter:
+    """Encode RGB uint8 frames to an H.264 (libx264, yuv420p, BT.709) video, atomically.
+
+        with VideoWriter("out.mp4", fps=25, size=(w, h), audio_from="driver.mp4") as out:
+            for rgb in frames: out.write(rgb)
+
+    Frames go to ffmpeg (imageio_ffmpeg.write_frames, macro_block_size=1: never rescaled) which
+    encodes into a hidden temp file beside the target. Odd width/height: yuv420p needs even
+    sizes, so the last column/row is repeated once (edge replication) — the output is one pixel
+    wider/taller, never resampled. On a clean exit (or close()), the first audio stream of
+    `audio_from`, if it has one, is encoded to AAC and muxed in (video copied, not re-encoded;
+    audio cut to the video's length), then the result is os.replace'd onto the target. On an
+    exception or Ctrl-C in the with-block, or abort(): ffmpeg is killed and every temp file
+    deleted. `frames_written` counts frames.
+
+    Raises OutputError (target exists and not overwrite, folder missing/not writable, unknown
+    suffix, ffmpeg failing, zero frames written), MediaError for a bad `audio_from` (both at
+    construction, before any work), UsageError for bad fps/size/crf/preset, ValueError in write()
+    for a frame of the wrong size or type.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, fps: float, size: tuple[int, int],
+                 audio_from: str | os.PathLike | None = None, overwrite: bool = False,
+                 crf: int = 18, preset: str = "medium") -> None:
+        self._gen = None
+        self._temps: list[Path] = []
+        self._state = "open"  # → "done" (target written) or "aborted" (nothing left behind)
+        self.frames_written = 0
+        self.path = check_output_path(path, overwrite=overwrite, kinds=WRITABLE_VIDEO_SUFFIXES)
+        _check_writer_args(fps, size, crf, preset)
+        self.fps = Fraction(fps if isinstance(fps, Fraction) else float(fps)).limit_denominator(100_000)
+        self.size = (int(size[0]), int(size[1]))
+        self._overwrite, self._crf, self._preset = overwrite, crf, preset
+        self._audio = _audio_stream(audio_from)
+        w, h = self.size
+        self._padded = np.empty((h + h % 2, w + w % 2, 3), np.uint8) if (w % 2 or h % 2) else None
+
+    def write(self, rgb: np.ndarray) -> None:
+        """Append one frame: RGB uint8, exactly size[1]×size[0]×3."""
+        if self._state != "open":
+            raise ValueError(f"VideoWriter for {self.path} is already {self._state}")
+        _check_rgb(rgb, self.size)
+        if self._gen is None:
+            self._start()
+        try:
+            self._gen.send(self._pad(rgb))
+        except OSError:
+            self.abort()
+            raise OutputError(f"ffmpeg stopped accepting frames for {self.path}",
+                              hint="see ffmpeg's message above; is the disk full?") from None
+        self.frames_written += 1
+
+    def _pad(self, rgb: np.ndarray) -> np.ndarray:
+        if self._padded is None:
+            return np.ascontiguousarray(rgb)
+        h, w = rgb.shape[:2]
+        buf = self._padded  # reused: send() has written it to the pipe before returning
+        buf[:h, :w] = rgb
+        buf[:h, w:] = rgb[:, -1:]
+        buf[h:, :] = buf[h - 1:h, :]
+        return buf
+
+    def _start(self) -> None:
+        tmp, fd = _create_temp(self.path)
+        os.close(fd)
+        self._temps.append(tmp)
+        params = ["-preset", self._preset, "-crf", str(self._crf),
+                  # encode with the BT.709 matrix and say so, so that players show true colours
+                  "-vf", "scale=out_color_matrix=bt709:out_range=tv,"
+                         "setparams=range=tv:color_primaries=bt709:color_trc=bt709:colorspace=bt709"]
+        if self._audio is None and self.path.suffix.lower() in _FASTSTART:
+            params += ["-movflags", "+faststart"]
+        h, w = (self._padded.shape[:2] if self._padded is not None else self.size[::-1])
+        # fps as a float: older imageio-ffmpeg asserts it; 24000/1001 survives the round trip
+        self._gen = imageio_ffmpeg.write_frames(
+            str(tmp), (w, h), fps=float(self.fps), quality=None, codec="libx264",
+            pix_fmt_out="yuv420p", macro_block_size=1, ffmpeg_log_level="error", output_params=params)
+        self._gen.send(None)
+
+    def close(self) -> Path | None:
+        """Finish: flush the encoder, mux audio, move into place. Returns the target path.
+
+        Idempotent. After abort() it does nothing and returns None. On failure nothing is left
+        behind and OutputError is raised.
+        """
+        if self._state != "open":
+            return self.path if self._state == "done" else None
+        if self.frames_written == 0:
+            self.abort()
+            raise OutputError(f"no frames were written, so {self.path} was not created",
+                              hint="the input produced no frames to encode")
+        try:
+            video = self._finish_encoding()
+            final = self._mux_audio(video) if self._audio is not None else video
+            if not self._overwrite and self.path.exists():
+                raise OutputError(f"{self.path} appeared while encoding",
+                                  hint="pass --overwrite to replace it, or choose another name")
+            os.replace(final, self.path)
+        except BaseException as e:
+            self.abort()
+            if isinstance(e, OSError):
+                raise OutputError(f"could not write {self.path}: {e.strerror or e}",
+                                  hint="check the free space and permissions of that folder") from None
+            raise
+        self._state = "done"
+        self._temps = [t for t in self._temps if t != final]
+        for tmp in self._temps:
+            _unlink(tmp)
+        return self.path
+
+    def _finish_encoding(self) -> Path:
+        gen, self._gen = self._gen, None
+        proc = _generator_process(gen, "p")
+        gen.close()  # closes ffmpeg's stdin and waits for it to finish the file
+        status = _reap(proc)
+        tmp = self._temps[0]
+        if (status not in (0, None)) or not tmp.exists() or tmp.stat().st_size == 0:
+            raise OutputError(f"ffmpeg failed to encode {self.path} (exit status {status})",
+                              hint="see ffmpeg's message above")
+        return tmp
+
+    def _mux_audio(self, video: Path) -> Path:
+        out, fd = _create_temp(self.path)
+        os.close(fd)
+        self._temps.append(out)
+        duration = float(self.frames_written / self.fps)
+        faststart = ["-movflags", "+faststart"] if self.path.suffix.lower() in _FASTSTART else []
+        _run_ffmpeg(
+            ["-y", "-i", str(video), "-t", f"{duration:.6f}", "-i", _ffmpeg_path(self._audio),
+             "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", *faststart, str(out)],
+            error=OutputError, what=f"adding the audio of {self._audio} to {self.path}",
+            hint="try again without audio")
+        return out
+
+    def abort(self) -> None:
+        """Discard everything: kill ffmpeg, delete every temp file. Idempotent; never raises."""
+        if self._state == "open":
+            self._state = "aborted"
+        gen, self._gen = self._gen, None
+        if gen is not None:
+            proc = _generator_process(gen, "p")
+            with contextlib.suppress(_Abort, StopIteration, Exception):
+                gen.throw(_Abort())
+            _reap(proc)
+        temps, self._temps = self._temps, []
+        for tmp in temps:
+            _unlink(tmp)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._state == "open":
+                self.abort()
