@@ -1,11 +1,14 @@
 """Classical landmark warp of the reference crop (the warp engine, and FusionNet's warp path).
 
 Control points = the 478 mesh landmarks + a "head ring" (the face oval pushed outwards in the
-canonical frame, so forehead, hair and jaw move rigidly with the head) + fixed anchors on the
-crop border. The reference's control points are Delaunay-triangulated once; each frame moves the
-landmarks and ring to the target and maps every triangle affinely (piecewise-affine warp,
-continuous across edges). Triangles are rasterised far-to-near by the target's depth, so at large
-yaw the near side correctly covers the far side.
+canonical frame, so forehead, hair and jaw move rigidly with the head) + fixed points on the crop
+border (where rays from the face centre through the ring meet it) and the crop corners.
+
+The mesh has a fixed topology: the face surface is triangulated once on the canonical face
+(`face_triangles`), and strips join the oval to the ring and the ring to the border. Each frame
+moves the landmarks and ring to the target and maps every triangle affinely (a piecewise-affine
+warp, continuous across edges). Triangles are rasterised far-to-near by the target's depth, after
+those that turned away, so at large yaw the near side covers the far side.
 
 A classical warp cannot invent what the reference does not show; the one case handled here is
 an opening mouth: the new mouth interior is shaded as a dark cavity (`mouth_cavity`).
@@ -13,6 +16,7 @@ an opening mouth: the new mouth interior is shaded as a dark cavity (`mouth_cavi
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -21,7 +25,6 @@ import numpy as np
 from reenact import geometry as g
 
 RING_SCALE = 1.4  # head ring = face oval scaled about the canonical centre
-BORDER_STEPS = 6  # anchors per crop side
 _FAR = 1e6
 
 
@@ -44,35 +47,52 @@ class WarpSource:
 
 
 def _ring(points: np.ndarray) -> np.ndarray:
-    """(R, 3) head-ring points for (478, 3) landmarks (posed with the face's own fit)."""
+    """(R, 3) head-ring points for (478, 3) landmarks (posed with the face's own fit); ring[i]
+    lies outside FACE_OVAL[i]."""
     canon = g.canonical().points
     oval = canon[list(g.FACE_OVAL)]
     ring = oval * np.array([RING_SCALE, RING_SCALE, 1.0])
     return g.fit_head(points).apply(ring)
 
 
-def _border(size: int) -> np.ndarray:
-    t = np.linspace(0, size - 1, BORDER_STEPS + 1)
-    lo, hi = np.zeros_like(t), np.full_like(t, size - 1)
-    pts = np.concatenate([np.stack([t, lo], 1), np.stack([t, hi], 1),
-                          np.stack([lo, t], 1)[1:-1], np.stack([hi, t], 1)[1:-1]])
-    return np.hstack([pts, np.full((len(pts), 1), _FAR)])
+def _radial_border(centre: np.ndarray, ring: np.ndarray, size: int) -> np.ndarray:
+    """(R, 2): where the ray from `centre` through each ring point meets the crop border."""
+    d = ring[:, :2] - centre[:2]
+    lo, hi = 0.0, size - 1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tx = np.where(d[:, 0] > 0, (hi - centre[0]) / d[:, 0], (lo - centre[0]) / d[:, 0])
+        ty = np.where(d[:, 1] > 0, (hi - centre[1]) / d[:, 1], (lo - centre[1]) / d[:, 1])
+    t = np.nanmin(np.where(np.isfinite(np.stack([tx, ty])), np.stack([tx, ty]), np.inf), axis=0)
+    return np.clip(centre[:2] + d * t[:, None], lo, hi)
 
 
-def control_points(points: np.ndarray, size: int) -> np.ndarray:
-    """(K, 3) control points: landmarks, head ring (clamped inside the crop), border anchors."""
-    ring = _ring(points)
-    ring[:, :2] = np.clip(ring[:, :2], 1.0, size - 2.0)
-    return np.vstack([np.asarray(points, np.float64), ring, _border(size)])
+_CORNERS = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
 
 
-def _delaunay(pts: np.ndarray, size: int) -> np.ndarray:
-    subdiv = cv2.Subdiv2D((-1, -1, size + 2, size + 2))
+@functools.lru_cache(maxsize=1)
+def face_triangles() -> np.ndarray:
+    """(T, 3) surface triangulation of the 478 landmarks, fixed for every face.
+
+    Delaunay in a cylindrical unwrapping of the canonical face (u = angle around a vertical
+    axis behind the face, v = height), so triangles follow the surface even where the face is
+    seen edge-on (the sides), and the eye and mouth openings are spanned lid to lid and lip to
+    lip. Triangles outside the face oval are dropped (the head-ring strip covers that band)."""
+    canon = g.canonical().points
+    uv = np.stack([np.arctan2(canon[:, 0], 1.2 - canon[:, 2]), canon[:, 1]], 1)
+    tris = _delaunay_indices(uv)
+    oval = uv[list(g.FACE_OVAL)].astype(np.float32)
+    centroids = uv[tris].mean(1)
+    inside = [cv2.pointPolygonTest(oval, (float(x), float(y)), False) >= 0 for x, y in centroids]
+    return tris[np.array(inside)]
+
+
+def _delaunay_indices(pts: np.ndarray) -> np.ndarray:
+    pts = (pts - pts.min(0)) * (1000.0 / np.ptp(pts, 0).max()) + 10.0  # Subdiv2D wants int bounds
+    subdiv = cv2.Subdiv2D((0, 0, 1020, 1020))
     lookup: dict[tuple[float, float], int] = {}
     for i, (x, y) in enumerate(pts.astype(np.float32)):
-        x, y = float(np.clip(x, -0.5, size + 0.5)), float(np.clip(y, -0.5, size + 0.5))
-        lookup.setdefault((x, y), i)
-        subdiv.insert((x, y))
+        lookup.setdefault((float(x), float(y)), i)
+        subdiv.insert((float(x), float(y)))
     tris = []
     for t in subdiv.getTriangleList().reshape(-1, 3, 2):
         idx = [lookup.get((float(x), float(y))) for x, y in t]
@@ -81,12 +101,61 @@ def _delaunay(pts: np.ndarray, size: int) -> np.ndarray:
     return np.array(tris, np.int32)
 
 
+def _strip(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Triangles joining two closed index loops of equal length (a[i] ↔ b[i])."""
+    a1, b1 = np.roll(a, -1), np.roll(b, -1)
+    return np.concatenate([np.stack([a, a1, b1], 1), np.stack([a, b1, b], 1)])
+
+
+def _layout(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index ranges of the control points: ring, radial border points, crop corners."""
+    n, r = g.N_LANDMARKS, len(g.FACE_OVAL)
+    return np.arange(n, n + r), np.arange(n + r, n + 2 * r), np.arange(n + 2 * r, n + 2 * r + 4)
+
+
+def _triangles(border: np.ndarray, centre: np.ndarray, size: int) -> np.ndarray:
+    """All triangles: face surface, oval→ring strip, ring→border strip, and the corner fans."""
+    ring_idx, border_idx, corner_idx = _layout(size)
+    tris = [face_triangles(), _strip(np.array(g.FACE_OVAL), ring_idx), _strip(ring_idx, border_idx)]
+    # Each crop corner joins the two radial border points around it (by angle about the centre).
+    ang = np.arctan2(border[:, 1] - centre[1], border[:, 0] - centre[0])
+    for c, corner in zip(corner_idx, _CORNERS * (size - 1)):
+        a = np.arctan2(corner[1] - centre[1], corner[0] - centre[0])
+        diff = np.angle(np.exp(1j * (ang - a)))
+        before = border_idx[np.where(diff < 0, diff, -np.inf).argmax()]
+        after = border_idx[np.where(diff >= 0, diff, np.inf).argmin()]
+        tris.append(np.array([[before, c, after]]))
+    return np.concatenate(tris).astype(np.int32)
+
+
+def control_points(points: np.ndarray, size: int, border: np.ndarray | None = None) -> np.ndarray:
+    """(K, 3) control points: landmarks, head ring, border points, crop corners.
+
+    `border` (R, 2) fixes the border points (they never move); None computes them radially
+    from this face's ring."""
+    pts = np.asarray(points, np.float64)
+    ring = _ring(pts)
+    ring[:, :2] = np.clip(ring[:, :2], 2.0, size - 3.0)
+    if border is None:
+        border = _radial_border(pts.mean(0), ring, size)
+    far = np.full((len(border) + 4, 1), _FAR)
+    edge = np.hstack([np.vstack([border, _CORNERS * (size - 1)]), far])
+    return np.vstack([pts, ring, edge])
+
+
 def prepare_source(image: np.ndarray, points: np.ndarray) -> WarpSource:
     """Triangulate a reference crop (size×size×3 uint8) with its (478, 3) crop-space landmarks."""
     size = image.shape[0]
     ctrl = control_points(points, size)
+    ring_idx, border_idx, _ = _layout(size)
+    tris = _triangles(ctrl[border_idx, :2], np.asarray(points, np.float64).mean(0), size)
     return WarpSource(image=image, points=np.asarray(points, np.float32),
-                      control=ctrl[:, :2].astype(np.float32), triangles=_delaunay(ctrl[:, :2], size))
+                      control=ctrl[:, :2].astype(np.float32), triangles=tris)
+
+
+def _signed_area(pts: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    a, b, c = (pts[tris[:, k]].astype(np.float64) for k in range(3))
+    return (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
 
 
 def _affines(src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -108,12 +177,16 @@ def backward_map(source: WarpSource, target: np.ndarray) -> tuple[np.ndarray, np
     triangulation moved to `target` (478, 3) crop coordinates; triangles are rasterised far to
     near by target depth so that nearer surfaces win where the mesh folds."""
     size = source.size
-    dst = control_points(target, size)
+    _, border_idx, _ = _layout(size)
+    dst = control_points(target, size, border=source.control[border_idx].astype(np.float64))
     affines, ok = _affines(source.control.astype(np.float64), dst[:, :2], source.triangles)
     depth = dst[source.triangles, 2].mean(1)
+    # Triangles whose orientation flipped between source and target are folded over (turned
+    # away): draw them first, so front-facing triangles always cover them.
+    folded = _signed_area(source.control, source.triangles) * _signed_area(dst[:, :2], source.triangles) <= 0
     ids = np.zeros((size, size), np.int32)
     fixed = np.round(dst[:, :2] * 16).astype(np.int32)
-    for t in np.argsort(-depth):  # far first; nearer triangles overwrite
+    for t in np.lexsort((-depth, ~folded)):  # folded first, then far to near; later overwrite
         if ok[t]:
             cv2.fillConvexPoly(ids, fixed[source.triangles[t]], int(t) + 1, lineType=cv2.LINE_8, shift=4)
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)

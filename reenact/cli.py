@@ -1,0 +1,265 @@
+"""Command-line interface: the only place that prints or exits.
+
+Commands parse options, build a config and call one library function; a `ReenactError` becomes
+one red line on stderr and the error's exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, \
+    TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from reenact import __version__
+from reenact.config import ENGINES, InferenceConfig
+from reenact.errors import ReenactError
+
+app = typer.Typer(
+    name="reenact",
+    help="One-shot face reenactment: render a reference face with a driver's head pose and expression.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+out = Console()
+err = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"reenact {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Face reenactment: landmarks → parsing maps → warp / generators → FusionNet → paste-back."""
+
+
+def fail(e: ReenactError) -> None:
+    """Print one red line and exit with the error's code."""
+    msg = Text("error: ", style="bold red") + Text(e.message, style="red")
+    if e.hint:
+        msg += Text(f"\n  hint: {e.hint}", style="dim")
+    err.print(msg, soft_wrap=True)
+    raise typer.Exit(code=e.exit_code)
+
+
+def run(fn, *args, **kwargs):
+    """Call library code, turning user errors and Ctrl-C into clean exits."""
+    try:
+        return fn(*args, **kwargs)
+    except ReenactError as e:
+        fail(e)
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/] — nothing was written")
+        raise typer.Exit(code=130)
+
+
+class _FpsColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:5.1f} fps" if speed else "  ?   fps", style="cyan")
+
+
+def progress_bar() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    _FpsColumn(), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                    console=err, transient=False)
+
+
+EngineOpt = typer.Option("warp", "--engine", "-e", help=f"Renderer: {', '.join(ENGINES)}.")
+SizeOpt = typer.Option(256, "--size", help="Model crop side in pixels (multiple of 16).")
+OverwriteOpt = typer.Option(False, "--overwrite", "-y", help="Replace an existing output file.")
+CropOpt = typer.Option(False, "--crop", help="Write only the aligned face crop.")
+CompareOpt = typer.Option(False, "--compare", help="Write [driver | result] side by side.")
+WeightsOpt = typer.Option(None, "--weights", help="Exported generator (.onnx) for gan/fusion.")
+
+
+def _config(**kw) -> InferenceConfig:
+    try:
+        return InferenceConfig(**kw)
+    except ReenactError as e:
+        fail(e)
+
+
+def _default_out(ref: Path, driver: Path, suffix: str) -> Path:
+    return Path(f"{ref.stem}-as-{driver.stem}{suffix}")
+
+
+@app.command()
+def image(
+    reference: Path = typer.Argument(..., help="Photo of the person to animate."),
+    pose: Path = typer.Argument(..., help="Photo whose head pose and expression to copy."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output image (.png/.jpg/.webp). "
+                                          "Default: REF-as-POSE.png in the current directory."),
+    engine: str = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
+    weights: Optional[Path] = WeightsOpt, overwrite: bool = OverwriteOpt,
+) -> None:
+    """Render REFERENCE with the head pose and expression of POSE."""
+    from reenact import media, pipeline
+
+    cfg = _config(engine=engine, size=size, crop=crop, compare=compare,
+                  weights=str(weights) if weights else None)
+    target = output or _default_out(reference, pose, ".png")
+    run(media.check_output_path, target, overwrite=overwrite, kinds=media.WRITABLE_IMAGE_SUFFIXES)
+    with err.status("reenacting…"):
+        result = run(pipeline.reenact_image, reference, pose, cfg)
+    run(media.write_image, target, result.image, overwrite=overwrite)
+    _note_faces(result.reference_faces, result.driver_faces)
+    out.print(f"[green]wrote[/] {target}  ({result.image.shape[1]}×{result.image.shape[0]}, "
+              f"{sum(result.seconds.values()):.2f} s)")
+
+
+@app.command()
+def video(
+    reference: Path = typer.Argument(..., help="Photo of the person to animate."),
+    driver: Path = typer.Argument(..., help="Video whose head motion and expressions to copy."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video (.mp4). "
+                                          "Default: REF-as-DRIVER.mp4 in the current directory."),
+    engine: str = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
+    max_side: int = typer.Option(1920, "--max-side", help="Longest side of output frames (0 = keep)."),
+    weights: Optional[Path] = WeightsOpt, overwrite: bool = OverwriteOpt,
+) -> None:
+    """Animate REFERENCE with DRIVER: same fps, frame count and audio as the driver."""
+    from reenact import media, pipeline
+
+    cfg = _config(engine=engine, size=size, crop=crop, compare=compare, max_side=max_side,
+                  weights=str(weights) if weights else None)
+    target = output or _default_out(reference, driver, ".mp4")
+    run(media.check_output_path, target, overwrite=overwrite, kinds=media.WRITABLE_VIDEO_SUFFIXES)
+    t0 = time.perf_counter()
+    with progress_bar() as bar:
+        task = bar.add_task("rendering", total=None)
+        s = run(pipeline.reenact_video, reference, driver, target, cfg, overwrite=overwrite,
+                progress=lambda i, n: bar.update(task, completed=i, total=n if n and n >= i else None))
+    _note_faces(s.reference_faces, None)
+    _video_summary(target, s, time.perf_counter() - t0)
+
+
+@app.command()
+def landmarks(
+    photo: Path = typer.Argument(..., help="Photo to analyse."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="Debug picture (default: PHOTO-landmarks.png)."),
+    overwrite: bool = OverwriteOpt,
+) -> None:
+    """Show what reenact sees in a photo: faces, 478 landmarks, parsing map, head pose."""
+    from reenact import media, visualize
+    from reenact.landmarks import Landmarker
+
+    target = output or Path(f"{photo.stem}-landmarks.png")
+    run(media.check_output_path, target, overwrite=overwrite, kinds=media.WRITABLE_IMAGE_SUFFIXES)
+    img = run(media.read_image, photo)
+    with Landmarker(mode="image") as lm:
+        faces = lm.detect(img)
+    if not faces:
+        from reenact.errors import NoFaceFound
+
+        fail(NoFaceFound(f"no face found in {photo}"))
+    picture = visualize.draw_faces(img, faces)
+    panel = visualize.parsing_panel(img, faces[0], size=min(256, picture.shape[0] // 2))
+    picture[: panel.shape[0], : panel.shape[1]] = panel
+    run(media.write_image, target, picture, overwrite=overwrite)
+    table = Table("face", "yaw°", "pitch°", "roll°", "box (x0, y0, x1, y1)")
+    for i, f in enumerate(faces):
+        p = f.pose
+        table.add_row(str(i), f"{p.yaw:+.1f}", f"{p.pitch:+.1f}", f"{p.roll:+.1f}",
+                      ", ".join(f"{v:.0f}" for v in f.bbox))
+    out.print(table)
+    out.print(f"[green]wrote[/] {target}")
+
+
+@app.command()
+def info() -> None:
+    """Versions, execution providers, bundled weights and cached helper networks."""
+    import importlib.metadata as md
+
+    import imageio_ffmpeg
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("reenact", __version__)
+    table.add_row("python", sys.version.split()[0])
+    for pkg in ("torch", "mediapipe", "onnxruntime-gpu", "numpy", "opencv-contrib-python"):
+        try:
+            table.add_row(pkg, md.version(pkg))
+        except md.PackageNotFoundError:
+            table.add_row(pkg, "[yellow]not installed[/]")
+    try:
+        import onnxruntime as ort
+
+        table.add_row("ORT providers", ", ".join(ort.get_available_providers()))
+    except ImportError:
+        table.add_row("ORT providers", "[yellow]onnxruntime missing[/]")
+    table.add_row("ffmpeg", imageio_ffmpeg.get_ffmpeg_exe())
+    table.add_row("engines", ", ".join(ENGINES) + " (default: warp)")
+    out.print(table)
+
+
+def _note_faces(ref_faces: int, drv_faces: int | None) -> None:
+    for what, n in (("reference", ref_faces), ("driver", drv_faces)):
+        if n and n > 1:
+            err.print(f"[yellow]note:[/] {n} faces in the {what}; used the largest")
+
+
+def _video_summary(target: Path, s, wall: float) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("frames", f"{s.frames} at {s.fps:g} fps ({s.size[0]}×{s.size[1]})")
+    table.add_row("with a face", str(s.with_face))
+    if s.held:
+        table.add_row("no face, held last", str(s.held))
+    if s.still:
+        table.add_row("no face yet, reference shown", str(s.still))
+    table.add_row("audio", "copied from the driver" if s.audio else "none in the driver")
+    table.add_row("time", f"{wall:.1f} s ({s.frames / max(wall, 1e-9):.1f} fps)")
+    out.print(f"[green]wrote[/] {target}")
+    out.print(table)
+
+
+def _sigterm(signum, frame) -> None:  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
+def _silence_native_stderr() -> None:
+    """mediapipe/TFLite log from C++ threads straight to file descriptor 2. Point fd 2 at
+    /dev/null and give Python's sys.stderr a private duplicate of the real stderr, so our own
+    messages (and tracebacks of real bugs) still show. REENACT_NATIVE_LOGS=1 keeps them."""
+    if os.environ.get("REENACT_NATIVE_LOGS") == "1":
+        return
+    try:
+        sys.stderr.flush()
+        real = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+        sys.stderr = os.fdopen(real, "w", buffering=1, encoding=sys.stderr.encoding or "utf-8",
+                               errors="backslashreplace")
+    except (OSError, ValueError, AttributeError):  # no real fd 2: nothing to silence
+        pass
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    _silence_native_stderr()
+    signal.signal(signal.SIGTERM, _sigterm)
+    app(prog_name="reenact")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)
