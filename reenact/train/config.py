@@ -70,6 +70,11 @@ class LossWeights:
     def needs_discriminator(self) -> bool:
         return self.gan > 0 or self.feature_matching > 0
 
+    @property
+    def trains_decoder(self) -> bool:
+        """Whether any loss reaches D (all but the auto-encoder loss do)."""
+        return any(v > 0 for k, v in asdict(self).items() if k != "l1_ae")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -109,6 +114,8 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise UsageError(f"bad training config: {msg}")
+        if not self.losses.active():
+            raise UsageError("every loss weight in [losses] is 0: nothing to train", "give at least one loss a weight > 0")
 
     def to_dict(self) -> dict:
         return asdict(self)
