@@ -298,6 +298,30 @@ def _train_summary(result) -> None:
     out.print(table)
 
 
+@app.command("export")
+def export_model(
+    checkpoint: Path = typer.Argument(..., help="Training checkpoint (RUN/checkpoints/last.pt)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Generator file NAME.onnx (F goes to NAME.appearance.onnx)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Store weights as float16 (half the size, looser parity)."),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", min=0, help="Max |ORT − torch| allowed."),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help="Export the EMA weights when the checkpoint has them."),
+    overwrite: bool = OverwriteOpt,
+) -> None:
+    """Export a checkpoint to ONNX (F and D graphs), run onnx.checker and an ORT-vs-torch parity check."""
+    from reenact.export import export_generator
+
+    with err.status("exporting and verifying…"):
+        r = run(export_generator, checkpoint, output, fp16=fp16, tolerance=tolerance, use_ema=ema, overwrite=overwrite)
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("generator (D)", f"{r.generator}  ({r.bytes['generator'] / 2**20:.1f} MiB)")
+    table.add_row("appearance (F)", f"{r.appearance}  ({r.bytes['appearance'] / 2**20:.1f} MiB)")
+    table.add_row("opset / weights", f"{r.opset} / {'fp16' if r.fp16 else 'fp32'}, training step {r.step}")
+    diffs = ", ".join(f"{k} {v:.2e}" for k, v in r.max_abs_diff.items())
+    table.add_row("ORT vs torch", f"max |diff| of the image: {diffs} (tolerance {r.tolerance:.0e})")
+    out.print("[green]exported and verified[/]")
+    out.print(table)
+
+
 data_app = typer.Typer(help="Training data: a prepared cache of aligned face crops and landmarks.",
                        no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(data_app, name="data")
