@@ -81,7 +81,8 @@ def progress_bar() -> Progress:
                     console=err, transient=False)
 
 
-EngineOpt = typer.Option("warp", "--engine", "-e", help=f"Renderer: {', '.join(ENGINES)}.")
+EngineOpt = typer.Option(None, "--engine", "-e", help=f"Renderer: {', '.join(ENGINES)} "
+                         "(default: fusion once bundled weights exist, else warp).")
 SizeOpt = typer.Option(256, "--size", help="Model crop side in pixels (multiple of 16).")
 OverwriteOpt = typer.Option(False, "--overwrite", "-y", help="Replace an existing output file.")
 CropOpt = typer.Option(False, "--crop", help="Write only the aligned face crop.")
@@ -90,6 +91,10 @@ WeightsOpt = typer.Option(None, "--weights", help="Exported generator (.onnx) fo
 
 
 def _config(**kw) -> InferenceConfig:
+    if kw.get("engine") is None:
+        from reenact.engines import default_engine
+
+        kw["engine"] = default_engine()
     try:
         return InferenceConfig(**kw)
     except ReenactError as e:
@@ -106,7 +111,7 @@ def image(
     pose: Path = typer.Argument(..., help="Photo whose head pose and expression to copy."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output image (.png/.jpg/.webp). "
                                           "Default: REF-as-POSE.png in the current directory."),
-    engine: str = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
+    engine: Optional[str] = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
     weights: Optional[Path] = WeightsOpt, overwrite: bool = OverwriteOpt,
 ) -> None:
     """Render REFERENCE with the head pose and expression of POSE."""
@@ -130,7 +135,7 @@ def video(
     driver: Path = typer.Argument(..., help="Video whose head motion and expressions to copy."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video (.mp4). "
                                           "Default: REF-as-DRIVER.mp4 in the current directory."),
-    engine: str = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
+    engine: Optional[str] = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
     max_side: int = typer.Option(1920, "--max-side", help="Longest side of output frames (0 = keep)."),
     weights: Optional[Path] = WeightsOpt, overwrite: bool = OverwriteOpt,
 ) -> None:
@@ -205,7 +210,10 @@ def info() -> None:
     except ImportError:
         table.add_row("ORT providers", "[yellow]onnxruntime missing[/]")
     table.add_row("ffmpeg", imageio_ffmpeg.get_ffmpeg_exe())
-    table.add_row("engines", ", ".join(ENGINES) + " (default: warp)")
+    from reenact.engines import DEFAULT_WEIGHTS, default_engine
+
+    table.add_row("engines", ", ".join(ENGINES) + f" (default: {default_engine()})")
+    table.add_row("generator weights", str(DEFAULT_WEIGHTS) if DEFAULT_WEIGHTS.is_file() else "none bundled")
     out.print(table)
 
 
