@@ -247,9 +247,11 @@ def train(
 
 
 def _ensure_cache(cfg) -> None:
-    from reenact.train.cache import ensure_cache
+    from reenact.train.cache import ensure_cache, is_prepared
 
     d = cfg.data
+    if is_prepared(d.cache):
+        return
     with progress_bar() as bar:
         task = bar.add_task("preparing the data cache", total=None)
         made = run(ensure_cache, d.cache, source=d.source, identities=d.identities, split=d.split,

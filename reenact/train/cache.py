@@ -232,11 +232,16 @@ class FaceCache:
         return self._landmarks[i].astype(np.float32) / FIXED_POINT + self._template
 
 
+def is_prepared(path: str | os.PathLike) -> bool:
+    """Whether `path` holds a finished cache (meta.json is written last)."""
+    return (Path(path) / "meta.json").is_file()
+
+
 def ensure_cache(cache: str | os.PathLike, *, source: str | None, identities: str | None, split: str, size: int,
                  quality: int = 85, progress: Progress | None = None) -> CacheSummary | None:
     """Prepare the cache from `source` when it does not exist yet (None when it already did).
     Raises UsageError when it is missing and no source is configured."""
-    if (Path(cache) / "meta.json").is_file():
+    if is_prepared(cache):
         return None
     if not source:
         raise UsageError(f"the prepared cache {cache} does not exist and the config names no data.source",
