@@ -179,3 +179,21 @@ def test_ddp_two_processes_gloo(cache: Path, tmp_path: Path) -> None:
     state = ckpt.load_checkpoint(out / "checkpoints" / "last.pt")
     assert state["step"] == 2 and state["world"] == 2
     assert len((out / "log.jsonl").read_text().splitlines()) == 2  # rank 0 only
+
+
+def test_cli_train_prepares_a_missing_cache(shared_data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from reenact.cli import app
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for p in sorted((shared_data / "celeba-id" / "images").glob("*.jpg"))[:4]:
+        shutil.copy(p, photos / p.name)
+    text = (REPO / "configs" / "tiny.toml").read_text().replace(
+        'cache = ".cache/packs/tiny-64"', f"cache = {json.dumps(str(tmp_path / 'cache'))}\nsource = {json.dumps(str(photos))}")
+    (tmp_path / "t.toml").write_text(text)
+    r = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "t.toml"), "--out", str(tmp_path / "run"),
+                                 "--max-steps", "1"])
+    assert r.exit_code == 0, r.output
+    assert "faces stored" in r.output and (tmp_path / "cache" / "meta.json").exists()
