@@ -197,3 +197,12 @@ def test_cli_train_prepares_a_missing_cache(shared_data: Path, tmp_path: Path) -
                                  "--max-steps", "1"])
     assert r.exit_code == 0, r.output
     assert "faces stored" in r.output and (tmp_path / "cache" / "meta.json").exists()
+
+
+def test_lean_checkpoint_resumes_with_fresh_optimisers(cache: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(cache, checkpoint_optimizer=False, checkpoint_dtype="bfloat16")
+    first = loop.train(cfg, tmp_path / "run", max_steps=1)
+    state = ckpt.load_checkpoint(first.checkpoint)
+    assert state["opt_g"] is None and state["checkpoint_dtype"] == "bfloat16"
+    again = loop.train(cfg, tmp_path / "run", max_steps=2, resume=first.checkpoint)
+    assert (again.start_step, again.step) == (1, 2)

@@ -5,7 +5,8 @@ and plain Python values):
 
   format, version, reenact_version, step, seconds (training time so far), world (processes),
   model_config, train_config (plain dicts), generator, discriminator, ema (state dicts or None),
-  opt_g, opt_d, scaler_g, scaler_d (state dicts or None), rng (python, numpy, torch, cuda).
+  opt_g, opt_d (None in a lean checkpoint, `checkpoint_optimizer = false`: resuming then restarts
+  Adam's moments), scaler_g, scaler_d (state dicts or None), rng (python, numpy, torch, cuda).
 
 Writes are atomic: bytes go to a temporary file beside the target, are fsync'd and os.replace'd.
 When the serialised checkpoint is larger than `part_mib`, the bytes are split into parts

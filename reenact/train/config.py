@@ -101,6 +101,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_every: int = 0
     checkpoint_dtype: str = "float32"
+    checkpoint_optimizer: bool = True
     part_mib: float = 15.0
     threads: int = 0
 

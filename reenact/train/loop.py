@@ -239,7 +239,8 @@ class Trainer:
         sd = lambda m: m.state_dict() if m is not None else None  # noqa: E731
         return {**ckpt.header(self.step, seconds, self.dist.world, self.cfg.model.to_dict(), self.cfg.to_dict()),
                 "generator": sd(self.g), "discriminator": sd(self.d), "ema": sd(self.ema),
-                "opt_g": sd(self.opt_g), "opt_d": sd(self.opt_d),
+                "opt_g": sd(self.opt_g) if self.cfg.checkpoint_optimizer else None,
+                "opt_d": sd(self.opt_d) if self.cfg.checkpoint_optimizer else None,
                 "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),
                 "rng": ckpt.rng_state()}
 
@@ -248,10 +249,12 @@ class Trainer:
             raise UsageError("the checkpoint's [model] differs from the config's",
                              "train with the config the checkpoint was made with, or start a new run")
         self.g.load_state_dict(state["generator"])
-        self.opt_g.load_state_dict(state["opt_g"])
+        if state.get("opt_g") is not None:  # absent in lean checkpoints: Adam restarts its moments
+            self.opt_g.load_state_dict(state["opt_g"])
         if self.d is not None and state.get("discriminator") is not None:
             self.d.load_state_dict(state["discriminator"])
-            self.opt_d.load_state_dict(state["opt_d"])
+            if state.get("opt_d") is not None:
+                self.opt_d.load_state_dict(state["opt_d"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"] if state.get("ema") is not None else state["generator"])
         for scaler, key in ((self.scaler_g, "scaler_g"), (self.scaler_d, "scaler_d")):
