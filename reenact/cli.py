@@ -22,7 +22,7 @@ from rich.text import Text
 
 from reenact import __version__
 from reenact.config import ENGINES, InferenceConfig
-from reenact.errors import ReenactError
+from reenact.errors import ReenactError, UsageError
 
 app = typer.Typer(
     name="reenact",
@@ -33,8 +33,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -119,6 +119,8 @@ def image(
 
     cfg = _config(engine=engine, size=size, crop=crop, compare=compare,
                   weights=str(weights) if weights else None)
+    if run(media.media_kind, pose) == "video":
+        fail(UsageError(f"{pose} is a video", f"animate with it: reenact video {reference} {pose}"))
     target = output or _default_out(reference, pose, ".png")
     run(media.check_output_path, target, overwrite=overwrite, kinds=media.WRITABLE_IMAGE_SUFFIXES)
     with err.status("reenacting…"):

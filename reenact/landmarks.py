@@ -104,7 +104,7 @@ class Landmarker:
     (an empty list when there is none). Not thread-safe; use one per stream.
     """
 
-    def __init__(self, *, mode: Literal["image", "video"] = "image", max_faces: int = 4) -> None:
+    def __init__(self, *, mode: Literal["image", "video"] = "image", max_faces: int = 6) -> None:
         if mode not in ("image", "video"):
             raise ValueError(f"mode must be 'image' or 'video', not {mode!r}")
         self.mode = mode
@@ -124,20 +124,49 @@ class Landmarker:
         self.close()
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
-        """All faces in `rgb` (RGB uint8 H×W×3), largest first."""
+        """All faces in `rgb` (RGB uint8 H×W×3), largest first (at most `max_faces`).
+
+        Image mode also looks in overlapping zoomed windows: the detector is built for faces
+        that fill a good part of the picture, so small faces in a group or a large photo are
+        only found when zoomed in on."""
         rgb = _as_rgb(rgb)
-        h, w = rgb.shape[:2]
-        factor = min(1.0, DETECT_MAX_SIDE / max(h, w))
-        small = rgb if factor == 1.0 else cv2.resize(
-            rgb, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA)
-        faces = [Face(points=p / factor) for p in self._run(self._mesh, small)]
+        faces = self._detect_view(rgb, 0, 0, rgb.shape[1], rgb.shape[0])
+        if self.mode == "image" and len(faces) < self.max_faces:
+            faces = _merge(faces, self._detect_tiles(rgb, deep=not faces))[: self.max_faces]
         if self._refiner is not None:
             faces = [self._refine(rgb, f) for f in faces]
         return sorted(faces, key=lambda f: -f.area)
 
+    def _detect_view(self, rgb: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> list[Face]:
+        view = rgb[y0:y1, x0:x1]
+        h, w = view.shape[:2]
+        factor = min(1.0, DETECT_MAX_SIDE / max(h, w))
+        small = view if factor == 1.0 else cv2.resize(
+            view, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA)
+        offset = np.array([x0, y0, 0], np.float32)
+        return [Face(points=p / factor + offset) for p in self._run(self._mesh, small)]
+
+    def _detect_tiles(self, rgb: np.ndarray, *, deep: bool) -> list[Face]:
+        """Windows of 1/2 (and, when `deep`, then 1/4) of the photo's longest side, overlapping
+        by half; stops at the first level that finds a face."""
+        h, w = rgb.shape[:2]
+        for frac in (2, 4) if deep else (2,):
+            side = max(h, w) // frac
+            if side < 192:
+                break
+            found: list[Face] = []
+            for y0 in np.linspace(0, max(h - side, 0), 2 * frac - 1).astype(int):
+                for x0 in np.linspace(0, max(w - side, 0), 2 * frac - 1).astype(int):
+                    found = _merge(found, self._detect_view(rgb, x0, y0, min(x0 + side, w), min(y0 + side, h)))
+            if found:
+                return found
+        return []
+
     @staticmethod
     def _run(mesh, rgb: np.ndarray) -> list[np.ndarray]:
         h, w = rgb.shape[:2]
+        if min(h, w) < 16:  # mediapipe aborts its graph on empty regions
+            return []
         with _quiet_stderr():
             result = mesh.process(rgb)
         out = []
@@ -164,6 +193,16 @@ class Landmarker:
         # Another face may share the crop: keep the one centred where we looked.
         best = min(found, key=lambda p: float(np.linalg.norm(p[:, :2].mean(0) - REFINE_SIDE / 2)))
         return Face(points=best).transformed(cv2.invertAffineTransform(m))
+
+
+def _merge(faces: list[Face], more: list[Face]) -> list[Face]:
+    """`faces` plus those of `more` whose centre is not within 0.3 face sizes of one already in."""
+    out = list(faces)
+    for f in more:
+        c, scale = f.xy.mean(0), np.sqrt(f.area)
+        if all(np.linalg.norm(c - o.xy.mean(0)) > 0.3 * scale for o in out):
+            out.append(f)
+    return out
 
 
 def _as_rgb(rgb: np.ndarray) -> np.ndarray:

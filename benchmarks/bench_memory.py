@@ -1,0 +1,59 @@
+"""Peak memory of `reenact video` versus video length (it must not grow with length).
+
+Usage: python benchmarks/bench_memory.py DRIVER.mp4 [--ref REF.jpg] [--seconds 10 30 60]
+
+Cuts the driver to each length with ffmpeg (stream copy is not frame-exact, so it re-encodes),
+runs `python -m reenact video` in a fresh process for each and reports the child's peak
+resident memory (ru_maxrss) and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from reenact import media
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def peak_rss_mb(cmd: list[str]) -> tuple[float, float]:
+    """Run `cmd` in a child process; return (its peak RSS in MiB, wall seconds)."""
+    script = ("import resource,subprocess,sys,json;"
+              "r=subprocess.run(sys.argv[1:],capture_output=True);"
+              "print(json.dumps([r.returncode,resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]));"
+              "sys.stderr.write(r.stderr.decode()[-500:] if r.returncode else '')")
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", script, *cmd], capture_output=True, text=True, check=True)
+    code, kib = eval(out.stdout.strip().splitlines()[-1])  # noqa: S307 (our own json list)
+    if code:
+        raise SystemExit(f"reenact failed: {out.stderr}")
+    return kib / 1024, time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("driver", type=Path)
+    ap.add_argument("--ref", type=Path, default=REPO / "examples" / "ref.jpg")
+    ap.add_argument("--seconds", type=float, nargs="+", default=[10, 30, 60])
+    args = ap.parse_args()
+    info = media.probe_video(args.driver)
+    with tempfile.TemporaryDirectory() as tmp:
+        for sec in args.seconds:
+            cut = Path(tmp) / f"cut{sec:g}.mp4"
+            subprocess.run([media.ffmpeg_exe(), "-v", "error", "-y", "-i", str(args.driver), "-t", str(sec),
+                            "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", str(cut)], check=True)
+            frames = sum(1 for _ in media.VideoReader(cut))
+            mb, wall = peak_rss_mb([sys.executable, "-m", "reenact", "video", str(args.ref), str(cut),
+                                    "-o", str(Path(tmp) / f"out{sec:g}.mp4")])
+            print(f"{sec:6.1f} s  {frames:5d} frames ({info.width}x{info.height})  peak RSS {mb:7.1f} MiB  "
+                  f"wall {wall:6.1f} s")
+
+
+if __name__ == "__main__":
+    main()
