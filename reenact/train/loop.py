@@ -3,8 +3,9 @@
 `train(config, out_dir, ...)` runs until `max_steps` (total optimiser steps, counting those of a
 resumed checkpoint), a time budget, or a stop request (`StopSignals`: SIGINT/SIGTERM), then writes
 a final checkpoint. Each step: one generator update (all enabled losses), one discriminator update
-(LSGAN), an optional EMA update of G. Mixed precision on CUDA (bf16 where supported, else fp16 with
-GradScaler); fp32 on CPU. Under torchrun both networks are wrapped in DistributedDataParallel.
+(LSGAN), an optional EMA update of G (decay min(ema_decay, (1 + step) / (10 + step))). Mixed
+precision on CUDA (bf16 where supported, else fp16 with GradScaler); fp32 on CPU. Under torchrun
+both networks are wrapped in DistributedDataParallel.
 
 Files in `out_dir` (rank 0 only): config.json, log.jsonl and log.csv (window means of every loss,
 unweighted values under raw/…), samples/step_XXXXXX.png (rows: reference | pose guide | output |
@@ -195,9 +196,11 @@ class Trainer:
         if self.d is not None:
             logs["d_loss"] = self._discriminator_step(batch, output)
         if self.ema is not None:
+            # Warm-up: the decay ramps from 0.1 to ema_decay, so early EMA weights are not the init.
+            decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
             with torch.no_grad():
                 for e, p in zip(self.ema.parameters(), self.g.parameters()):
-                    e.lerp_(p.detach(), 1.0 - self.cfg.ema_decay)
+                    e.lerp_(p.detach(), 1.0 - decay)
         return logs
 
     def _generator_step(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
