@@ -112,3 +112,15 @@ def test_cli_image_with_exported_weights(shared_data: Path, weights: Path, tmp_p
     assert media.read_image(target).shape == media.read_image(ref).shape
     r = CliRunner().invoke(app, ["image", str(ref), str(pose), "--engine", engine, "-o", str(tmp_path / "x.png")])
     assert (r.exit_code == 6 and "weights" in r.output) or engines.DEFAULT_WEIGHTS.is_file()
+
+
+def test_inference_imports_neither_torch_nor_training_code() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, reenact.engines, reenact.pipeline, reenact.runtime, reenact.fusion; "
+            "bad = [m for m in ('torch', 'reenact.train', 'reenact.model') if m in sys.modules]; "
+            "sys.exit(f'imported {bad}' if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stderr
