@@ -11,6 +11,9 @@ from reenact.model.appearance import AppearanceAE
 from reenact.model.atm import AppearanceTransfer
 from reenact.model.decoder import SpadeDecoder, warp_features
 from reenact.model.spade import SPADE, SPADEResBlock
+from tests.gen_helpers import one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = ModelConfig(size=64, base_channels=8, max_channels=32, levels=4, latent_channels=16, spade_hidden=16)
 
