@@ -206,3 +206,26 @@ def test_lean_checkpoint_resumes_with_fresh_optimisers(cache: Path, tmp_path: Pa
     assert state["opt_g"] is None and state["checkpoint_dtype"] == "bfloat16"
     again = loop.train(cfg, tmp_path / "run", max_steps=2, resume=first.checkpoint)
     assert (again.start_step, again.step) == (1, 2)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_cleanly_with_a_checkpoint(cache: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    cfg, out = _toml_for(cache, tmp_path), tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "reenact", "train", "--config", str(cfg), "--out", str(out),
+                             "--max-steps", "100000"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not (out / "log.jsonl").exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "stopped: signal" in stdout
+    assert ckpt.load_checkpoint(out / "checkpoints" / "last.pt")["step"] >= 1
