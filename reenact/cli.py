@@ -81,7 +81,8 @@ def progress_bar() -> Progress:
                     console=err, transient=False)
 
 
-EngineOpt = typer.Option("warp", "--engine", "-e", help=f"Renderer: {', '.join(ENGINES)}.")
+EngineOpt = typer.Option(None, "--engine", "-e", help=f"Renderer: {', '.join(ENGINES)} "
+                         "(default: fusion once bundled weights exist, else warp).")
 SizeOpt = typer.Option(256, "--size", help="Model crop side in pixels (multiple of 16).")
 OverwriteOpt = typer.Option(False, "--overwrite", "-y", help="Replace an existing output file.")
 CropOpt = typer.Option(False, "--crop", help="Write only the aligned face crop.")
@@ -90,6 +91,10 @@ WeightsOpt = typer.Option(None, "--weights", help="Exported generator (.onnx) fo
 
 
 def _config(**kw) -> InferenceConfig:
+    if kw.get("engine") is None:
+        from reenact.engines import default_engine
+
+        kw["engine"] = default_engine()
     try:
         return InferenceConfig(**kw)
     except ReenactError as e:
@@ -106,7 +111,7 @@ def image(
     pose: Path = typer.Argument(..., help="Photo whose head pose and expression to copy."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output image (.png/.jpg/.webp). "
                                           "Default: REF-as-POSE.png in the current directory."),
-    engine: str = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
+    engine: Optional[str] = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
     weights: Optional[Path] = WeightsOpt, overwrite: bool = OverwriteOpt,
 ) -> None:
     """Render REFERENCE with the head pose and expression of POSE."""
@@ -132,7 +137,7 @@ def video(
     driver: Path = typer.Argument(..., help="Video whose head motion and expressions to copy."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video (.mp4). "
                                           "Default: REF-as-DRIVER.mp4 in the current directory."),
-    engine: str = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
+    engine: Optional[str] = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
     max_side: int = typer.Option(1920, "--max-side", help="Longest side of output frames (0 = keep)."),
     weights: Optional[Path] = WeightsOpt, overwrite: bool = OverwriteOpt,
 ) -> None:
@@ -207,7 +212,162 @@ def info() -> None:
     except ImportError:
         table.add_row("ORT providers", "[yellow]onnxruntime missing[/]")
     table.add_row("ffmpeg", imageio_ffmpeg.get_ffmpeg_exe())
-    table.add_row("engines", ", ".join(ENGINES) + " (default: warp)")
+    from reenact.engines import DEFAULT_WEIGHTS, default_engine
+
+    table.add_row("engines", ", ".join(ENGINES) + f" (default: {default_engine()})")
+    table.add_row("generator weights", str(DEFAULT_WEIGHTS) if DEFAULT_WEIGHTS.is_file() else "none bundled")
+    out.print(table)
+
+
+@app.command()
+def train(
+    config: Path = typer.Option(..., "--config", "-c", help="Training config (TOML), e.g. configs/small-128.toml."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/CONFIG-NAME)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=0, help="Stop at this total step count."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0, help="Stop after this much wall time."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Checkpoint to continue, or 'auto' (RUN/checkpoints/last.pt)."),
+    ddp: bool = typer.Option(False, "--ddp", help="Join a torchrun process group (DistributedDataParallel)."),
+) -> None:
+    """Train the generator (F + D); Ctrl-C or SIGTERM stops cleanly with a checkpoint."""
+    from reenact.train import ddp as dist_mod
+    from reenact.train import loop
+    from reenact.train.config import TrainConfig
+
+    cfg = run(TrainConfig.from_toml, config)
+    dist = run(dist_mod.init_distributed, cfg.device) if ddp else dist_mod.DistInfo()
+    out_dir = out_dir or Path("runs") / config.stem
+    if dist.main:
+        _ensure_cache(cfg)
+    dist_mod.barrier(dist)
+    checkpoint = run(loop.resolve_resume, resume, out_dir)
+    with loop.StopSignals() as signals, _TrainDisplay(enabled=dist.main) as display:
+        result = run(loop.train, cfg, out_dir, max_steps=max_steps, max_minutes=max_minutes, resume=checkpoint,
+                     dist=dist, stop=lambda: signals.requested, progress=display.update)
+    dist_mod.shutdown(dist)
+    if dist.main:
+        _train_summary(result)
+
+
+def _ensure_cache(cfg) -> None:
+    from reenact.train.cache import ensure_cache, is_prepared
+
+    d = cfg.data
+    if is_prepared(d.cache):
+        return
+    with progress_bar() as bar:
+        task = bar.add_task("preparing the data cache", total=None)
+        made = run(ensure_cache, d.cache, source=d.source, identities=d.identities, split=d.split,
+                   size=cfg.model.size, quality=d.quality, progress=lambda i, n: bar.update(task, completed=i, total=n))
+    if made is not None:
+        _cache_summary(made)
+
+
+class _TrainDisplay:
+    """Live Rich display of training progress (step, losses, it/s, ETA) on stderr."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]}", style="cyan"), TimeElapsedColumn(),
+                            TextColumn("eta {task.fields[eta]}"), TextColumn("{task.fields[losses]}"),
+                            console=err, transient=False)
+        self.task = None
+
+    def __enter__(self) -> "_TrainDisplay":
+        if self.enabled:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+    def update(self, r) -> None:
+        if not self.enabled:
+            return
+        keys = ("l1", "l1_ae", "perceptual", "identity", "gan", "d_loss")
+        losses = "  ".join(f"{k} {r.losses[f'raw/{k}'] if f'raw/{k}' in r.losses else r.losses[k]:.3f}"
+                           for k in keys if f"raw/{k}" in r.losses or k in r.losses)
+        eta = "?" if r.eta is None else time.strftime("%H:%M:%S", time.gmtime(r.eta))
+        fields = dict(rate=f"{r.it_per_s:.2f} it/s", eta=eta, losses=losses)
+        if self.task is None:
+            self.task = self.bar.add_task("training", total=r.max_steps if r.max_steps < 2**62 else None,
+                                          completed=r.step, **fields)
+        self.bar.update(self.task, completed=r.step, **fields)
+
+
+def _train_summary(result) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("steps", f"{result.start_step} → {result.step} (stopped: {result.reason.replace('_', '-')})")
+    table.add_row("time", f"{result.seconds:.1f} s")
+    if result.history:
+        first, last = result.history[0], result.history[-1]
+        for key in ("raw/l1", "raw/l1_ae"):
+            if key in last:
+                table.add_row(key[4:], f"{first[key]:.4f} (first log) → {last[key]:.4f} (last log)")
+    table.add_row("checkpoint", str(result.checkpoint) if result.checkpoint else "none written (no new steps)")
+    out.print(f"[green]run folder[/] {result.out_dir}")
+    out.print(table)
+
+
+@app.command("export")
+def export_model(
+    checkpoint: Path = typer.Argument(..., help="Training checkpoint (RUN/checkpoints/last.pt)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Generator file NAME.onnx (F goes to NAME.appearance.onnx)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Store weights as float16 (half the size, looser parity)."),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", min=0, help="Max |ORT − torch| allowed."),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help="Export the EMA weights when the checkpoint has them."),
+    overwrite: bool = OverwriteOpt,
+) -> None:
+    """Export a checkpoint to ONNX (F and D graphs), run onnx.checker and an ORT-vs-torch parity check."""
+    from reenact.export import export_generator
+
+    with err.status("exporting and verifying…"):
+        r = run(export_generator, checkpoint, output, fp16=fp16, tolerance=tolerance, use_ema=ema, overwrite=overwrite)
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("generator (D)", f"{r.generator}  ({r.bytes['generator'] / 2**20:.1f} MiB)")
+    table.add_row("appearance (F)", f"{r.appearance}  ({r.bytes['appearance'] / 2**20:.1f} MiB)")
+    table.add_row("opset / weights", f"{r.opset} / {'fp16' if r.fp16 else 'fp32'}, training step {r.step}")
+    diffs = ", ".join(f"{k} {v:.2e}" for k, v in r.max_abs_diff.items())
+    table.add_row("ORT vs torch", f"max |diff| of the image: {diffs} (tolerance {r.tolerance:.0e})")
+    out.print("[green]exported and verified[/]")
+    out.print(table)
+
+
+data_app = typer.Typer(help="Training data: a prepared cache of aligned face crops and landmarks.",
+                       no_args_is_help=True, pretty_exceptions_show_locals=False)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    source: Path = typer.Argument(..., help="Folder of face photos."),
+    output: Path = typer.Option(..., "-o", "--output", help="Cache folder to create (must not exist)."),
+    identities: Optional[Path] = typer.Option(None, "--identities", help="CSV file,identity[,split]."),
+    split: str = typer.Option("train", "--split", help="Rows of the identity file to use ('all' = every row)."),
+    size: int = typer.Option(256, "--size", help="Crop side in pixels (the model's resolution)."),
+    quality: int = typer.Option(85, "--quality", min=50, max=100, help="JPEG quality of the stored crops."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N photos."),
+) -> None:
+    """Detect landmarks once (mediapipe) and store aligned crops + landmarks for training."""
+    from reenact.train.cache import prepare_cache
+
+    if split == "test":
+        fail(ReenactError("refusing to prepare the test split for training", "use --split train"))
+    with progress_bar() as bar:
+        task = bar.add_task("detecting faces", total=None)
+        s = run(prepare_cache, source, output, identities=identities, split=split, size=size, quality=quality,
+                limit=limit, progress=lambda i, n: bar.update(task, completed=i, total=n))
+    _cache_summary(s)
+
+
+def _cache_summary(s) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("faces stored", str(s.count))
+    table.add_row("skipped", f"{s.no_face} without a face, {s.unreadable} unreadable")
+    table.add_row("size", f"{s.total_bytes / 2**20:.1f} MiB ({s.image_bytes / 2**20:.1f} MiB of JPEG crops)")
+    table.add_row("time", f"{s.seconds:.1f} s")
+    out.print(f"[green]wrote[/] {s.path}")
     out.print(table)
 
 
@@ -257,6 +417,9 @@ def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Before numpy loads: multi-threaded OpenBLAS makes the warp's many tiny batched solves
+    # (warp._affines) one to two orders of magnitude slower than a single thread.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     _silence_native_stderr()
     signal.signal(signal.SIGTERM, _sigterm)
     app(prog_name="reenact")

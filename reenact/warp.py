@@ -248,3 +248,10 @@ def mouth_cavity(rgb: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray
     cavity = base[None, None, :] * (1.0 - 0.6 * depth[..., None])
     alpha = (mask.astype(np.float32) / 255.0 * new)[..., None]
     return np.clip(rgb * (1 - alpha) + cavity * alpha, 0, 255).astype(np.uint8)
+
+
+def normalised_grid(map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """`backward_map`'s pixel maps → S×S×2 float32 (x, y) sampling grid in [-1, 1] for torch's
+    `grid_sample` / ONNX GridSample with align_corners=False (pixel centres at (2i + 1)/S − 1)."""
+    size = map_x.shape[0]
+    return np.stack([(2 * map_x + 1) / size - 1, (2 * map_y + 1) / size - 1], -1).astype(np.float32)
