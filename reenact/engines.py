@@ -29,11 +29,13 @@ from reenact.runtime import GeneratorRuntime
 @dataclass(frozen=True)
 class RefState:
     """An engine's per-reference cache. `crop`: the engine's crop of the reference frame;
-    `image`: the reference crop (size×size×3 uint8); `points`: its (478, 3) crop landmarks."""
+    `image`: the reference crop (size×size×3 uint8); `points`: its (478, 3) crop landmarks;
+    `head`: the reference's head region in the crop (`warp.head_mask`), part of every paste mask."""
 
     crop: align.Crop
     image: np.ndarray
     points: np.ndarray
+    head: np.ndarray
     extra: Any = None
 
 
@@ -76,13 +78,12 @@ class WarpEngine:
         crop = align.align(face.points, size)
         image = crop.extract(frame)
         points = crop.points_to_crop(face.points)
-        return RefState(crop=crop, image=image, points=points,
+        return RefState(crop=crop, image=image, points=points, head=warp.head_mask(points, size),
                         extra=warp.prepare_source(image, points))
 
     def render(self, state: RefState, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rgb, head = warp.warp(state.extra, state.crop.points_to_crop(target))
-        size = state.image.shape[0]
-        return rgb, paste_mask(np.maximum(head, warp.head_mask(state.points, size)), size)
+        return rgb, paste_mask(np.maximum(head, state.head), state.image.shape[0])
 
 
 # The bundled generator, once trained weights ship with the project (absent until then).
@@ -123,7 +124,7 @@ class GanEngine:
         points = crop.points_to_crop(face.points)
         source = warp.prepare_source(image, points) if self._needs_source() else None
         region = fusion.face_region(parsing.parsing_map(points, size)) if self.name == "fusion" else None
-        return RefState(crop=crop, image=image, points=points,
+        return RefState(crop=crop, image=image, points=points, head=warp.head_mask(points, size),
                         extra=GanRef(self.runtime.appearance(image), source, region))
 
     def _generate(self, state: RefState, points: np.ndarray, maps) -> np.ndarray:
@@ -131,8 +132,7 @@ class GanEngine:
         return self.runtime.generate(state.extra.features, parsing.parsing_map(points, self.runtime.size), grid)
 
     def _paste(self, state: RefState, points: np.ndarray) -> np.ndarray:
-        size = self.runtime.size
-        return paste_mask(np.maximum(warp.head_mask(points, size), warp.head_mask(state.points, size)), size)
+        return paste_mask(np.maximum(warp.head_mask(points, self.runtime.size), state.head), self.runtime.size)
 
     def render(self, state: RefState, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         points = state.crop.points_to_crop(target)
