@@ -158,11 +158,16 @@ class Evaluation:
         offline machine fails at once (MissingWeights) instead of after the rendering."""
         from reenact.auxnets.fetch import fetch
 
-        wanted = {"sface": self.settings.identity, "lpips-vgg16": self.settings.lpips,
-                  "fid-inception": self.settings.fid}
-        for name, needed in wanted.items():
-            if needed:
-                fetch(name)
+        wanted = {"sface": (self.settings.identity, "--no-identity"),
+                  "lpips-vgg16": (self.settings.lpips, "--no-lpips"),
+                  "fid-inception": (self.settings.fid, "--no-fid")}
+        for name, (needed, switch) in wanted.items():
+            try:
+                if needed:
+                    fetch(name)
+            except MissingWeights as e:
+                e.hint = f"{e.hint}; or leave this metric out ({switch})" if e.hint else f"or use {switch}"
+                raise
 
     # --- rendering --------------------------------------------------------------------------
 
