@@ -14,9 +14,9 @@ store per-output records and aggregate them later. Conventions:
 * pixel metrics (self-reenactment): output and ground truth are each aligned by their own
   landmarks (`align.align(points, size)`), then compared crop to crop; L1 = mean |Δ| of RGB in
   [0, 1], PSNR in dB with peak 1, SSIM on BT.601 luminance (Gaussian window 11, σ = 1.5,
-  K1 = 0.01, K2 = 0.03, L = 255, averaged over the window-valid interior), LPIPS (VGG, v0.1).
-  `_face` variants restrict each to the ground truth's parsing face mask (weighted means; for
-  LPIPS both crops are composited over mid-grey outside the mask);
+  K1 = 0.01, K2 = 0.03, L = 255, averaged over the window-valid interior), LPIPS (VGG, v0.1,
+  whole crop). `_face` variants restrict L1/PSNR/SSIM to the ground truth's parsing face mask
+  (mask-weighted means);
 * FID (this Inception: the TF-2015 FID Inception-v3 port, see `auxnets.inception`), on whole
   output frames versus a set of real photos.
 """
@@ -170,25 +170,36 @@ class LPIPSMetric:
     def __init__(self) -> None:
         self._net = None
 
-    def __call__(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
-        """Distances for a list of (a, b) same-size RGB uint8 pairs (one forward pass)."""
+    def _taps(self, images: list[np.ndarray]) -> list:
         import torch
 
         from reenact.auxnets.vgg import LPIPS
 
         if self._net is None:
             self._net = LPIPS().eval()
-        to_t = lambda im: torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1).float() / 127.5 - 1  # noqa: E731
-        x = torch.stack([to_t(a) for a, _ in pairs])  # N×3×H×W in [-1, 1]
-        y = torch.stack([to_t(b) for _, b in pairs])
+        x = torch.stack([torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1) for im in images])
         with torch.inference_mode():
-            return [float(v) for v in self._net(x, y)]
+            return self._net.features(x.float() / 127.5 - 1)  # N×3×H×W in [-1, 1] → 5 taps
 
+    def against(self, truth: np.ndarray, outputs: list[np.ndarray]) -> list[float]:
+        """LPIPS of each output against one truth (same size), one forward pass for all: the
+        formula of `auxnets.vgg.LPIPS.forward` (unit-normalised taps, squared difference,
+        linear heads, spatial mean, sum over taps)."""
+        import torch
 
-def masked_composite(image: np.ndarray, mask: np.ndarray, background: int = 128) -> np.ndarray:
-    """`image` inside `mask` (H×W in [0, 1]) over a flat grey background, uint8."""
-    m = mask[..., None].astype(np.float32)
-    return np.round(image * m + background * (1 - m)).astype(np.uint8)
+        from reenact.auxnets.vgg import _unit  # the exact epsilon handling of LPIPS
+
+        total = torch.zeros(len(outputs))
+        with torch.inference_mode():
+            for j, f in enumerate(self._taps([truth, *outputs])):
+                u = _unit(f)
+                d = ((u[1:] - u[:1]) ** 2 * getattr(self._net, f"lin{j}")).sum(dim=1)  # N×h×w
+                total += d.mean(dim=(1, 2))
+        return [float(v) for v in total]
+
+    def __call__(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[float]:
+        """Distances for a list of (a, b) same-size RGB uint8 pairs."""
+        return [self.against(b, [a])[0] for a, b in pairs]
 
 
 @dataclass(frozen=True)
@@ -209,15 +220,11 @@ def aligned_pair(output: np.ndarray, output_points: np.ndarray, truth: np.ndarra
     return AlignedPair(output=crop_o.extract(output), truth=crop_t.extract(truth), mask=mask)
 
 
-def pixel_metrics(pair: AlignedPair, lpips: LPIPSMetric | None = None) -> dict[str, float]:
-    """L1, PSNR, SSIM (and LPIPS when given), on the whole aligned crops and inside the face mask."""
+def pixel_metrics(pair: AlignedPair) -> dict[str, float]:
+    """L1, PSNR, SSIM on the whole aligned crops and inside the face mask (LPIPS: `LPIPSMetric`)."""
     o, t, m = pair.output, pair.truth, pair.mask
-    out = {"l1": l1(o, t), "psnr": psnr(o, t), "ssim": ssim(o, t),
-           "l1_face": l1(o, t, m), "psnr_face": psnr(o, t, m), "ssim_face": ssim(o, t, m)}
-    if lpips is not None:
-        full, face = lpips([(o, t), (masked_composite(o, m), masked_composite(t, m))])
-        out.update(lpips=full, lpips_face=face)
-    return out
+    return {"l1": l1(o, t), "psnr": psnr(o, t), "ssim": ssim(o, t),
+            "l1_face": l1(o, t, m), "psnr_face": psnr(o, t, m), "ssim_face": ssim(o, t, m)}
 
 
 # --- FID ----------------------------------------------------------------------------------------

