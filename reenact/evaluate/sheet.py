@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 CONTEXT = 1.7  # thumbnail side / largest face-box side
-GREY = 40
+GREY = 40  # background of sheets and of thumbnail areas outside the picture
 
 
 def face_box(points: np.ndarray | None, shape: tuple[int, ...]) -> tuple[float, float, float]:
@@ -26,7 +26,8 @@ def face_box(points: np.ndarray | None, shape: tuple[int, ...]) -> tuple[float, 
 
 
 def thumbnail(image: np.ndarray, box: tuple[float, float, float], side: int = 160) -> np.ndarray:
-    """side×side×3 uint8 crop of `image` around `box` (outside the image: replicated edge)."""
+    """side×side×3 uint8 crop of `image` around `box` (outside the image: flat dark grey, so
+    the picture's real border stays visible)."""
     cx, cy, s = box
     k = side / max(s, 1.0)
     m = np.array([[k, 0, side / 2 - k * cx], [0, k, side / 2 - k * cy]], np.float64)
@@ -34,7 +35,8 @@ def thumbnail(image: np.ndarray, box: tuple[float, float, float], side: int = 16
     if k < 0.5:  # shrink first: warpAffine has no area filter
         src = cv2.resize(image, None, fx=2 * k, fy=2 * k, interpolation=cv2.INTER_AREA)
         m[:, :2] /= 2 * k
-    return cv2.warpAffine(src, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(src, m, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=(GREY, GREY, GREY))
 
 
 def _label(tile: np.ndarray, text: str) -> np.ndarray:
