@@ -145,6 +145,22 @@ def test_fid_from_features_known_values():
     assert M.rate([True, False, True, True]) == 0.75 and M.rate([]) is None
 
 
+def test_real_features_are_cached_until_a_file_changes(tmp_path):
+    img = tmp_path / "a.png"
+    media.write_image(img, synth.textured(32))
+    items, calls = [P.Item(str(img))], []
+    compute = lambda: calls.append(1) or np.arange(6, dtype=np.float32).reshape(2, 3)  # noqa: E731
+    first = M.cached_features(items, compute, cache_dir=tmp_path / "aux")
+    again = M.cached_features(items, compute, cache_dir=tmp_path / "aux")
+    assert len(calls) == 1 and np.array_equal(first, again)
+    media.write_image(img, synth.textured(32, seed=1), overwrite=True)
+    import os
+
+    os.utime(img, ns=(1, 1))  # a different mtime, whatever the clock's resolution
+    M.cached_features(items, compute, cache_dir=tmp_path / "aux")
+    assert len(calls) == 2
+
+
 # --- protocols ----------------------------------------------------------------------------------
 
 def _fake_celeba(root, people=5, photos=4):

@@ -23,12 +23,16 @@ store per-output records and aggregate them later. Conventions:
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from reenact import align, geometry, parsing
+from reenact.auxnets.fetch import REGISTRY, cache_root
 from reenact.evaluate import expression
 
 SSIM_WINDOW = 11
@@ -256,6 +260,37 @@ class FeatureBank:
     def features(self) -> np.ndarray:
         self._flush()
         return np.concatenate(self._feats) if self._feats else np.zeros((0, 2048), np.float32)
+
+
+def _feature_key(items: list) -> str:
+    """Digest of the FID model pin and the items (paths, frames, sizes, mtimes)."""
+    h = hashlib.sha256(REGISTRY["fid-inception"].sha256.encode())
+    for it in items:
+        st = os.stat(it.path)
+        h.update(f"{os.path.abspath(it.path)}|{it.frame}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def cached_features(items: list, compute, *, cache_dir: str | None = None) -> np.ndarray:
+    """FID features of a fixed set of real pictures, computed once by `compute()` and kept in
+    `<cache>/eval/fid-real-<digest>.npy` (the aux cache's sibling); any change of a file, of the
+    list or of the model's pin changes the digest. An unwritable cache is not an error."""
+    path = cache_root(cache_dir).parent / "eval" / f"fid-real-{_feature_key(items)}.npy"
+    if path.is_file():
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)
+    feats = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".fid-", suffix=".npy", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, feats)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return feats
 
 
 @dataclass(frozen=True)

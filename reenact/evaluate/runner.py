@@ -138,7 +138,7 @@ class Evaluation:
         with contextlib.ExitStack() as stack:
             lm = self._landmarker or stack.enter_context(Landmarker(mode="image"))
             self.lm, self.pics = lm, Pictures(lm)
-            items = self.protocol.references() + self.protocol.drivers()
+            items = list(dict.fromkeys(self.protocol.references() + self.protocol.drivers()))
             with self.timer("load"):
                 self.pics.load(items, lambda n: self.progress("loading pictures", n, len(items)))
             thumbs = self._input_thumbs(items)
@@ -268,18 +268,22 @@ class Evaluation:
         return self._embeddings[item]
 
     def _fid(self) -> dict[str, M.FidResult]:
-        """FID of each engine's outputs against the protocol's real photos."""
+        """FID of each engine's outputs against the protocol's real photos (whose features are
+        cached on disk: they are the same for every run of a protocol)."""
         banks = {k: b for k, b in self._banks.items() if len(b) >= 2}
         if not banks or len(self.protocol.real) < 2:
             return {}
-        real = M.FeatureBank()
         with self.timer("fid"):
-            for n, (_, rgb) in enumerate(read_items(self.protocol.real), 1):
-                if rgb is not None:
-                    real.add(rgb)
-                self.progress("FID real photos", n, len(self.protocol.real))
-            feats = real.features()
+            feats = M.cached_features(self.protocol.real, self._real_features)
             return {k: M.fid_from_features(b.features(), feats) for k, b in banks.items()}
+
+    def _real_features(self) -> np.ndarray:
+        real = M.FeatureBank()
+        for n, (_, rgb) in enumerate(read_items(self.protocol.real), 1):
+            if rgb is not None:
+                real.add(rgb)
+            self.progress("FID real photos", n, len(self.protocol.real))
+        return real.features()
 
     # --- pictures ---------------------------------------------------------------------------
 
