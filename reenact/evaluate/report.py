@@ -196,7 +196,8 @@ def _pair_rows(doc: dict, result: EvalResult) -> str:
     engines = [e for e, s in doc["engines"].items() if s == "ok"]
     recs = {(r["engine"], r["pair"]): r for r in doc["records"]}
     img = lambda src: f'<img src="{html.escape(src)}" loading="lazy">' if src else ""  # noqa: E731
-    head = "<tr><th>#</th><th>reference</th><th>driver</th>" + "".join(f"<th>{html.escape(e)}</th>" for e in engines)
+    head = "<tr><th>#</th><th>reference photo</th><th>driver</th>" + "".join(
+        f"<th>output: {html.escape(e)}</th>" for e in engines)
     rows = [head + "</tr>"]
     for i, p in enumerate(result.protocol.pairs):
         cells = [f"<td>{i}<br>{html.escape(p.kind)}</td>",
