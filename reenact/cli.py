@@ -371,6 +371,115 @@ def _cache_summary(s) -> None:
     out.print(table)
 
 
+EVAL_ENGINES = "reference,warp,gan,fusion"
+
+
+@app.command("eval")
+def eval_(
+    output: Path = typer.Option(..., "-o", "--output", help="Report folder (metrics.json, report.md/html, PNGs)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="Ready-made protocol: celeba-id or clips."),
+    refs: Optional[list[Path]] = typer.Option(None, "--refs", metavar="PATH",
+                                              help="Reference photos or folders (repeatable)."),
+    drivers: Optional[list[Path]] = typer.Option(None, "--drivers", metavar="PATH",
+                                                 help="Driver photos/videos or folders (repeatable)."),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="Same-identity CSV: reference,driver or file,identity."),
+    engines: str = typer.Option(EVAL_ENGINES, "--engines", help="Comma-separated: reference, warp, gan, fusion."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Folder holding celeba-id/ and clips/ "
+                                        "(default $REENACT_DATA or ../shared/data)."),
+    limit: int = typer.Option(0, "--limit", help="Evaluate at most N pairs (seeded subset; 0 = all)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the protocol's sampling."),
+    size: int = SizeOpt,
+    no_fid: bool = typer.Option(False, "--no-fid", help="Skip FID (no Inception download)."),
+    no_lpips: bool = typer.Option(False, "--no-lpips", help="Skip LPIPS (no VGG download)."),
+    no_identity: bool = typer.Option(False, "--no-identity", help="Skip the SFace identity metric."),
+    overwrite: bool = typer.Option(False, "--overwrite", "-y", help="Replace an existing report folder."),
+) -> None:
+    """Measure engines against baselines: identity, pose, expression, self-reenactment L1/PSNR/SSIM/LPIPS, FID."""
+    from reenact import evaluate
+    from reenact.evaluate import report
+    from reenact.evaluate.runner import EvalSettings
+
+    settings = run(EvalSettings, engines=tuple(e.strip() for e in engines.split(",") if e.strip()), size=size,
+                   identity=not no_identity, lpips=not no_lpips, fid=not no_fid)
+    proto = run(evaluate.make_protocol, protocol, refs=refs, drivers=drivers, pairs_csv=pairs, data=data,
+                seed=seed, limit=limit or None)
+    run(report.check_target, output, overwrite=overwrite)
+    t0 = time.perf_counter()
+    with progress_bar() as bar:
+        doc = run(evaluate.evaluate, proto, settings, output, overwrite=overwrite,
+                  progress=_stage_progress(bar), command=" ".join(["reenact", *sys.argv[1:]]))
+    _eval_summary(doc, output, time.perf_counter() - t0)
+
+
+@app.command()
+def bench(
+    reference: Path = typer.Option(..., "--ref", help="Reference photo (centre square → 256²)."),
+    driver: Path = typer.Option(..., "--driver", help="Driver video (first frames → 256²)."),
+    engines: str = typer.Option("warp,gan,fusion", "--engines", help="Comma-separated engines."),
+    frames: int = typer.Option(100, "--frames", help="Driver frames for the video benchmark."),
+    repeats: int = typer.Option(10, "--repeats", help="Image renders to average."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
+) -> None:
+    """Per-stage latency and end-to-end fps, image and video at 256², per engine and execution provider."""
+    from reenact.evaluate import bench as b
+
+    names = tuple(e.strip() for e in engines.split(",") if e.strip())
+    with err.status("benchmarking…") as status:
+        result = run(b.run_bench, reference, driver, engines=names, repeats=repeats, frames=frames,
+                     progress=lambda msg: status.update(f"benchmarking {msg}…"))
+    _bench_table(result)
+    if json_out:
+        run(b.write_json, json_out, result)
+        out.print(f"[green]wrote[/] {json_out}")
+
+
+def _wide() -> Console:
+    """stdout; when it is a pipe or a file (no terminal width), one 170 columns wide so wide
+    tables are written whole instead of squeezed to 80 columns."""
+    return out if out.is_terminal else Console(width=170, file=out.file)
+
+
+def _stage_progress(bar: Progress):
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int | None) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    return update
+
+
+def _eval_summary(doc: dict, folder: Path, wall: float) -> None:
+    from reenact.evaluate import report
+
+    head, body = report.table(doc["summary"])
+    table = Table(*head, title=f"reenact eval — {doc['protocol']['name']} ({doc['protocol']['pairs']} pairs)")
+    for row in body:
+        table.add_row(*row)
+    _wide().print(table)
+    for line in report.fid_lines(doc):
+        out.print(line)
+    out.print(f"[green]wrote[/] {folder}/ (metrics.json, report.md, report.html, "
+              f"{len(doc['files']['contact_sheets'])} contact sheet(s)) in {wall:.0f} s", soft_wrap=True)
+
+
+def _bench_table(result: dict) -> None:
+    stages = list(dict.fromkeys(k for r in result["rows"] for k in r["stages_ms"]))
+    table = Table("engine", "provider", "mode", *[f"{s} ms" for s in stages], "warm ms", "warm fps",
+                  "end-to-end ms", "end-to-end fps", title=f"reenact bench — {result['size']}², "
+                  f"{result['machine']['cpus']} CPUs, {result['inputs']['frames']} video frames")
+    for r in result["rows"]:
+        if r["status"] != "ok":
+            table.add_row(r["engine"], r["status"], *[""] * (len(stages) + 5))
+            continue
+        table.add_row(r["engine"], r["provider"], r["mode"],
+                      *[f"{r['stages_ms'][s]:.1f}" if s in r["stages_ms"] else "" for s in stages],
+                      f"{r['warm_ms']:.1f}", f"{r['fps_warm']:.1f}", f"{r['end_to_end_ms']:.1f}",
+                      f"{r['fps_end_to_end']:.1f}")
+    _wide().print(table)
+
+
 def _note_faces(ref_faces: int, drv_faces: int | None) -> None:
     for what, n in (("reference", ref_faces), ("driver", drv_faces)):
         if n and n > 1:
