@@ -392,6 +392,7 @@ def eval_(
     no_fid: bool = typer.Option(False, "--no-fid", help="Skip FID (no Inception download)."),
     no_lpips: bool = typer.Option(False, "--no-lpips", help="Skip LPIPS (no VGG download)."),
     no_identity: bool = typer.Option(False, "--no-identity", help="Skip the SFace identity metric."),
+    weights: Optional[Path] = WeightsOpt,
     overwrite: bool = typer.Option(False, "--overwrite", "-y", help="Replace an existing report folder."),
 ) -> None:
     """Measure engines against baselines: identity, pose, expression, self-reenactment L1/PSNR/SSIM/LPIPS, FID."""
@@ -400,7 +401,8 @@ def eval_(
     from reenact.evaluate.runner import EvalSettings
 
     settings = run(EvalSettings, engines=tuple(e.strip() for e in engines.split(",") if e.strip()), size=size,
-                   identity=not no_identity, lpips=not no_lpips, fid=not no_fid)
+                   identity=not no_identity, lpips=not no_lpips, fid=not no_fid,
+                   weights=str(weights) if weights else None)
     proto = run(evaluate.make_protocol, protocol, refs=refs, drivers=drivers, pairs_csv=pairs, data=data,
                 seed=seed, limit=limit or None)
     run(report.check_target, output, overwrite=overwrite)

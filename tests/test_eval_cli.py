@@ -13,6 +13,7 @@ from reenact import media
 from reenact.cli import app
 from reenact.evaluate import summary
 from tests import synth
+from tests.gen_helpers import one_thread  # noqa: F401 (fixture)
 from tests.test_evaluate import aux_or_skip
 
 cli = CliRunner()
@@ -115,3 +116,19 @@ def test_bench_reports_stages_and_fps(shared_data, tmp_path):
     for row in warp:
         assert row["fps_end_to_end"] > 0 and {"landmarks", "render", "paste"} <= set(row["stages_ms"])
     assert any(x["engine"] == "gan" and x["status"].startswith("unavailable") for x in res["rows"])
+
+
+def test_eval_runs_an_exported_generator(photos, tmp_path, one_thread):
+    """--weights makes gan/fusion available: the trained engines enter the same table."""
+    from reenact.export import export_generator
+    from tests.gen_helpers import trained_checkpoint
+
+    weights = export_generator(trained_checkpoint(tmp_path / "run", steps=1), tmp_path / "tiny.onnx").generator
+    (a1, a2, _), table = photos
+    out = tmp_path / "rep"
+    r = invoke("eval", "--refs", a1, "--drivers", a2, "--pairs", table, "--engines", "warp,gan,fusion",
+               "--weights", weights, "--no-fid", "--no-lpips", "--no-identity", "-o", out)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["engines"]["gan"] == "ok" and doc["engines"]["fusion"] == "ok"
+    assert [x["status"] for x in _records(doc, "fusion")] == ["ok"]

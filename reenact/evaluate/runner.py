@@ -57,6 +57,7 @@ class EvalSettings:
     fid: bool = True
     threshold: float = SAME_PERSON_THRESHOLD
     thumb: int = 128
+    weights: str | None = None  # exported generator for gan/fusion (None: the bundled default)
 
     def __post_init__(self) -> None:
         bad = [e for e in self.engines if e not in ENGINE_CHOICES]
@@ -108,12 +109,12 @@ class EvalResult:
     seconds: dict[str, float]
 
 
-def build(name: str, size: int) -> tuple[Engine | None, str]:
+def build(name: str, size: int, weights: str | None = None) -> tuple[Engine | None, str]:
     """(engine, "ok"), or (None, "unavailable: …") when its weights are missing."""
     if name == REFERENCE_ENGINE:
         return None, "ok"
     try:
-        return build_engine(InferenceConfig(engine=name, size=size)), "ok"
+        return build_engine(InferenceConfig(engine=name, size=size, weights=weights)), "ok"
     except MissingWeights as e:
         return None, f"unavailable: no weights ({e.message})"
 
@@ -144,7 +145,7 @@ class Evaluation:
             thumbs = self._input_thumbs(items)
             statuses, engines = {}, {}
             for name in self.settings.engines:
-                engine, statuses[name] = build(name, self.settings.size)
+                engine, statuses[name] = build(name, self.settings.size, self.settings.weights)
                 if statuses[name] == "ok":
                     engines[name] = engine
             records = self._evaluate(engines)
