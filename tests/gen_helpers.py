@@ -49,10 +49,10 @@ def synthetic_cache(path: Path, n: int = 6, size: int = 64, seed: int = 0) -> Fa
     return FaceCache(path)
 
 
-def tiny_config(cache: Path, **changes) -> TrainConfig:
-    """configs/tiny.toml pointing at `cache`; `changes` replace top-level keys or whole tables
+def tiny_config(cache: Path, *, toml: str = "tiny.toml", **changes) -> TrainConfig:
+    """configs/<toml> pointing at `cache`; `changes` replace top-level keys or merge into tables
     (e.g. losses={...} merges into the [losses] table)."""
-    base = TrainConfig.from_toml(REPO / "configs" / "tiny.toml").to_dict()
+    base = TrainConfig.from_toml(REPO / "configs" / toml).to_dict()
     base["data"]["cache"] = str(cache)
     for key, value in changes.items():
         if isinstance(value, dict):

@@ -3,12 +3,20 @@ export with a dynamic K axis, runtime and engine. Tiny widths, one thread, synth
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
+from reenact.errors import UsageError
 from reenact.model import Generator, KShotGenerator, ModelConfig, build_generator, fuse
 from reenact.model.kshot import responsibilities
-from tests.gen_helpers import one_thread  # noqa: F401
+from reenact.train import checkpoint as ckpt
+from reenact.train import loop
+from reenact.train.cache import FaceCache
+from reenact.train.data import KShotBatchSampler, KShotDataset
+from tests.gen_helpers import one_thread, synthetic_cache, tiny_config  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -123,3 +131,73 @@ def test_more_references_change_the_output_and_targeted_embedder_sees_the_pose()
         _, logits_a, _ = targeted.embedder(refs[:, 0], ref_pm[:, 0], pm)
         _, logits_b, _ = targeted.embedder(refs[:, 0], ref_pm[:, 0], torch.zeros_like(pm))
     assert image.shape == (1, 3, 64, 64) and not torch.allclose(logits_a[-1], logits_b[-1])
+
+
+# ------------------------------------------------------------------ training
+
+
+def kshot_config(cache, **changes):
+    """configs/kshot-tiny.toml pointing at `cache` (see gen_helpers.tiny_config)."""
+    return tiny_config(cache, toml="kshot-tiny.toml", **changes)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("kshot-train") / "cache"
+    synthetic_cache(path, n=12, size=64)  # 3 identities × 4 photos
+    return path
+
+
+def test_samples_hold_k_references_of_the_targets_person(cache: Path) -> None:
+    cfg = kshot_config(cache)
+    ds = KShotDataset(FaceCache(cache), cfg.data, seed=0, k_default=3)
+    loaded: list[int] = []
+    load = ds._load
+    ds._load = lambda j, rng: loaded.append(j) or load(j, rng)  # record which photos a sample uses
+    for i in range(6):
+        loaded.clear()
+        s = ds[(i, 100 + i, 3)]
+        ref0, target, extra = loaded[0], loaded[1], loaded[2:]
+        assert ref0 == i and target != i and target not in extra and len(set(extra)) == 2 == len(extra)
+        assert len({int(ds.cache.identity[j]) for j in loaded}) == 1 and s["identity"] == ds.cache.identity[i]
+        assert s["references"].shape == (3, 3, 64, 64) and s["reference_parsing"].shape == (3, 12, 64, 64)
+        assert np.array_equal(s["references"][0], s["reference"]) and s["masked"] == 1
+    assert ds[(0, 7)]["references"].shape[0] == 3  # (index, key): k_default
+    sampler = KShotBatchSampler(12, 2, seed=0, k_max=3)
+    ks = [sampler.batch_at(step)[0][2] for step in range(40)]
+    assert set(ks) == {1, 2, 3} and ks == [sampler.batch_at(step)[1][2] for step in range(40)]
+    assert {b[2] for b in KShotBatchSampler(12, 2, seed=0, k_max=3, k_fixed=2).batch_at(5)} == {2}
+    with pytest.raises(UsageError, match="k_max"):
+        kshot_config(cache, data={"references": 4})
+
+
+def test_two_training_steps_of_the_fusion_variant(cache: Path, tmp_path: Path) -> None:
+    result = loop.train(kshot_config(cache), tmp_path / "run", max_steps=2)
+    assert (result.step, result.reason) == (2, "max_steps")
+    for row in result.history:
+        assert {"raw/l1", "raw/l1_ae", "raw/gan", "raw/identity_gan", "raw/feature_matching", "d_loss",
+                "d_id_loss"} <= set(row)
+        assert all(np.isfinite(v) for v in row.values())
+    state = ckpt.load_checkpoint(result.checkpoint)
+    assert state["model_config"]["variant"] == "kshot" and state["identity_discriminator"] is not None
+    assert any(k.startswith("embedder.responsibility") for k in state["generator"])
+    assert (tmp_path / "run" / "samples" / "step_000002.png").stat().st_size > 0
+
+
+def test_kshot_resume_matches_an_uninterrupted_run(cache: Path, tmp_path: Path) -> None:
+    cfg = kshot_config(cache)
+    straight = loop.train(cfg, tmp_path / "a", max_steps=3)
+    loop.train(cfg, tmp_path / "b", max_steps=1)
+    resumed = loop.train(cfg, tmp_path / "b", max_steps=3, resume=loop.resolve_resume("auto", tmp_path / "b"))
+    assert (resumed.start_step, resumed.step) == (1, 3)
+    a, b = ckpt.load_checkpoint(straight.checkpoint), ckpt.load_checkpoint(resumed.checkpoint)
+    for part in ("generator", "discriminator", "identity_discriminator", "ema"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+
+
+def test_kshot_losses_can_be_disabled_and_lsgan_still_works(cache: Path, tmp_path: Path) -> None:
+    trainer = loop.Trainer(kshot_config(cache, gan_loss="lsgan", losses={"identity_gan": 0.0, "feature_matching": 0.0}),
+                           tmp_path / "run")
+    logged = loop.run(trainer, max_steps=1, max_minutes=0, stop=lambda: False, progress=None).history[-1]
+    assert trainer.d_id is None and "d_id_loss" not in logged and "raw/identity_gan" not in logged
+    assert "d_loss" in logged and "raw/gan" in logged

@@ -22,7 +22,7 @@ targeted embedder) and `KShotDecoderGraph` (K stacked embeddings + logits + pose
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from reenact.model.appearance import AppearanceAE
 from reenact.model.config import ModelConfig
@@ -73,11 +73,11 @@ class Embedder(nn.Module):
             nn.init.zeros_(head.bias)
 
     def forward(self, reference: torch.Tensor, reference_parsing: torch.Tensor,
-                target_parsing: torch.Tensor | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+                target_parsing: torch.Tensor | None = None) -> tuple[list[Tensor], list[Tensor], Tensor]:
         if self.config.targeted_embedder != (target_parsing is not None):
             need = "needs" if self.config.targeted_embedder else "takes no"
             raise ValueError(f"this embedder {need} the target's parsing map")
-        x = torch.cat([reference, reference_parsing] + ([target_parsing] if target_parsing is not None else []), dim=1)
+        x = torch.cat([reference, reference_parsing] + ([target_parsing] if target_parsing is not None else []), 1)
         feats, recon = self.appearance(x)
         return feats, [head(f) for head, f in zip(self.responsibility, feats)], recon
 
@@ -105,12 +105,15 @@ class KShotGenerator(nn.Module):
     def forward(self, references: torch.Tensor, reference_parsing: torch.Tensor, parsing: torch.Tensor,
                 mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         n, k = references.shape[:2]
-        target = None
-        if self.config.targeted_embedder:  # every reference sees the pose asked for
-            target = parsing[:, None].expand(n, k, *parsing.shape[1:]).flatten(0, 1)
+        target = per_reference(parsing, k) if self.config.targeted_embedder else None  # the pose asked for
         feats, logits, recon = self.embedder(references.flatten(0, 1), reference_parsing.flatten(0, 1), target)
         stack = lambda ts: [t.unflatten(0, (n, k)) for t in ts]  # noqa: E731  B=N·K → N×K
         return self.decode(parsing, stack(feats), stack(logits), mask), recon.unflatten(0, (n, k))
+
+
+def per_reference(x: torch.Tensor, k: int) -> torch.Tensor:
+    """N×… → N·K×… (each sample's tensor repeated for its K references, in the embedder's batch order)."""
+    return x[:, None].expand(x.shape[0], k, *x.shape[1:]).flatten(0, 1)
 
 
 def embedding_names(config: ModelConfig) -> tuple[list[str], list[str]]:
