@@ -6,16 +6,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
-from reenact.errors import UsageError
+from reenact import engines, runtime
+from reenact.config import InferenceConfig
+from reenact.errors import ReenactError, UsageError
+from reenact.export import embedder_path, export_generator, load_generator
+from reenact.landmarks import Face
 from reenact.model import Generator, KShotGenerator, ModelConfig, build_generator, fuse
 from reenact.model.kshot import responsibilities
 from reenact.train import checkpoint as ckpt
 from reenact.train import loop
 from reenact.train.cache import FaceCache
 from reenact.train.data import KShotBatchSampler, KShotDataset
+from tests import synth
 from tests.gen_helpers import one_thread, synthetic_cache, tiny_config  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -201,3 +207,90 @@ def test_kshot_losses_can_be_disabled_and_lsgan_still_works(cache: Path, tmp_pat
     logged = loop.run(trainer, max_steps=1, max_minutes=0, stop=lambda: False, progress=None).history[-1]
     assert trainer.d_id is None and "d_id_loss" not in logged and "raw/identity_gan" not in logged
     assert "d_loss" in logged and "raw/gan" in logged
+
+
+# ------------------------------------------------------------------ export, runtime, engines
+
+
+def _u8(x: torch.Tensor) -> np.ndarray:
+    """3×S×S in [-1, 1] → S×S×3 uint8 (as the runtime rounds)."""
+    return ((x.permute(1, 2, 0).numpy() + 1) * 127.5 + 0.5).clip(0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def exported(cache: Path, tmp_path_factory):
+    """(export report, checkpoint) of a 1-step tiny k-shot run."""
+    tmp = tmp_path_factory.mktemp("kshot-export")
+    checkpoint = loop.train(kshot_config(cache), tmp / "run", max_steps=1).checkpoint
+    return export_generator(checkpoint, tmp / "kshot.onnx"), checkpoint
+
+
+def test_export_has_a_dynamic_k_axis_and_parity(exported) -> None:
+    report, _ = exported
+    assert report.variant == "kshot" and report.appearance == embedder_path(report.generator)
+    assert report.appearance.name == "kshot.embedder.onnx"
+    assert set(report.max_abs_diff) == {"random/k=1", "random/k=3", "face/k=1", "face/k=3"}
+    assert max(report.max_abs_diff.values()) < 1e-4
+    gen, emb = onnx.load(str(report.generator)), onnx.load(str(report.appearance))
+    meta = {p.key: p.value for p in gen.metadata_props}
+    assert meta["reenact.variant"] == "kshot" and meta["reenact.embedder"] == "kshot.embedder.onnx"
+    assert [i.name for i in emb.graph.input] == ["reference", "reference_parsing"]
+    inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in gen.graph.input}
+    assert inputs["embedding_4"] == ["N", "K", 32, 4, 4] and inputs["responsibility_32"] == ["N", "K", 1, 32, 32]
+    assert list(inputs)[-1] == "pose_parsing"
+
+
+def test_runtime_fuses_k_references_like_torch(exported) -> None:
+    report, checkpoint = exported
+    rt = runtime.GeneratorRuntime(report.generator, device="cpu")
+    assert rt.variant == "kshot" and not rt.targeted and rt.size == 64
+    g, _ = load_generator(checkpoint)
+    refs, ref_pm, pose = _inputs(1, 3)
+    crops = [_u8(r) for r in refs[0]]
+    refs = torch.stack([torch.from_numpy(c.transpose(2, 0, 1) / 127.5 - 1).float() for c in crops])[None]
+    bank = [rt.embed(c, pm.numpy()) for c, pm in zip(crops, ref_pm[0])]
+    for k in (1, 3):
+        with torch.no_grad():
+            expected = _u8(g(refs[:, :k], ref_pm[:, :k], pose)[0][0])
+        image = rt.generate_k(bank[:k], pose[0].numpy())
+        assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+        assert np.abs(image.astype(int) - expected).max() <= 1
+    shuffled = rt.generate_k(bank[::-1], pose[0].numpy())
+    assert np.abs(shuffled.astype(int) - rt.generate_k(bank, pose[0].numpy())).max() <= 1
+    with pytest.raises(ReenactError, match="kshot generator"):
+        rt.appearance(crops[0])
+    with pytest.raises(ValueError, match="at least one"):
+        rt.generate_k([], pose[0].numpy())
+
+
+def test_targeted_embedder_exports_and_runs_per_frame(cache: Path, tmp_path: Path) -> None:
+    cfg = kshot_config(cache, model={"targeted_embedder": True})
+    report = export_generator(loop.train(cfg, tmp_path / "run", max_steps=1).checkpoint, tmp_path / "t.onnx")
+    assert max(report.max_abs_diff.values()) < 1e-4
+    assert [i.name for i in onnx.load(str(report.appearance)).graph.input] == ["reference", "reference_parsing",
+                                                                              "pose_parsing"]
+    rt = runtime.GeneratorRuntime(report.generator, device="cpu")
+    refs, ref_pm, pose = _inputs(1, 2)
+    bank = [rt.embed(_u8(r), pm.numpy()) for r, pm in zip(refs[0], ref_pm[0])]
+    assert rt.targeted and bank[0].outputs is None  # the embedder needs the pose: it runs per frame
+    assert rt.generate_k(bank, pose[0].numpy()).shape == (64, 64, 3)
+
+
+@pytest.mark.parametrize("name", ["gan", "fusion"])
+def test_kshot_engines_render_a_bank_in_the_primary_reference(exported, name: str) -> None:
+    report, _ = exported
+    engine = engines.build_engine(InferenceConfig(engine=name, weights=str(report.generator)))
+    assert isinstance(engine, engines.KShotEngine) and engine.name == name
+    assert isinstance(engine, engines.FusionEngine) == (name == "fusion")
+    frames = [(synth.textured(240, seed=s), synth.face(240, yaw=y, scale=0.6)) for s, y in ((3, 10), (4, -15), (5, 0))]
+    states = [engine.prepare(f, Face(points=p.astype(np.float32))) for f, p in frames]
+    target = synth.open_mouth(frames[1][1], 0.25)  # in the frame of reference 1
+    bank = engine.bank(states, primary=1)
+    assert len(bank.extra.embeddings) == 3 and bank.crop is states[1].crop
+    rgb, mask = engine.render(bank, target)
+    assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8 and mask.shape == (64, 64) and mask[32, 32] > 0.9
+    one, _ = engine.render(states[1], target)
+    assert np.array_equal(one, engine.render(engine.bank(states[1:2]), target)[0])  # K = 1: the same network
+    assert not np.array_equal(one, rgb)
+    with pytest.raises(ValueError, match="primary"):
+        engine.bank(states, primary=3)
