@@ -20,9 +20,10 @@ from reenact.model.kshot import responsibilities
 from reenact.train import checkpoint as ckpt
 from reenact.train import loop
 from reenact.train.cache import FaceCache
+from reenact.train.config import TrainConfig
 from reenact.train.data import KShotBatchSampler, KShotDataset
 from tests import synth
-from tests.gen_helpers import one_thread, synthetic_cache, tiny_config  # noqa: F401
+from tests.gen_helpers import REPO, one_thread, synthetic_cache, tiny_config  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -175,6 +176,8 @@ def test_samples_hold_k_references_of_the_targets_person(cache: Path) -> None:
     assert {b[2] for b in KShotBatchSampler(12, 2, seed=0, k_max=3, k_fixed=2).batch_at(5)} == {2}
     with pytest.raises(UsageError, match="k_max"):
         kshot_config(cache, data={"references": 4})
+    for name in ("kshot-tiny", "kshot-128", "kshot-256"):
+        assert TrainConfig.from_toml(REPO / "configs" / f"{name}.toml").model.variant == "kshot"
 
 
 def test_two_training_steps_of_the_fusion_variant(cache: Path, tmp_path: Path) -> None:
