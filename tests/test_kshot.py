@@ -185,7 +185,7 @@ def test_two_training_steps_of_the_fusion_variant(cache: Path, tmp_path: Path) -
     assert (result.step, result.reason) == (2, "max_steps")
     for row in result.history:
         assert {"raw/l1", "raw/l1_ae", "raw/gan", "raw/identity_gan", "raw/feature_matching", "d_loss",
-                "d_id_loss"} <= set(row)
+                "d_id_loss", "k"} <= set(row) and row["k"] in (1, 2, 3)
         assert all(np.isfinite(v) for v in row.values())
     state = ckpt.load_checkpoint(result.checkpoint)
     assert state["model_config"]["variant"] == "kshot" and state["identity_discriminator"] is not None

@@ -258,7 +258,10 @@ class Trainer:
         self.scaler_g.update()
         for d in self._discriminators():
             _set_requires_grad(d, True)
-        return output.detach(), {k: float(v.detach()) for k, v in losses.items()}
+        logs = {k: float(v.detach()) for k, v in losses.items()}
+        if "references" in batch:  # k-shot: the batch's reference count (window mean in the log)
+            logs["k"] = float(batch["references"].shape[1])
+        return output.detach(), logs
 
     def _discriminator_step(self, batch, output: torch.Tensor) -> dict[str, float]:
         """One update of the discriminators (summed losses, one optimiser); returns their losses."""
