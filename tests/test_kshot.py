@@ -3,6 +3,10 @@ export with a dynamic K axis, runtime and engine. Tiny widths, one thread, synth
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +197,25 @@ def test_two_training_steps_of_the_fusion_variant(cache: Path, tmp_path: Path) -
     assert (tmp_path / "run" / "samples" / "step_000002.png").stat().st_size > 0
 
 
+@pytest.mark.shared
+def test_two_steps_on_real_photos_of_two_people(shared_data: Path, tmp_path: Path) -> None:
+    import csv
+
+    from reenact.train.cache import prepare_cache
+
+    rows = list(csv.DictReader((shared_data / "celeba-id" / "identities.csv").read_text().splitlines()))
+    people = sorted({r["identity"] for r in rows if r["split"] == "train"})[:2]
+    keep = [r for p in people for r in [r for r in rows if r["identity"] == p][:4]]
+    ids = tmp_path / "ids.csv"
+    with open(ids, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["file", "identity", "split"])
+        writer.writeheader()
+        writer.writerows(keep)
+    prepare_cache(shared_data / "celeba-id" / "images", tmp_path / "cache", identities=ids, size=64)
+    result = loop.train(kshot_config(tmp_path / "cache", data={"references": 3}), tmp_path / "run", max_steps=2)
+    assert result.step == 2 and all(row["k"] == 3 and np.isfinite(row["raw/l1"]) for row in result.history)
+
+
 def test_kshot_resume_matches_an_uninterrupted_run(cache: Path, tmp_path: Path) -> None:
     cfg = kshot_config(cache)
     straight = loop.train(cfg, tmp_path / "a", max_steps=3)
@@ -210,6 +233,19 @@ def test_kshot_losses_can_be_disabled_and_lsgan_still_works(cache: Path, tmp_pat
     logged = loop.run(trainer, max_steps=1, max_minutes=0, stop=lambda: False, progress=None).history[-1]
     assert trainer.d_id is None and "d_id_loss" not in logged and "raw/identity_gan" not in logged
     assert "d_loss" in logged and "raw/gan" in logged
+
+
+@pytest.mark.slow
+def test_kshot_ddp_two_processes_gloo(cache: Path, tmp_path: Path) -> None:
+    text = (REPO / "configs" / "kshot-tiny.toml").read_text().replace('".cache/packs/tiny-64"', json.dumps(str(cache)))
+    (tmp_path / "k.toml").write_text(text)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "reenact.train.ddp", "--config", "k.toml", "--out", "run", "--max-steps", "2"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    state = ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["step"] == 2 and state["world"] == 2 and state["identity_discriminator"] is not None
 
 
 # ------------------------------------------------------------------ export, runtime, engines
