@@ -156,14 +156,18 @@ class ReenactDataset(Dataset):
 
     def __getitem__(self, item: tuple[int, int]) -> dict[str, np.ndarray]:
         i, key = item
-        rng = np.random.default_rng([self.seed, 1, key])
+        return self._pair(i, np.random.default_rng([self.seed, 1, key]))[0]
+
+    def _pair(self, i: int, rng: np.random.Generator):
+        """(sample, reference landmarks, colour jitter, the target's photo index or None)."""
         mode = self._pairing(i, rng)
         colour = colour_params(rng, self.config.colour)
         ref_img, ref_pts = self._load(i, rng)
         ref_img = apply_colour(ref_img, colour)
         source = warp.prepare_source(ref_img, ref_pts)
-        tgt_img, tgt_pts, maps, _ = self._target(i, mode, ref_img, ref_pts, source, rng, colour)
-        return self._assemble(ref_img, ref_pts, tgt_img, tgt_pts, source, maps, mode != "resample")
+        tgt_img, tgt_pts, maps, partner = self._target(i, mode, ref_img, ref_pts, source, rng, colour)
+        sample = self._assemble(ref_img, ref_pts, tgt_img, tgt_pts, source, maps, mode != "resample")
+        return sample, ref_pts, colour, partner
 
     def _target(self, i: int, mode: str, ref_img, ref_pts, source, rng, colour):
         """(target image, landmarks, backward maps or (None, None), partner index or None)."""
@@ -216,22 +220,16 @@ class KShotDataset(ReenactDataset):
     def __getitem__(self, item: tuple[int, ...]) -> dict[str, np.ndarray]:
         i, key, k = item if len(item) == 3 else (*item, self.k_default)
         rng = np.random.default_rng([self.seed, 1, key])
-        mode = self._pairing(i, rng)
-        colour = colour_params(rng, self.config.colour)
-        ref_img, ref_pts = self._load(i, rng)
-        ref_img = apply_colour(ref_img, colour)
-        source = warp.prepare_source(ref_img, ref_pts)
-        tgt_img, tgt_pts, maps, partner = self._target(i, mode, ref_img, ref_pts, source, rng, colour)
-        sample = self._assemble(ref_img, ref_pts, tgt_img, tgt_pts, source, maps, mode != "resample")
+        sample, ref_pts, colour, partner = self._pair(i, rng)
         others = [j for j in self.partners.get(i, ()) if j not in (i, partner)] or [i]
         picks = rng.choice(others, size=k - 1, replace=len(others) < k - 1).tolist() if k > 1 else []
-        images, points = [ref_img], [ref_pts]
+        images, points = [sample["reference"]], [ref_pts]
         for j in picks:
             img, pts = self._load(j, rng)
-            images.append(apply_colour(img, colour))
+            images.append(to_tensor_image(apply_colour(img, colour)))
             points.append(pts)
-        size = ref_img.shape[0]
-        sample["references"] = np.stack([to_tensor_image(img) for img in images])
+        size = self.cache.size
+        sample["references"] = np.stack(images)
         sample["reference_parsing"] = np.stack([parsing.parsing_map(pts, size) for pts in points])
         sample["identity"] = np.int64(self.cache.identity[i])
         return sample
