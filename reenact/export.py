@@ -26,11 +26,10 @@ input includes the pose); the fusion (softmax over K) is inside NAME.onnx.
 Opset `OPSET` (17: GridSample and InstanceNormalization as single ops). Metadata (both files,
 `reenact.*` keys): kind, version, opset, model_config (JSON), step, precision, weights (ema/raw),
 inputs, outputs, variant; the generator also names its per-reference file (`reenact.appearance`
-or `reenact.embedder`). Both graphs pass
-`onnx.checker.check_model(full_check=True)`; then ONNX Runtime (CPU) runs F→D (E_k→fusion→D with
-K = 1 and K = 3) on random and on face-like inputs and the max |ORT − torch| of the image must
-stay within the tolerance
-(`TOLERANCE` fp32, `TOLERANCE_FP16` with fp16-stored weights), else nothing is written.
+or `reenact.embedder`). Both graphs pass `onnx.checker.check_model(full_check=True)`; then ONNX
+Runtime (CPU) runs F→D (E_k→fusion→D with K = 1 and K = 3) on random and on face-like inputs and
+the max |ORT − torch| of the image must stay within the tolerance (`TOLERANCE` fp32,
+`TOLERANCE_FP16` with fp16-stored weights), else nothing is written.
 `fp16=True` stores weights as float16 (each followed by a Cast to float32: half the file size,
 computation stays fp32, so it runs on every provider).
 """

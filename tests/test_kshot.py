@@ -147,6 +147,17 @@ def test_more_references_change_the_output_and_targeted_embedder_sees_the_pose()
 # ------------------------------------------------------------------ training
 
 
+def test_hinge_losses() -> None:
+    from reenact.train.losses import discriminator_loss, generator_adversarial
+
+    scores = lambda v: [[torch.zeros(2, 4, 3, 3), torch.full((2, 1, 3, 3), v)]]  # noqa: E731  one scale
+    assert discriminator_loss(scores(-2.0), scores(2.0), "hinge") == 0  # both beyond the margin
+    assert discriminator_loss(scores(0.0), scores(0.0), "hinge") == 2
+    assert discriminator_loss(scores(-2.0), scores(2.0), "hinge", mismatch_d=scores(0.0)) == 0.5
+    assert generator_adversarial(scores(0.5), "hinge") == -0.5 and generator_adversarial(scores(1.0)) == 0
+    assert discriminator_loss(scores(0.0), scores(1.0)) == 0  # LSGAN: ½ (0² + 0²)
+
+
 def kshot_config(cache, **changes):
     """configs/kshot-tiny.toml pointing at `cache` (see gen_helpers.tiny_config)."""
     return tiny_config(cache, toml="kshot-tiny.toml", **changes)
