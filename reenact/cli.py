@@ -285,7 +285,7 @@ class _TrainDisplay:
     def update(self, r) -> None:
         if not self.enabled:
             return
-        keys = ("l1", "l1_ae", "perceptual", "identity", "gan", "d_loss")
+        keys = ("l1", "l1_ae", "perceptual", "identity", "gan", "identity_gan", "d_loss", "d_id_loss")
         losses = "  ".join(f"{k} {r.losses[f'raw/{k}'] if f'raw/{k}' in r.losses else r.losses[k]:.3f}"
                            for k in keys if f"raw/{k}" in r.losses or k in r.losses)
         eta = "?" if r.eta is None else time.strftime("%H:%M:%S", time.gmtime(r.eta))
@@ -313,7 +313,9 @@ def _train_summary(result) -> None:
 @app.command("export")
 def export_model(
     checkpoint: Path = typer.Argument(..., help="Training checkpoint (RUN/checkpoints/last.pt)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Generator file NAME.onnx (F goes to NAME.appearance.onnx)."),
+    output: Path = typer.Option(..., "-o", "--output",
+                                help="Generator file NAME.onnx (F goes to NAME.appearance.onnx; a k-shot "
+                                     "model's embedder to NAME.embedder.onnx)."),
     fp16: bool = typer.Option(False, "--fp16", help="Store weights as float16 (half the size, looser parity)."),
     tolerance: Optional[float] = typer.Option(None, "--tolerance", min=0, help="Max |ORT − torch| allowed."),
     ema: bool = typer.Option(True, "--ema/--no-ema", help="Export the EMA weights when the checkpoint has them."),
@@ -326,7 +328,8 @@ def export_model(
         r = run(export_generator, checkpoint, output, fp16=fp16, tolerance=tolerance, use_ema=ema, overwrite=overwrite)
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_row("generator (D)", f"{r.generator}  ({r.bytes['generator'] / 2**20:.1f} MiB)")
-    table.add_row("appearance (F)", f"{r.appearance}  ({r.bytes['appearance'] / 2**20:.1f} MiB)")
+    per_reference = "embedder (E_k)" if r.variant == "kshot" else "appearance (F)"
+    table.add_row(per_reference, f"{r.appearance}  ({r.bytes['appearance'] / 2**20:.1f} MiB)")
     table.add_row("opset / weights", f"{r.opset} / {'fp16' if r.fp16 else 'fp32'}, training step {r.step}")
     diffs = ", ".join(f"{k} {v:.2e}" for k, v in r.max_abs_diff.items())
     table.add_row("ORT vs torch", f"max |diff| of the image: {diffs} (tolerance {r.tolerance:.0e})")

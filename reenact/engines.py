@@ -2,7 +2,9 @@
 
 Engines: "warp" (classical landmark warp, no weights), "gan" (generator F + D, exported to ONNX,
 run by ONNX Runtime) and "fusion" (FusionNet: the GAN output with the warp blended in where the
-reference shows the face; see `reenact.fusion`).
+reference shows the face; see `reenact.fusion`). With a k-shot generator (`variant = "kshot"`)
+"gan" and "fusion" are `KShotEngine` / `KShotFusionEngine`: the same rendering, but the generator
+fuses every reference of a bank (`KShotEngine.bank`).
 
 An engine works in its own crop of the reference frame (`RefState.crop`). `prepare` runs once per
 reference; `render` runs per frame and returns the rendered crop and the paste-back mask (float
@@ -12,7 +14,7 @@ in [0, 1], zero at the crop border so the paste is seamless). Targets arrive in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -125,7 +127,10 @@ class GanEngine:
         source = warp.prepare_source(image, points) if self._needs_source() else None
         region = fusion.face_region(parsing.parsing_map(points, size)) if self.name == "fusion" else None
         return RefState(crop=crop, image=image, points=points, head=warp.head_mask(points, size),
-                        extra=GanRef(self.runtime.appearance(image), source, region))
+                        extra=self._extra(image, points, source, region))
+
+    def _extra(self, image: np.ndarray, points: np.ndarray, source, region) -> GanRef:
+        return GanRef(self.runtime.appearance(image), source, region)
 
     def _generate(self, state: RefState, points: np.ndarray, maps) -> np.ndarray:
         grid = warp.normalised_grid(*maps) if self.runtime.feature_warp else None
@@ -160,6 +165,53 @@ class FusionEngine(GanEngine):
         return fusion.blend(gan, warped, mask), self._paste(state, points)
 
 
+@dataclass(frozen=True)
+class KShotRef:
+    """`RefState.extra` of the k-shot engines: the embeddings of every reference the generator
+    fuses (one after `prepare`, all of a bank after `KShotEngine.bank`), and the warp source and
+    face region of the reference the output is rendered for (fusion)."""
+
+    embeddings: tuple
+    source: warp.WarpSource | None
+    region: np.ndarray | None
+
+
+class KShotEngine(GanEngine):
+    """A k-shot generator (CainGAN-style fusion) through ONNX Runtime.
+
+    `prepare` embeds one reference (cache the state per reference); `bank(states, primary)` makes
+    the state that renders in the primary reference's crop (targets in its frame's coordinates,
+    pasted back into its frame) from the fused embeddings of all of them — cheap, so a video can
+    change its primary reference per frame. `render` of a single prepared state is the one-shot
+    result of the same network (K = 1)."""
+
+    name = "gan"
+
+    def _extra(self, image: np.ndarray, points: np.ndarray, source, region) -> KShotRef:
+        embedding = self.runtime.embed(image, parsing.parsing_map(points, self.runtime.size))
+        return KShotRef((embedding,), source, region)
+
+    def _generate(self, state: RefState, points: np.ndarray, maps) -> np.ndarray:
+        return self.runtime.generate_k(state.extra.embeddings, parsing.parsing_map(points, self.runtime.size))
+
+    @staticmethod
+    def bank(states: list[RefState], primary: int = 0) -> RefState:
+        """One state fusing the embeddings of all `states` (each from `prepare`), rendered for
+        `states[primary]`. Raises ValueError on an empty list or a bad index."""
+        if not states or not 0 <= primary < len(states):
+            raise ValueError(f"bank needs ≥ 1 prepared reference and 0 ≤ primary < {len(states)}")
+        main = states[primary]
+        embeddings = tuple(e for s in states for e in s.extra.embeddings)
+        return replace(main, extra=replace(main.extra, embeddings=embeddings))
+
+
+class KShotFusionEngine(KShotEngine, FusionEngine):
+    """FusionNet with a k-shot generator: the fused generator output, with the primary reference's
+    classical warp inside the face region that it and the target both show."""
+
+    name = "fusion"
+
+
 def resolve_weights(config: InferenceConfig) -> Path:
     """The generator file for gan/fusion: `config.weights`, else the bundled default."""
     if config.weights:
@@ -176,4 +228,6 @@ def build_engine(config: InferenceConfig) -> Engine:
     if config.engine == "warp":
         return WarpEngine(config)
     runtime = GeneratorRuntime(resolve_weights(config))
+    if runtime.variant == "kshot":
+        return KShotEngine(config, runtime) if config.engine == "gan" else KShotFusionEngine(config, runtime)
     return GanEngine(config, runtime) if config.engine == "gan" else FusionEngine(config, runtime)

@@ -1,9 +1,17 @@
 """ONNX Runtime sessions for the exported generator (no torch import).
 
-`GeneratorRuntime(path)` opens NAME.onnx (D, per frame) and the appearance graph NAME.appearance.onnx
-(F, per reference) that its metadata names, and talks to both by input/output *name* (see
-`reenact.export` for the graphs). Images cross this boundary as RGB uint8 S×S×3; the [-1, 1]
-scaling and NCHW layout are handled here.
+`GeneratorRuntime(path)` opens NAME.onnx (D, per frame) and the per-reference graph its metadata
+names — the appearance graph NAME.appearance.onnx (F), or for the k-shot variant the embedder
+NAME.embedder.onnx (E_k) — and talks to both by input/output *name* (see `reenact.export` for the
+graphs). Images cross this boundary as RGB uint8 S×S×3; the [-1, 1] scaling and NCHW layout are
+handled here.
+
+One reference (thesis variant): `features = rt.appearance(crop)` once, then
+`rt.generate(features, pose_parsing)` per frame. K references (k-shot variant, `rt.variant ==
+"kshot"`): `e = rt.embed(crop, parsing_map(crop_points))` once per reference, then
+`rt.generate_k([e1, …, eK], pose_parsing)` per frame (any K ≥ 1; the fusion weights are computed
+inside the graph). With a targeted embedder (`rt.targeted`) `embed` only prepares the inputs and
+`generate_k` runs the embedder on all K references every frame (K embedder runs per frame).
 
 Provider choice (`providers`): CUDA only where an NVIDIA driver is actually present —
 onnxruntime-gpu lists CUDAExecutionProvider even on machines without a GPU and then fails
@@ -14,6 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +55,30 @@ def _session(path: Path, device: str, threads: int):
                              "export it again with `reenact export`") from None
 
 
+@dataclass(frozen=True)
+class ReferenceEmbedding:
+    """What the k-shot generator keeps of one reference (from `GeneratorRuntime.embed`): the
+    embedder's outputs by name (1×C×r×r features, 1×1×r×r responsibility logits), or with a
+    targeted embedder, whose outputs depend on the pose, its prepared inputs by name."""
+
+    outputs: dict[str, np.ndarray] | None
+    inputs: dict[str, np.ndarray] | None
+
+
+def _to_input(image: np.ndarray) -> np.ndarray:
+    """S×S×3 uint8 → 1×3×S×S float32 in [-1, 1]."""
+    return image.transpose(2, 0, 1)[None].astype(np.float32) / 127.5 - 1.0
+
+
+def _to_image(output: np.ndarray) -> np.ndarray:
+    """3×S×S float in [-1, 1] → S×S×3 uint8."""
+    return np.clip((output.transpose(1, 2, 0) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+
 class GeneratorRuntime:
-    """The exported generator. Attributes: size (crop side), config (model config dict),
-    feature_warp (needs a warp grid per frame), providers (what ORT started), metadata.
+    """The exported generator. Attributes: size (crop side), config (model config dict), variant
+    ("thesis" | "kshot"), targeted (k-shot embedder needs the pose), feature_warp (needs a warp grid
+    per frame), providers (what ORT started), metadata.
 
     Raises MissingWeights when either file is missing, unreadable or not a reenact generator.
     """
@@ -59,40 +90,77 @@ class GeneratorRuntime:
         self.path = path
         self._gen = _session(path, device, threads)
         meta = dict(self._gen.get_modelmeta().custom_metadata_map)
-        if meta.get("reenact.kind") != "generator" or "reenact.appearance" not in meta:
+        companion = "embedder" if meta.get("reenact.variant") == "kshot" else "appearance"
+        if meta.get("reenact.kind") != "generator" or f"reenact.{companion}" not in meta:
             raise MissingWeights(f"{path} is not a reenact generator (no reenact.* metadata)",
-                                 "pass the NAME.onnx written by `reenact export`, not NAME.appearance.onnx")
+                                 f"pass the NAME.onnx written by `reenact export`, not NAME.{companion}.onnx")
         self.metadata = meta
         self.config = json.loads(meta["reenact.model_config"])
         self.size = int(self.config["size"])
+        self.variant = self.config.get("variant", "thesis")
+        self.targeted = bool(self.config.get("targeted_embedder", False))
         self.feature_warp = bool(self.config["feature_warp"])
-        app_path = path.with_name(meta["reenact.appearance"])
+        app_path = path.with_name(meta[f"reenact.{companion}"])
         if not app_path.is_file():
-            raise MissingWeights(f"{path} needs its appearance graph {app_path}, which is missing",
-                                 "keep NAME.onnx and NAME.appearance.onnx together")
+            raise MissingWeights(f"{path} needs its {companion} graph {app_path}, which is missing",
+                                 f"keep NAME.onnx and NAME.{companion}.onnx together")
         self._app = _session(app_path, device, threads)
-        self.feature_names = [o.name for o in self._app.get_outputs()]
+        self.feature_names = [o.name for o in self._app.get_outputs()]  # k-shot: embedding_*, responsibility_*
         self._gen_inputs = {i.name for i in self._gen.get_inputs()}
         self.providers = self._gen.get_providers()
 
     def appearance(self, reference: np.ndarray) -> list[np.ndarray]:
         """F on one reference crop (S×S×3 RGB uint8) → its features (1×C×r×r float32 each)."""
+        self._need("thesis", "appearance")
         self._check_image(reference)
-        x = reference.transpose(2, 0, 1)[None].astype(np.float32) / 127.5 - 1.0
-        return self._app.run(self.feature_names, {"reference": x})
+        return self._app.run(self.feature_names, {"reference": _to_input(reference)})
 
     def generate(self, features: list[np.ndarray], pose_parsing: np.ndarray,
                  warp_grid: np.ndarray | None = None) -> np.ndarray:
         """D for one frame. pose_parsing: (12, S, S) float32 in [0, 1]; warp_grid: (S, S, 2)
         normalised backward map (required iff `feature_warp`). Returns S×S×3 RGB uint8."""
+        self._need("thesis", "generate")
         feed = dict(zip(self.feature_names, features))
         feed["pose_parsing"] = np.ascontiguousarray(pose_parsing, np.float32)[None]
         if "warp_grid" in self._gen_inputs:
             if warp_grid is None:
                 raise ReenactError("this generator warps appearance features: a warp grid is required")
             feed["warp_grid"] = np.ascontiguousarray(warp_grid, np.float32)[None]
-        image = self._gen.run(["image"], feed)[0][0]  # 3×S×S in [-1, 1]
-        return np.clip((image.transpose(1, 2, 0) + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+        return _to_image(self._gen.run(["image"], feed)[0][0])
+
+    def embed(self, reference: np.ndarray, reference_parsing: np.ndarray) -> ReferenceEmbedding:
+        """k-shot: E_k on one reference crop (S×S×3 RGB uint8) and its own parsing map ((12, S, S)
+        float32 in [0, 1], `parsing.parsing_map` of its crop landmarks). Cache the result per
+        reference; with a targeted embedder only the inputs are prepared here."""
+        self._need("kshot", "embed")
+        self._check_image(reference)
+        inputs = {"reference": _to_input(reference),
+                  "reference_parsing": np.ascontiguousarray(reference_parsing, np.float32)[None]}
+        if self.targeted:
+            return ReferenceEmbedding(outputs=None, inputs=inputs)
+        return ReferenceEmbedding(outputs=dict(zip(self.feature_names, self._app.run(self.feature_names, inputs))),
+                                  inputs=None)
+
+    def generate_k(self, embeddings: Sequence[ReferenceEmbedding], pose_parsing: np.ndarray) -> np.ndarray:
+        """k-shot: fuse K ≥ 1 references (`embed` results, any order) and render one frame.
+        pose_parsing: (12, S, S) float32 in [0, 1]. Returns S×S×3 RGB uint8."""
+        self._need("kshot", "generate_k")
+        if not embeddings:
+            raise ValueError("generate_k needs at least one reference embedding")
+        pose = np.ascontiguousarray(pose_parsing, np.float32)[None]
+        if self.targeted:  # the embedder sees the pose: run it on all K references now (batch K)
+            feed = {name: np.concatenate([e.inputs[name] for e in embeddings]) for name in embeddings[0].inputs}
+            feed["pose_parsing"] = np.repeat(pose, len(embeddings), axis=0)
+            stacked = dict(zip(self.feature_names, (o[None] for o in self._app.run(self.feature_names, feed))))
+        else:
+            stacked = {name: np.stack([e.outputs[name][0] for e in embeddings])[None] for name in self.feature_names}
+        return _to_image(self._gen.run(["image"], {**stacked, "pose_parsing": pose})[0][0])
+
+    def _need(self, variant: str, method: str) -> None:
+        if self.variant != variant:
+            use = "embed() and generate_k()" if self.variant == "kshot" else "appearance() and generate()"
+            raise ReenactError(f"{method}() is for {variant} generators; {self.path.name} is a {self.variant} "
+                               f"generator", f"use {use}")
 
     def _check_image(self, image: np.ndarray) -> None:
         if image.shape != (self.size, self.size, 3) or image.dtype != np.uint8:

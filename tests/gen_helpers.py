@@ -49,10 +49,10 @@ def synthetic_cache(path: Path, n: int = 6, size: int = 64, seed: int = 0) -> Fa
     return FaceCache(path)
 
 
-def tiny_config(cache: Path, **changes) -> TrainConfig:
-    """configs/tiny.toml pointing at `cache`; `changes` replace top-level keys or whole tables
+def tiny_config(cache: Path, *, toml: str = "tiny.toml", **changes) -> TrainConfig:
+    """configs/<toml> pointing at `cache`; `changes` replace top-level keys or merge into tables
     (e.g. losses={...} merges into the [losses] table)."""
-    base = TrainConfig.from_toml(REPO / "configs" / "tiny.toml").to_dict()
+    base = TrainConfig.from_toml(REPO / "configs" / toml).to_dict()
     base["data"]["cache"] = str(cache)
     for key, value in changes.items():
         if isinstance(value, dict):
@@ -98,3 +98,22 @@ def trained_checkpoint(tmp: Path, steps: int = 1, **changes) -> Path:
         synthetic_cache(cache, n=6)
     cfg = tiny_config(cache, **changes)
     return loop.train(cfg, tmp / "run", max_steps=steps).checkpoint
+
+
+def assert_resume_matches(cfg: TrainConfig, tmp: Path, *, split: int, total: int) -> tuple[dict, dict]:
+    """Train `total` steps straight, and `split` + resume to `total`: every saved network (and the
+    EMA) must be bit-identical. Returns both checkpoints."""
+    import torch
+
+    from reenact.train import checkpoint as ckpt
+    from reenact.train import loop
+
+    straight = loop.train(cfg, tmp / "a", max_steps=total)
+    loop.train(cfg, tmp / "b", max_steps=split)
+    resumed = loop.train(cfg, tmp / "b", max_steps=total, resume=loop.resolve_resume("auto", tmp / "b"))
+    assert (resumed.start_step, resumed.step) == (split, total)
+    a, b = ckpt.load_checkpoint(straight.checkpoint), ckpt.load_checkpoint(resumed.checkpoint)
+    for part in ("generator", "discriminator", "identity_discriminator", "ema"):
+        assert (a.get(part) is None) == (b.get(part) is None), part
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a.get(part) or {}), part
+    return a, b

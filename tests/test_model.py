@@ -57,7 +57,7 @@ def test_appearance_autoencoder_shapes() -> None:
     assert feature_names(TINY) == ["appearance_4", "appearance_8", "appearance_16", "appearance_32"]
 
 
-@pytest.mark.parametrize("injection", ["concat", "adain"])
+@pytest.mark.parametrize("injection", ["concat", "adain", "spade"])
 @pytest.mark.parametrize("feature_warp", [False, True])
 def test_generator_shapes(injection: str, feature_warp: bool) -> None:
     cfg = ModelConfig(**{**TINY.to_dict(), "injection": injection, "feature_warp": feature_warp})

@@ -5,13 +5,18 @@
   spade.py          SPADE unit and residual SPADE block
   atm.py            AdaIN appearance-transfer module (injection = "adain")
   decoder.py        D: SPADE decoder driven by the pose guide, F's features injected per scale
-  generator.py      G = F + D, and the two export views (appearance graph, decoder graph)
+                    (concatenated, AdaIN, or as extra SPADE condition channels)
+  kshot.py          k-shot variant: embedder E_k, responsibility fusion, K-reference generator
+  generator.py      G = F + D, and the two export views (appearance graph, decoder graph);
+                    build_generator (the network of a config's variant)
   discriminator.py  multi-scale PatchGAN (training only; pure module)
 """
 
 from reenact.model.config import ModelConfig
 from reenact.model.discriminator import DiscriminatorConfig, MultiScaleDiscriminator
-from reenact.model.generator import AppearanceGraph, DecoderGraph, Generator, feature_names
+from reenact.model.generator import AppearanceGraph, DecoderGraph, Generator, build_generator, feature_names
+from reenact.model.kshot import EmbedderGraph, KShotDecoderGraph, KShotGenerator, embedding_names, fuse
 
-__all__ = ["AppearanceGraph", "DecoderGraph", "DiscriminatorConfig", "Generator", "ModelConfig",
-           "MultiScaleDiscriminator", "feature_names"]
+__all__ = ["AppearanceGraph", "DecoderGraph", "DiscriminatorConfig", "EmbedderGraph", "Generator",
+           "KShotDecoderGraph", "KShotGenerator", "ModelConfig", "MultiScaleDiscriminator", "build_generator",
+           "embedding_names", "feature_names", "fuse"]

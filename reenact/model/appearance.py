@@ -6,7 +6,8 @@ reference (the auto-encoder loss keeps the latent faithful). There are no skip c
 appearance passes through the latent. The decoder's features at the `inject_levels` coarsest
 scales are handed to D (the SPADE decoder), coarsest first.
 
-Input: reference N×3×S×S RGB in [-1, 1].
+Input: reference N×3×S×S RGB in [-1, 1] (the k-shot embedder reuses F with extra input channels:
+the reference's parsing map, and the target's with a targeted embedder; it still reconstructs RGB).
 Output: (features, reconstruction): features[i] is N×width(k)×S/2**k×S/2**k for k in
 `config.injected`; reconstruction N×3×S×S in [-1, 1].
 """
@@ -39,12 +40,12 @@ class ResBlock(nn.Module):
 
 
 class AppearanceEncoder(nn.Module):
-    """N×3×S×S → latent N×latent_channels×S/2**L×S/2**L."""
+    """N×in_channels×S×S → latent N×latent_channels×S/2**L×S/2**L."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, *, in_channels: int = 3) -> None:
         super().__init__()
         c = config
-        layers = [conv_block(3, c.width(0), kernel=7)]
+        layers = [conv_block(in_channels, c.width(0), kernel=7)]
         layers += [conv_block(c.width(k - 1), c.width(k), stride=2) for k in range(1, c.levels + 1)]
         layers += [ResBlock(c.width(c.levels)), nn.Conv2d(c.width(c.levels), c.latent_channels, 1)]
         self.net = nn.Sequential(*layers)
@@ -77,10 +78,10 @@ class AppearanceDecoder(nn.Module):
 class AppearanceAE(nn.Module):
     """F in the thesis. forward(reference) → (injected features, reconstruction); see module doc."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, *, in_channels: int = 3) -> None:
         super().__init__()
         self.config = config
-        self.encoder = AppearanceEncoder(config)
+        self.encoder = AppearanceEncoder(config, in_channels=in_channels)
         self.decoder = AppearanceDecoder(config)
 
     def forward(self, reference: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:

@@ -8,6 +8,10 @@ Levels: level k has resolution size / 2**k and width `width(k)` = min(base·2**k
 appearance auto-encoder) downsamples to level `levels` (its compact latent) and decodes back up to
 level 0; D (the SPADE decoder) starts from the parsing map at level `levels` and upsamples to
 level 0. F's decoder features at the `inject_levels` coarsest levels are handed to D.
+
+Variants: "thesis" (one reference: F + D, `reenact.model.generator`) and "kshot" (CainGAN-style
+multi-reference fusion: an embedder E_k gives every reference features and a responsibility map at
+the same scales, fused by a per-pixel softmax over the references; `reenact.model.kshot`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 
-INJECTIONS = ("concat", "adain")
+INJECTIONS = ("concat", "adain", "spade")
+VARIANTS = ("thesis", "kshot")
 
 
 @dataclass(frozen=True)
@@ -28,11 +33,18 @@ class ModelConfig:
     levels: number of 2× down-samplings in F (latent at size / 2**levels, ≥ 4 pixels).
     latent_channels: channels of F's compact latent (the bottleneck of the auto-encoder).
     inject_levels: how many of F's decoder scales reach D, coarsest first (≥ 4 in the design).
-    injection: "concat" (thesis: F features concatenated to D's at matching scales) or "adain"
-        (appearance-transfer module: AdaIN with F's statistics, blended by learned α, β maps).
+    injection: "concat" (thesis: F features concatenated to D's at matching scales), "adain"
+        (appearance-transfer module: AdaIN with F's statistics, blended by learned α, β maps) or
+        "spade" (F's features join the parsing map as the input of SPADE's γ/β convolutions, so
+        appearance modulates D's normalisation, as CainGAN's identity normalisation does).
     feature_warp: warp F's features with the landmark warp's backward map before injection
         (adds a `warp_grid` input: N×size×size×2 normalised sampling positions).
     spade_hidden: hidden width of the SPADE modulation convolutions (capped at 2× block width).
+    variant: "thesis" (one reference, F + D) or "kshot" (embedder E_k + fusion + D; any number of
+        references, trained with 1..k_max).
+    k_max: most references per training sample (k-shot variant; inference takes any K ≥ 1).
+    targeted_embedder: the k-shot embedder also sees the target's parsing map, so a reference's
+        responsibility can depend on the pose asked for (then E_k runs per frame, not per reference).
     """
 
     size: int = 256
@@ -45,16 +57,25 @@ class ModelConfig:
     injection: str = "concat"
     feature_warp: bool = False
     spade_hidden: int = 64
+    variant: str = "thesis"
+    k_max: int = 5
+    targeted_embedder: bool = False
 
     def __post_init__(self) -> None:
         if self.injection not in INJECTIONS:
             raise ValueError(f"injection must be one of {INJECTIONS}, got {self.injection!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.variant == "kshot" and self.feature_warp:
+            raise ValueError("the kshot variant has no feature_warp (each reference would need its own warp grid)")
+        if self.targeted_embedder and self.variant != "kshot":
+            raise ValueError("targeted_embedder needs variant = \"kshot\"")
         if self.levels < 1 or self.size % (2 ** self.levels) or self.size // 2 ** self.levels < 4:
             raise ValueError(f"size {self.size} must be divisible by 2**levels ({2 ** self.levels}) "
                              "with at least 4 pixels left at the coarsest level")
         if not 1 <= self.inject_levels <= self.levels + 1:
             raise ValueError(f"inject_levels must be in 1..{self.levels + 1}, got {self.inject_levels}")
-        for name in ("parsing_channels", "base_channels", "max_channels", "latent_channels", "spade_hidden"):
+        for name in ("parsing_channels", "base_channels", "max_channels", "latent_channels", "spade_hidden", "k_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
 

@@ -3,8 +3,10 @@
 D starts from the parsing map average-pooled to the coarsest level (a convolution on it gives
 the first features, as SPADE's generator does without a VAE), then runs one residual SPADE block
 per level from coarse to fine, upsampling 2× in between. At each injected level F's decoder
-feature of the same scale enters before the block: concatenated (thesis) or through the AdaIN
-appearance-transfer module. Optionally (`feature_warp`) F's features are first resampled with the
+feature of the same scale enters the block: concatenated to its input (thesis), through the AdaIN
+appearance-transfer module, or (`injection = "spade"`) as extra channels of the block's SPADE
+condition, so γ/β come from [parsing map ⊕ appearance] (the k-shot variant's fused features
+modulate D this way). Optionally (`feature_warp`) F's features are first resampled with the
 classical landmark warp's backward map, so appearance arrives aligned with the pose guide.
 
 Inputs: parsing N×P×S×S in [0, 1]; features as produced by `AppearanceAE` (coarsest first);
@@ -50,10 +52,12 @@ class SpadeDecoder(nn.Module):
         blocks, atms = [], {}
         cin = c.width(c.levels)
         for k in range(c.levels, -1, -1):
-            extra = c.width(k) if (k in c.injected and c.injection == "concat") else 0
-            if k in c.injected and c.injection == "adain":
+            injected = k in c.injected
+            extra = c.width(k) if (injected and c.injection == "concat") else 0
+            condition = c.parsing_channels + (c.width(k) if (injected and c.injection == "spade") else 0)
+            if injected and c.injection == "adain":
                 atms[str(k)] = AppearanceTransfer(channels=cin, appearance_channels=c.width(k))
-            blocks.append(SPADEResBlock(fin=cin + extra, fout=c.width(k), parsing_channels=c.parsing_channels,
+            blocks.append(SPADEResBlock(fin=cin + extra, fout=c.width(k), parsing_channels=condition,
                                         hidden=c.hidden(k)))
             cin = c.width(k)
         self.blocks = nn.ModuleList(blocks)  # level L … 0
@@ -70,12 +74,18 @@ class SpadeDecoder(nn.Module):
         pyramid = parsing_pyramid(parsing, c.levels)
         x = self.head(pyramid[c.levels])  # N×width(L)×S/2**L×S/2**L
         for i, k in enumerate(range(c.levels, -1, -1)):
+            condition = pyramid[k]
             if k in c.injected:
                 f = features[c.levels - k]
                 if c.feature_warp:
                     f = warp_features(f, warp_grid)
-                x = torch.cat([x, f], dim=1) if c.injection == "concat" else self.atms[str(k)](x, f)
-            x = self.blocks[i](x, pyramid[k])
+                if c.injection == "concat":
+                    x = torch.cat([x, f], dim=1)
+                elif c.injection == "adain":
+                    x = self.atms[str(k)](x, f)
+                else:  # spade: N×(P+C_f)×h×w condition
+                    condition = torch.cat([condition, f], dim=1)
+            x = self.blocks[i](x, condition)
             if k > 0:
                 x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         return self.to_rgb(x)

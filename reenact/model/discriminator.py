@@ -3,7 +3,9 @@
 A training network, kept here because it is a pure module; inference never builds it.
 Each scale sees [parsing, image] (N×(P+3)×H×W), the next scale a 2× average-pooled copy. Every
 scale returns the outputs of all its layers (for feature matching); the last one is the patch map
-of real/fake scores (N×1×h×w, unbounded: used with the least-squares GAN loss).
+of real/fake scores (N×1×h×w, unbounded: used with the least-squares or the hinge GAN loss).
+The condition need not be a parsing map: the k-shot variant's identity discriminator is the same
+network conditioned on a reference photo of the person (`parsing_channels=3`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
 For inference F runs once per reference and D once per frame, so export uses the two wrappers
 `AppearanceGraph` (reference → features) and `DecoderGraph` (features, parsing[, grid] → image),
 whose inputs and outputs are plain tensors with fixed names (see `reenact.export`).
+`build_generator` picks the network of a config's variant (this one or `kshot.KShotGenerator`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import nn
 from reenact.model.appearance import AppearanceAE
 from reenact.model.config import ModelConfig
 from reenact.model.decoder import SpadeDecoder
+from reenact.model.kshot import KShotGenerator
 
 
 class Generator(nn.Module):
@@ -30,6 +32,11 @@ class Generator(nn.Module):
                 warp_grid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         feats, recon = self.appearance(reference)
         return self.decoder(parsing, feats, warp_grid), recon
+
+
+def build_generator(config: ModelConfig) -> Generator | KShotGenerator:
+    """The generator of `config.variant`: "thesis" → Generator (F + D), "kshot" → KShotGenerator."""
+    return KShotGenerator(config) if config.variant == "kshot" else Generator(config)
 
 
 def feature_names(config: ModelConfig) -> list[str]:

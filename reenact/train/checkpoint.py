@@ -4,9 +4,10 @@ A checkpoint is one `torch.save`d dict (loaded with `weights_only=True`, so it h
 and plain Python values):
 
   format, version, reenact_version, step, seconds (training time so far), world (processes),
-  model_config, train_config (plain dicts), generator, discriminator, ema (state dicts or None),
-  opt_g, opt_d (None in a lean checkpoint, `checkpoint_optimizer = false`: resuming then restarts
-  Adam's moments), scaler_g, scaler_d (state dicts or None), rng (python, numpy, torch, cuda).
+  model_config, train_config (plain dicts), generator, discriminator, identity_discriminator, ema
+  (state dicts or None; the generator's keys follow the model config's variant), opt_g, opt_d
+  (None in a lean checkpoint, `checkpoint_optimizer = false`: resuming then restarts Adam's
+  moments), scaler_g, scaler_d (state dicts or None), rng (python, numpy, torch, cuda).
 
 Writes are atomic: bytes go to a temporary file beside the target, are fsync'd and os.replace'd.
 When the serialised checkpoint is larger than `part_mib`, the bytes are split into parts

@@ -1,11 +1,11 @@
 """TrainConfig: everything a training run needs, read from TOML (tomllib), frozen, saved in
 every checkpoint.
 
-A TOML file has top-level run settings and the tables [model] (`reenact.model.ModelConfig`),
-[data], [losses] (one weight per loss; 0 switches a loss off, and its auxiliary network is then
-never loaded) and [discriminator]. Unknown keys are errors, so a typo cannot silently fall back
-to a default. Relative paths are relative to the current directory (run from the project root).
-See configs/*.toml for complete examples.
+A TOML file has top-level run settings and the tables [model] (`reenact.model.ModelConfig`;
+`variant = "kshot"` trains the multi-reference generator), [data], [losses] (one weight per loss; 0
+switches a loss off, and its auxiliary network is then never loaded) and [discriminator]. Unknown
+keys are errors, so a typo cannot silently fall back to a default. Relative paths are relative to
+the current directory (run from the project root). See configs/*.toml for complete examples.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from reenact.errors import UsageError
 from reenact.model import DiscriminatorConfig, ModelConfig
 
 PAIRINGS = ("resample", "identity", "mixed")
+GAN_LOSSES = ("lsgan", "hinge")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 CHECKPOINT_DTYPES = ("float32", "bfloat16")
@@ -30,7 +31,10 @@ class DataConfig:
     person's face contour, the thesis), "identity" (two photos of one person; losses masked to
     the head), "mixed" (each sample picks one of the two at random). flip: probability of a
     horizontal flip; colour: brightness/contrast/saturation jitter amplitude; scale: relative
-    scale jitter (shift up to half of it). workers: DataLoader processes (0 = in the main one)."""
+    scale jitter (shift up to half of it). workers: DataLoader processes (0 = in the main one).
+    references (k-shot variant only): references per sample, all of the target's person (other
+    photos; the sample's own photo when the person has no other); 0 = drawn per batch from
+    1..model.k_max."""
 
     cache: str = ".cache/packs/celeba-id-train-256"
     source: str | None = None
@@ -42,8 +46,11 @@ class DataConfig:
     colour: float = 0.1
     scale: float = 0.05
     workers: int = 2
+    references: int = 0
 
     def __post_init__(self) -> None:
+        if self.references < 0:
+            raise UsageError("data.references must be ≥ 0 (0 = random per batch in 1..model.k_max)")
         if self.pairing not in PAIRINGS:
             raise UsageError(f"data.pairing {self.pairing!r} is unknown", f"use one of {', '.join(PAIRINGS)}")
         if self.split == "test":
@@ -54,7 +61,10 @@ class DataConfig:
 class LossWeights:
     """Weight of each generator loss; 0 disables it. l1_ae: F's reconstruction of the reference;
     l1: output vs. target; perceptual: VGG16 features; identity: SFace embedding distance to the
-    reference; gan: LSGAN (multi-scale PatchGAN); feature_matching: discriminator features."""
+    reference; gan: adversarial loss of the multi-scale PatchGAN conditioned on the pose guide (the
+    pose discriminator); identity_gan: adversarial loss of the identity discriminator (the same
+    PatchGAN conditioned on a reference photo of the person; it also learns to reject a real photo
+    shown with another person's reference); feature_matching: features of the discriminators."""
 
     l1_ae: float = 1.0
     l1: float = 10.0
@@ -62,12 +72,14 @@ class LossWeights:
     identity: float = 1.0
     gan: float = 1.0
     feature_matching: float = 0.0
+    identity_gan: float = 0.0
 
     def active(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if v > 0}
 
     @property
     def needs_discriminator(self) -> bool:
+        """Whether the pose discriminator is built (the identity one exists iff identity_gan > 0)."""
         return self.gan > 0 or self.feature_matching > 0
 
     @property
@@ -78,7 +90,8 @@ class LossWeights:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Run settings; see configs/base-256.toml for a commented example."""
+    """Run settings; see configs/base-256.toml for a commented example. gan_loss: "lsgan" (least
+    squares, the thesis) or "hinge" (CainGAN) for every discriminator."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -90,6 +103,7 @@ class TrainConfig:
     max_minutes: float = 0.0
     lr_g: float = 2e-4
     lr_d: float = 2e-4
+    gan_loss: str = "lsgan"
     beta1: float = 0.5
     beta2: float = 0.999
     ema_decay: float = 0.0
@@ -107,6 +121,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = ((self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}"),
+                  (self.gan_loss in GAN_LOSSES, f"gan_loss must be one of {GAN_LOSSES}"),
+                  (self.data.references <= self.model.k_max or self.model.variant != "kshot",
+                   "data.references must not exceed model.k_max"),
                   (self.device in DEVICES, f"device must be one of {DEVICES}"),
                   (self.checkpoint_dtype in CHECKPOINT_DTYPES, f"checkpoint_dtype must be one of {CHECKPOINT_DTYPES}"),
                   (self.batch_size >= 1 and self.max_steps >= 0, "batch_size ≥ 1 and max_steps ≥ 0"),

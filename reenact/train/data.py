@@ -14,6 +14,8 @@ appearance into the target given the target's parsing map (the pose guide):
   the losses are masked to the target's head region.
 * "mixed": each sample picks one of the two (identity only where the person has ≥ 2 photos).
 
+The k-shot variant's samples (`KShotDataset`) add K − 1 further references of the same person.
+
 Augmentation: horizontal flips (landmarks re-indexed with `geometry.mirror_points`), mild
 similarity jitter (scale, shift) and colour jitter (brightness, contrast, saturation; the same
 draw for reference and target, so the target stays reachable).
@@ -154,24 +156,32 @@ class ReenactDataset(Dataset):
 
     def __getitem__(self, item: tuple[int, int]) -> dict[str, np.ndarray]:
         i, key = item
-        rng = np.random.default_rng([self.seed, 1, key])
+        return self._pair(i, np.random.default_rng([self.seed, 1, key]))[0]
+
+    def _pair(self, i: int, rng: np.random.Generator):
+        """(sample, reference landmarks, colour jitter, the target's photo index or None)."""
         mode = self._pairing(i, rng)
         colour = colour_params(rng, self.config.colour)
         ref_img, ref_pts = self._load(i, rng)
         ref_img = apply_colour(ref_img, colour)
         source = warp.prepare_source(ref_img, ref_pts)
+        tgt_img, tgt_pts, maps, partner = self._target(i, mode, ref_img, ref_pts, source, rng, colour)
+        sample = self._assemble(ref_img, ref_pts, tgt_img, tgt_pts, source, maps, mode != "resample")
+        return sample, ref_pts, colour, partner
+
+    def _target(self, i: int, mode: str, ref_img, ref_pts, source, rng, colour):
+        """(target image, landmarks, backward maps or (None, None), partner index or None)."""
         if mode == "resample":
             other = int(rng.integers(len(self.cache) - 1))
             other += other >= i
             tgt_pts = resample_boundary(ref_pts, self.cache.points(other))
             map_x, map_y = warp.backward_map(source, tgt_pts)
             tgt_img = cv2.remap(ref_img, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        else:
-            partners = [j for j in self.partners[i] if j != i]
-            tgt_img, tgt_pts = self._load(partners[int(rng.integers(len(partners)))], rng)
-            tgt_img = apply_colour(tgt_img, colour)
-            map_x = map_y = None
-        return self._assemble(ref_img, ref_pts, tgt_img, tgt_pts, source, (map_x, map_y), mode != "resample")
+            return tgt_img, tgt_pts, (map_x, map_y), None
+        partners = [j for j in self.partners[i] if j != i]
+        j = partners[int(rng.integers(len(partners)))]
+        tgt_img, tgt_pts = self._load(j, rng)
+        return apply_colour(tgt_img, colour), tgt_pts, (None, None), j
 
     def _assemble(self, ref_img, ref_pts, tgt_img, tgt_pts, source, maps, masked: bool) -> dict[str, np.ndarray]:
         size = ref_img.shape[0]
@@ -186,6 +196,42 @@ class ReenactDataset(Dataset):
             if maps[0] is None:
                 maps = warp.backward_map(source, tgt_pts)
             sample["grid"] = warp.normalised_grid(*maps)
+        return sample
+
+
+class KShotDataset(ReenactDataset):
+    """Samples for the k-shot variant: K references and one target, all of one person.
+
+    Items are (index, key, k) from `KShotBatchSampler` ((index, key) means k = `k_default`). The
+    sample's photo is reference 0 and the target is built as in `ReenactDataset` ("identity":
+    another photo of the person, losses masked to the head; "resample": reference 0 with another
+    face contour). References 1…k−1 are other photos of the person, never the target's (drawn
+    without replacement while there are enough; the sample's own photo, re-augmented, when the
+    person has no other). Every image gets the same colour jitter; each its own flip and jitter.
+
+    Adds to `ReenactDataset`'s sample: references k×3×S×S, reference_parsing k×12×S×S (each
+    reference's own parsing map) and identity (int64, −1 unknown). `reference` is reference 0.
+    """
+
+    def __init__(self, cache: FaceCache, config: DataConfig, *, seed: int, k_default: int) -> None:
+        super().__init__(cache, config, seed=seed)
+        self.k_default = k_default
+
+    def __getitem__(self, item: tuple[int, ...]) -> dict[str, np.ndarray]:
+        i, key, k = item if len(item) == 3 else (*item, self.k_default)
+        rng = np.random.default_rng([self.seed, 1, key])
+        sample, ref_pts, colour, partner = self._pair(i, rng)
+        others = [j for j in self.partners.get(i, ()) if j not in (i, partner)] or [i]
+        picks = rng.choice(others, size=k - 1, replace=len(others) < k - 1).tolist() if k > 1 else []
+        images, points = [sample["reference"]], [ref_pts]
+        for j in picks:
+            img, pts = self._load(j, rng)
+            images.append(to_tensor_image(apply_colour(img, colour)))
+            points.append(pts)
+        size = self.cache.size
+        sample["references"] = np.stack(images)
+        sample["reference_parsing"] = np.stack([parsing.parsing_map(pts, size) for pts in points])
+        sample["identity"] = np.int64(self.cache.identity[i])
         return sample
 
 
@@ -218,6 +264,23 @@ class StepBatchSampler(Sampler):
         while True:
             yield self.batch_at(step)
             step += 1
+
+
+class KShotBatchSampler(StepBatchSampler):
+    """`StepBatchSampler` whose items carry the batch's reference count: (index, key, k), with k
+    fixed (`k_fixed` > 0) or drawn per step from 1..k_max by `default_rng([seed, 2, step])` — a
+    pure function of the step, so resumed and multi-process runs see the same k."""
+
+    def __init__(self, n: int, batch_size: int, *, seed: int, k_max: int, k_fixed: int = 0, **kw) -> None:
+        super().__init__(n, batch_size, seed=seed, **kw)
+        self.k_max, self.k_fixed = k_max, k_fixed
+
+    def k_at(self, step: int) -> int:
+        return self.k_fixed or int(np.random.default_rng([self.seed, 2, step]).integers(1, self.k_max + 1))
+
+    def batch_at(self, step: int) -> list[tuple[int, int, int]]:
+        k = self.k_at(step)
+        return [(i, key, k) for i, key in super().batch_at(step)]
 
 
 def collate(samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:

@@ -1,14 +1,17 @@
-"""The training loop: generator G = F + D against a multi-scale PatchGAN, from a prepared cache.
+"""The training loop: generator G = F + D (or the k-shot variant, E_k + fusion + D) against a
+multi-scale PatchGAN conditioned on the pose guide (and optionally an identity discriminator
+conditioned on a reference photo), from a prepared cache.
 
 `train(config, out_dir, ...)` runs until `max_steps` (total optimiser steps, counting those of a
 resumed checkpoint), a time budget, or a stop request (`StopSignals`: SIGINT/SIGTERM), then writes
 a final checkpoint. Each step: one generator update (all enabled losses), one discriminator update
-(LSGAN), an optional EMA update of G (decay min(ema_decay, (1 + step) / (10 + step))). Mixed
-precision on CUDA (bf16 where supported, else fp16 with GradScaler); fp32 on CPU. Under torchrun
-both networks are wrapped in DistributedDataParallel.
+(LSGAN or hinge; both discriminators share one optimiser), an optional EMA update of G (decay
+min(ema_decay, (1 + step) / (10 + step))). Mixed precision on CUDA (bf16 where supported, else
+fp16 with GradScaler); fp32 on CPU. Under torchrun all networks are wrapped in
+DistributedDataParallel.
 
 Files in `out_dir` (rank 0 only): config.json, log.jsonl and log.csv (window means of every loss,
-unweighted values under raw/…), samples/step_XXXXXX.png (rows: reference | pose guide | output |
+unweighted values under raw/…), samples/step_XXXXXX.png (rows: reference(s) | pose guide | output |
 target), checkpoints/last.pt (+ step_XXXXXX.pt every `keep_every` steps).
 The library never prints: progress goes to a callback with a `StepReport`.
 """
@@ -35,11 +38,11 @@ from torch.utils.data import DataLoader
 
 from reenact import parsing
 from reenact.errors import UsageError
-from reenact.model import Generator, ModelConfig, MultiScaleDiscriminator
+from reenact.model import ModelConfig, MultiScaleDiscriminator, build_generator
 from reenact.train import checkpoint as ckpt
 from reenact.train.cache import FaceCache
 from reenact.train.config import TrainConfig
-from reenact.train.data import ReenactDataset, StepBatchSampler, collate
+from reenact.train.data import KShotBatchSampler, KShotDataset, ReenactDataset, StepBatchSampler, collate
 from reenact.train.ddp import DistInfo, any_rank, barrier
 from reenact.train.losses import GeneratorLoss, discriminator_loss
 
@@ -124,6 +127,25 @@ def _set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
         p.requires_grad_(flag)
 
 
+def generate(g: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run either variant's generator on a batch → (image, reconstruction(s))."""
+    if "references" in batch:  # k-shot: N×K references with their parsing maps
+        return g(batch["references"], batch["reference_parsing"], batch["parsing"])
+    return g(batch["reference"], batch["parsing"], batch.get("grid"))
+
+
+def mismatched(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(targets, references of other people) for the identity discriminator's negatives: each
+    target with the next sample's reference where the two identities are known and differ."""
+    if "identity" not in batch or len(batch["identity"]) < 2:
+        return None
+    ident, other = batch["identity"], batch["identity"].roll(1)
+    keep = (ident != other) & (ident >= 0) & (other >= 0)
+    if not bool(keep.any()):
+        return None
+    return batch["target"][keep], batch["reference"].roll(1, 0)[keep]
+
+
 class Trainer:
     """Models, optimisers, data and bookkeeping of one run (see module doc)."""
 
@@ -146,19 +168,22 @@ class Trainer:
     def _build_models(self) -> None:
         c = self.cfg
         torch.manual_seed(c.seed)  # the same initial weights on every rank and every run
-        self.g = Generator(c.model).to(self.device)
+        self.g = build_generator(c.model).to(self.device)
         self.d = (MultiScaleDiscriminator(c.discriminator, parsing_channels=c.model.parsing_channels).to(self.device)
-                  if c.losses.needs_discriminator else None)
+                  if c.losses.needs_discriminator else None)  # pose discriminator: [parsing, image]
+        self.d_id = (MultiScaleDiscriminator(c.discriminator, parsing_channels=3).to(self.device)
+                     if c.losses.identity_gan > 0 else None)  # identity discriminator: [reference, image]
         self.ema = copy.deepcopy(self.g).eval().requires_grad_(False) if c.ema_decay > 0 else None
         betas = (c.beta1, c.beta2)
         self.opt_g = torch.optim.Adam(self.g.parameters(), lr=c.lr_g, betas=betas)
-        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=c.lr_d, betas=betas) if self.d else None
+        d_params = [p for d in (self.d, self.d_id) if d is not None for p in d.parameters()]
+        self.opt_d = torch.optim.Adam(d_params, lr=c.lr_d, betas=betas) if d_params else None
         self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=self.amp.scaler)
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=self.amp.scaler)
-        self.criteria = GeneratorLoss(c.losses, mask_all=c.mask_losses).to(self.device)
+        self.criteria = GeneratorLoss(c.losses, mask_all=c.mask_losses, gan_loss=c.gan_loss).to(self.device)
 
     def _wrap_ddp(self) -> None:
-        self.g_train, self.d_train = self.g, self.d
+        self.g_train, self.d_train, self.d_id_train = self.g, self.d, self.d_id
         if not self.dist.active:
             return
         ids = [self.device.index] if self.device.type == "cuda" else None
@@ -167,6 +192,8 @@ class Trainer:
         self.g_train = DistributedDataParallel(self.g, device_ids=ids, find_unused_parameters=unused)
         if self.d is not None:
             self.d_train = DistributedDataParallel(self.d, device_ids=ids)
+        if self.d_id is not None:
+            self.d_id_train = DistributedDataParallel(self.d_id, device_ids=ids)
 
     def _build_data(self) -> None:
         c = self.cfg
@@ -174,9 +201,14 @@ class Trainer:
         if cache.size != c.model.size:
             raise UsageError(f"the cache {c.data.cache} holds {cache.size}² crops but the model is {c.model.size}²",
                              "prepare a cache at the model's size or point data.cache elsewhere")
-        self.dataset = ReenactDataset(cache, c.data, seed=c.seed, grid=c.model.feature_warp)
-        sampler = StepBatchSampler(len(cache), c.batch_size, seed=c.seed, start_step=self.step,
-                                   rank=self.dist.rank, world=self.dist.world)
+        where = dict(start_step=self.step, rank=self.dist.rank, world=self.dist.world)
+        if c.model.variant == "kshot":
+            k_max, k_fixed = c.model.k_max, c.data.references
+            self.dataset = KShotDataset(cache, c.data, seed=c.seed, k_default=k_fixed or k_max)
+            sampler = KShotBatchSampler(len(cache), c.batch_size, seed=c.seed, k_max=k_max, k_fixed=k_fixed, **where)
+        else:
+            self.dataset = ReenactDataset(cache, c.data, seed=c.seed, grid=c.model.feature_warp)
+            sampler = StepBatchSampler(len(cache), c.batch_size, seed=c.seed, **where)
         workers = c.data.workers
         self.loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
                                  pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
@@ -193,8 +225,8 @@ class Trainer:
     def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         """One G update then one D update; returns the logged scalars."""
         output, logs = self._generator_step(batch)
-        if self.d is not None:
-            logs["d_loss"] = self._discriminator_step(batch, output)
+        if self.opt_d is not None:
+            logs.update(self._discriminator_step(batch, output))
         if self.ema is not None:
             # Warm-up: the decay ramps from 0.1 to ema_decay, so early EMA weights are not the init.
             decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
@@ -203,45 +235,74 @@ class Trainer:
                     e.lerp_(p.detach(), 1.0 - decay)
         return logs
 
+    def _discriminators(self) -> list[torch.nn.Module]:
+        return [d for d in (self.d, self.d_id) if d is not None]
+
     def _generator_step(self, batch) -> tuple[torch.Tensor, dict[str, float]]:
         w = self.cfg.losses
-        if self.d is not None:
-            _set_requires_grad(self.d, False)  # G's update must not touch D (and D's DDP hooks stay idle)
+        for d in self._discriminators():
+            _set_requires_grad(d, False)  # G's update must not touch D (and D's DDP hooks stay idle)
         with self._autocast():
-            output, recon = self.g_train(batch["reference"], batch["parsing"], batch.get("grid"))
+            output, recon = generate(self.g_train, batch)
             fake_d = self.d(output, batch["parsing"]) if self.d is not None else None
-            real_d = None
+            fake_id = self.d_id(output, batch["reference"]) if self.d_id is not None else None
+            real_d = real_id = None
             if w.feature_matching > 0:
                 with torch.no_grad():
                     real_d = self.d(batch["target"], batch["parsing"])
-        losses = self.criteria(batch, output, recon, fake_d, real_d)
+                    real_id = self.d_id(batch["target"], batch["reference"]) if self.d_id is not None else None
+        losses = self.criteria(batch, output, recon, fake_d, real_d, fake_id, real_id)
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler_g.scale(losses["total"]).backward()
         self.scaler_g.step(self.opt_g)
         self.scaler_g.update()
-        if self.d is not None:
-            _set_requires_grad(self.d, True)
-        return output.detach(), {k: float(v.detach()) for k, v in losses.items()}
+        for d in self._discriminators():
+            _set_requires_grad(d, True)
+        logs = {k: float(v.detach()) for k, v in losses.items()}
+        if "references" in batch:  # k-shot: the batch's reference count (window mean in the log)
+            logs["k"] = float(batch["references"].shape[1])
+        return output.detach(), logs
 
-    def _discriminator_step(self, batch, output: torch.Tensor) -> float:
-        n = output.shape[0]
-        with self._autocast():  # one forward for fake and real: DDP allows one forward per backward
-            both = self.d_train(torch.cat([output, batch["target"]]), torch.cat([batch["parsing"]] * 2))
-        fake = [[t[:n] for t in scale] for scale in both]
-        real = [[t[n:] for t in scale] for scale in both]
-        loss = discriminator_loss(fake, real)
+    def _discriminator_step(self, batch, output: torch.Tensor) -> dict[str, float]:
+        """One update of the discriminators (summed losses, one optimiser); returns their losses."""
+        kind, logs, total = self.cfg.gan_loss, {}, 0.0
+        if self.d is not None:
+            n = output.shape[0]
+            with self._autocast():  # one forward for fake and real: DDP allows one forward per backward
+                both = self.d_train(torch.cat([output, batch["target"]]), torch.cat([batch["parsing"]] * 2))
+            loss = discriminator_loss([[t[:n] for t in s] for s in both], [[t[n:] for t in s] for s in both], kind)
+            logs["d_loss"], total = loss, total + loss
+        if self.d_id is not None:
+            loss = self._identity_discriminator_loss(batch, output)
+            logs["d_id_loss"], total = loss, total + loss
         self.opt_d.zero_grad(set_to_none=True)
-        self.scaler_d.scale(loss).backward()
+        self.scaler_d.scale(total).backward()
         self.scaler_d.step(self.opt_d)
         self.scaler_d.update()
-        return float(loss.detach())
+        return {k: float(v.detach()) for k, v in logs.items()}
+
+    def _identity_discriminator_loss(self, batch, output: torch.Tensor) -> torch.Tensor:
+        """Real: (target, its person's reference); fake: (output, reference) and, where the batch
+        holds other people, (target, another person's reference)."""
+        n, ref = output.shape[0], batch["reference"]
+        neg = mismatched(batch)
+        images, conds = [output, batch["target"]], [ref, ref]
+        if neg is not None:
+            images.append(neg[0])
+            conds.append(neg[1])
+        with self._autocast():
+            outs = self.d_id_train(torch.cat(images), torch.cat(conds))
+        part = lambda a, b: [[t[a:b] for t in s] for s in outs]  # noqa: E731
+        return discriminator_loss(part(0, n), part(n, 2 * n), self.cfg.gan_loss,
+                                  mismatch_d=part(2 * n, None) if neg is not None else None)
 
     # ------------------------------------------------------------------ checkpoints
 
     def state(self, seconds: float) -> dict:
         sd = lambda m: m.state_dict() if m is not None else None  # noqa: E731
         return {**ckpt.header(self.step, seconds, self.dist.world, self.cfg.model.to_dict(), self.cfg.to_dict()),
-                "generator": sd(self.g), "discriminator": sd(self.d), "ema": sd(self.ema),
+                "generator": sd(self.g), "discriminator": sd(self.d), "identity_discriminator": sd(self.d_id),
+                "ema": sd(self.ema),
                 "opt_g": sd(self.opt_g) if self.cfg.checkpoint_optimizer else None,
                 "opt_d": sd(self.opt_d) if self.cfg.checkpoint_optimizer else None,
                 "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),
@@ -254,10 +315,11 @@ class Trainer:
         self.g.load_state_dict(state["generator"])
         if state.get("opt_g") is not None:  # absent in lean checkpoints: Adam restarts its moments
             self.opt_g.load_state_dict(state["opt_g"])
-        if self.d is not None and state.get("discriminator") is not None:
-            self.d.load_state_dict(state["discriminator"])
-            if state.get("opt_d") is not None:
-                self.opt_d.load_state_dict(state["opt_d"])
+        for d, key in ((self.d, "discriminator"), (self.d_id, "identity_discriminator")):
+            if d is not None and state.get(key) is not None:
+                d.load_state_dict(state[key])
+        if self.opt_d is not None and state.get("opt_d") is not None:
+            self.opt_d.load_state_dict(state["opt_d"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"] if state.get("ema") is not None else state["generator"])
         for scaler, key in ((self.scaler_g, "scaler_g"), (self.scaler_d, "scaler_d")):
@@ -289,7 +351,7 @@ class Trainer:
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            output, _ = model(batch["reference"], batch["parsing"], batch.get("grid"))
+            output, _ = generate(model, batch)
         model.train(was_training)
         grid = sample_grid({k: v.cpu() for k, v in batch.items()}, output.float().cpu())
         path = self.out / "samples" / f"step_{self.step:06d}.png"
@@ -305,8 +367,9 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def sample_grid(batch: dict[str, torch.Tensor], output: torch.Tensor) -> np.ndarray:
-    """Rows of [reference | pose guide (colourised parsing) | output | target], RGB uint8."""
-    rows = [np.hstack([_to_uint8(batch["reference"][i]), parsing.colorize(batch["parsing"][i].numpy()),
+    """Rows of [reference(s) | pose guide (colourised parsing) | output | target], RGB uint8."""
+    refs = batch["references"] if "references" in batch else batch["reference"][:, None]  # N×K×3×S×S
+    rows = [np.hstack([*(_to_uint8(r) for r in refs[i]), parsing.colorize(batch["parsing"][i].numpy()),
                        _to_uint8(output[i]), _to_uint8(batch["target"][i])]) for i in range(len(output))]
     return np.vstack(rows)
 

@@ -3,7 +3,11 @@
 Generator: L1 auto-encoder reconstruction (F's output vs. the reference), L1 reenactment
 reconstruction (output vs. target), perceptual (VGG16 taps, `auxnets.vgg.PerceptualLoss`),
 identity (1 − cosine of SFace embeddings of output and reference, `auxnets.sface_torch`),
-LSGAN (multi-scale PatchGAN) and optional discriminator feature matching. Discriminator: LSGAN.
+adversarial terms of the pose discriminator (multi-scale PatchGAN on [parsing, image]) and of the
+optional identity discriminator (the same network on [reference photo, image]), and optional
+discriminator feature matching. Adversarial losses: LSGAN (the thesis) or hinge (CainGAN), chosen
+by the config's `gan_loss`. With K references (k-shot variant), the auto-encoder loss covers the
+reconstructions of all K and the identity loss compares with the first reference.
 
 A loss whose weight is 0 is not computed, and its auxiliary network is never built (so no
 weights are fetched). Reconstruction losses are masked by the target's head region for samples
@@ -26,6 +30,19 @@ def lsgan(outputs: list[list[torch.Tensor]], real: bool) -> torch.Tensor:
     return torch.stack([((o[-1].float() - target) ** 2).mean() for o in outputs]).mean()
 
 
+def hinge(outputs: list[list[torch.Tensor]], real: bool) -> torch.Tensor:
+    """Hinge loss of the discriminator averaged over scales: mean relu(1 − D) for real, relu(1 + D) for fake."""
+    sign = -1.0 if real else 1.0
+    return torch.stack([F.relu(1.0 + sign * o[-1].float()).mean() for o in outputs]).mean()
+
+
+def generator_adversarial(fake_d: list[list[torch.Tensor]], kind: str = "lsgan") -> torch.Tensor:
+    """The generator's side: LSGAN mean (D(fake) − 1)², or hinge −mean D(fake); averaged over scales."""
+    if kind == "hinge":
+        return torch.stack([-o[-1].float().mean() for o in fake_d]).mean()
+    return lsgan(fake_d, real=True)
+
+
 def feature_matching(fake: list[list[torch.Tensor]], real: list[list[torch.Tensor]]) -> torch.Tensor:
     """L1 between discriminator features of fake and (detached) real, all layers but the last."""
     terms = [F.l1_loss(f.float(), r.detach().float()) for fs, rs in zip(fake, real) for f, r in zip(fs[:-1], rs[:-1])]
@@ -40,17 +57,21 @@ def masked_l1(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> to
 
 
 class GeneratorLoss(nn.Module):
-    """forward(batch, output, recon, fake_d, real_d) → {name: weighted term}, plus "total".
+    """forward(batch, output, recon, fake_d, real_d, fake_id, real_id) → {name: weighted term},
+    plus "total".
 
-    batch: the dataset's tensors (reference, target, mask, masked, ref_five, target_five);
-    fake_d / real_d: discriminator outputs for the output and the target (None without a GAN).
-    Unweighted values are returned under "raw/<name>" for logging.
+    batch: the dataset's tensors (reference, target, mask, masked, ref_five, target_five;
+    references N×K×3×S×S with the k-shot variant, whose recon is then N×K×3×S×S);
+    fake_d / real_d: pose-discriminator outputs for the output and the target (None without it);
+    fake_id / real_id: the same for the identity discriminator. Unweighted values are returned
+    under "raw/<name>" for logging.
     """
 
-    def __init__(self, weights: LossWeights, *, mask_all: bool = False) -> None:
+    def __init__(self, weights: LossWeights, *, mask_all: bool = False, gan_loss: str = "lsgan") -> None:
         super().__init__()
         self.weights = weights.active()
         self.mask_all = mask_all
+        self.gan_loss = gan_loss
         self.perceptual = None
         self.sface = None
         if "perceptual" in self.weights:
@@ -68,13 +89,14 @@ class GeneratorLoss(nn.Module):
         need = need.view(-1, 1, 1, 1)
         return need * batch["mask"] + (1 - need)
 
-    def forward(self, batch, output, recon, fake_d=None, real_d=None) -> dict[str, torch.Tensor]:
+    def forward(self, batch, output, recon, fake_d=None, real_d=None, fake_id=None,
+                real_id=None) -> dict[str, torch.Tensor]:
         output, recon = output.float(), recon.float()
         mask = self.loss_mask(batch)
         raw: dict[str, torch.Tensor] = {}
         w = self.weights
         if "l1_ae" in w:
-            raw["l1_ae"] = F.l1_loss(recon, batch["reference"])
+            raw["l1_ae"] = F.l1_loss(recon, batch.get("references", batch["reference"]))
         if "l1" in w:
             raw["l1"] = masked_l1(output, batch["target"], mask)
         if self.perceptual is not None:
@@ -82,9 +104,11 @@ class GeneratorLoss(nn.Module):
         if self.sface is not None:
             raw["identity"] = self.identity(output, batch)
         if "gan" in w:
-            raw["gan"] = lsgan(fake_d, real=True)
+            raw["gan"] = generator_adversarial(fake_d, self.gan_loss)
+        if "identity_gan" in w:
+            raw["identity_gan"] = generator_adversarial(fake_id, self.gan_loss)
         if "feature_matching" in w:
-            raw["feature_matching"] = feature_matching(fake_d, real_d)
+            raw["feature_matching"] = feature_matching(fake_d + (fake_id or []), real_d + (real_id or []))
         out = {k: w[k] * v for k, v in raw.items()}
         out["total"] = torch.stack(list(out.values())).sum()
         out.update({f"raw/{k}": v.detach() for k, v in raw.items()})
@@ -100,6 +124,15 @@ class GeneratorLoss(nn.Module):
         return (1 - (e_out * e_ref).sum(1)).mean()
 
 
-def discriminator_loss(fake_d: list[list[torch.Tensor]], real_d: list[list[torch.Tensor]]) -> torch.Tensor:
-    """LSGAN discriminator loss: ½ (mean (D(real) − 1)² + mean D(fake)²)."""
-    return 0.5 * (lsgan(real_d, real=True) + lsgan(fake_d, real=False))
+def discriminator_loss(fake_d: list[list[torch.Tensor]], real_d: list[list[torch.Tensor]], kind: str = "lsgan",
+                       mismatch_d: list[list[torch.Tensor]] | None = None) -> torch.Tensor:
+    """LSGAN: ½ (mean (D(real) − 1)² + mean D(fake)²); hinge: mean relu(1 − D(real)) + mean relu(1 + D(fake)).
+
+    mismatch_d: outputs for real images shown with another person's condition (identity
+    discriminator), also to be called fake; the fake term is then the mean of the two."""
+    term = hinge if kind == "hinge" else lsgan
+    fake = term(fake_d, real=False)
+    if mismatch_d is not None:
+        fake = 0.5 * (fake + term(mismatch_d, real=False))
+    real = term(real_d, real=True)
+    return real + fake if kind == "hinge" else 0.5 * (real + fake)
