@@ -374,11 +374,11 @@ def _note_faces(ref_faces: int, ref_choice, drv_faces: int, drv_choice, *, video
     """Say how many faces were found and which one was used (a note when there were several)."""
     from reenact.tracking import describe_choice
 
-    drv = f"up to {drv_faces} per frame" if video else str(drv_faces)
-    for what, n, count, choice in (("reference", ref_faces, str(ref_faces), ref_choice),
-                                   ("driver", drv_faces, drv, drv_choice)):
+    for what, n, choice in (("the reference", ref_faces, ref_choice),
+                            ("each driver frame" if video else "the driver", drv_faces, drv_choice)):
         if n > 1 or choice != "largest":
-            err.print(f"[yellow]note:[/] {count} faces in the {what}; used {describe_choice(choice)}")
+            count = f"up to {n}" if video and what != "the reference" else str(n)
+            err.print(f"[yellow]note:[/] {count} faces in {what}; used {describe_choice(choice)}")
 
 
 def _video_summary(target: Path, s, wall: float) -> None:
