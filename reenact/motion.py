@@ -44,10 +44,12 @@ _CHIN = (152, 148, 377, 176, 400, 149, 378)
 SIGMA = 0.12  # canonical units (outer eye corners are 1 apart) for displacement spreading
 
 # Relative motion: how far the head may move/scale w.r.t. the anchor. Engines render inside a
-# crop fixed around the reference's face (about 3 eye-corner distances wide), so larger moves
-# would leave it; the shift is in the reference's eye-corner distances.
-MAX_SHIFT = 0.6
-SCALE_RANGE = (0.8, 1.25)
+# crop fixed around the reference's face (about 3 eye-corner distances wide) and the warp engine
+# stretches the background between the head and the crop's border, so large moves are eased
+# off: shifts (in the reference's eye-corner distances) pass unchanged up to half of MAX_SHIFT
+# and then approach MAX_SHIFT smoothly. Talking-head clips move 0.1–0.5, rarely 1.
+MAX_SHIFT = 0.4
+SCALE_RANGE = (0.85, 1.18)
 # Anchor distance: 1 unit of an expression feature (e.g. a mouth opening of one eye-corner
 # distance) counts as much as this many degrees of head rotation.
 EXPRESSION_WEIGHT = 100.0
@@ -175,15 +177,16 @@ def retarget_relative(ref: np.ndarray, drv: np.ndarray, anchor: np.ndarray, *,
 def relative_pose(ref: g.Similarity, drv: g.Similarity, anchor: g.Similarity) -> g.Similarity:
     """Head placement of the reference after the driver's move from `anchor` to `drv`:
     R = R_drv·R_anchorᵀ·R_ref; scale and image-plane shift change as the driver's did relative
-    to its anchor, scaled by the face-size ratio (clamped to MAX_SHIFT / SCALE_RANGE)."""
+    to its anchor, scaled by the face-size ratio (eased off towards MAX_SHIFT, clamped to
+    SCALE_RANGE)."""
     rot = drv.rotation @ anchor.rotation.T @ ref.rotation
     ratio = float(np.clip(drv.scale / anchor.scale, *SCALE_RANGE))
     shift = (drv.translation - anchor.translation) * (ref.scale / anchor.scale)
     shift[2] = 0.0  # mediapipe's z is relative depth, not a position
-    limit = MAX_SHIFT * ref.scale
-    norm = float(np.linalg.norm(shift))
-    if norm > limit:
-        shift *= limit / norm
+    norm = float(np.linalg.norm(shift)) / ref.scale
+    knee = MAX_SHIFT / 2
+    if norm > knee:  # ease off smoothly (continuous slope) towards MAX_SHIFT
+        shift *= (knee + knee * np.tanh((norm - knee) / knee)) / norm
     return g.Similarity(scale=ref.scale * ratio, rotation=rot, translation=ref.translation + shift)
 
 
