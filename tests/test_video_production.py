@@ -226,3 +226,61 @@ def test_frame_folder_driver_and_option_errors(clips, tmp_path):
     assert_clean_error(reenact("video", REF, clips["short"], "--transfer", "pose", "--regions", "mouth",
                                "-o", tmp_path / "c.mp4"), 2, "--regions")
     assert no_leftovers(tmp_path) == ["f.mp4"]
+
+
+# ───────────────────────────── library pieces (fast) ─────────────────────────────
+
+def test_frame_folder_reader_natural_order_and_checks(tmp_path):
+    from reenact.errors import CorruptMedia, MediaError
+
+    for i in (1, 2, 10):
+        media.write_image(tmp_path / f"f{i}.png", np.full((16, 24, 3), i, np.uint8))
+    (tmp_path / ".hidden.png").write_bytes(b"")
+    with media.open_frames(tmp_path, fps=12.5) as r:
+        assert (r.info.width, r.info.height, r.info.fps, r.info.n_frames, r.info.has_audio) == (24, 16, 12.5, 3, False)
+        assert [int(f[0, 0, 0]) for f in r] == [1, 2, 10]
+    media.write_image(tmp_path / "f11.png", np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(CorruptMedia, match="size"):
+        list(media.open_frames(tmp_path))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MediaError, match="no image frames"):
+        media.open_frames(tmp_path / "empty")
+
+
+def test_concat_videos_is_lossless_and_adds_audio_once(clips, tmp_path):
+    src = frames_of(clips["short"])
+    parts = []
+    for k in range(3):
+        parts.append(tmp_path / f"p{k}.mp4")
+        with media.VideoWriter(parts[-1], fps=24000 / 1001, size=(320, 180)) as w:
+            for f in src[8 * k: 8 * (k + 1)]:
+                w.write(f)
+    pieces = [f for p in parts for f in frames_of(p)]
+    out = media.concat_videos(parts, tmp_path / "joined.mp4", duration=24 * 1001 / 24000, audio_from=clips["short"])
+    joined = frames_of(out)
+    assert len(joined) == 24 and all(np.array_equal(a, b) for a, b in zip(joined, pieces))
+    info = media.probe_video(out)
+    assert info.has_audio and info.duration == pytest.approx(1.0, abs=0.05)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["joined.mp4", "p0.mp4", "p1.mp4", "p2.mp4"]
+
+
+def test_work_dir_refuses_a_changed_job(tmp_path):
+    from reenact import resume
+    from reenact.errors import OutputError
+
+    out = tmp_path / "o.mp4"
+    inputs = {"reference": {"size": 1}, "driver": {"size": 2}}
+    work = resume.WorkDir.open(out, job="a", inputs=inputs, chunk=10, resume=False, overwrite=False)
+    work.mark_chunk(0)
+    with pytest.raises(OutputError, match="unfinished"):
+        resume.WorkDir.open(out, job="a", inputs=inputs, chunk=10, resume=False, overwrite=False)
+    with pytest.raises(OutputError, match="driver changed"):
+        resume.WorkDir.open(out, job="a", inputs={**inputs, "driver": {"size": 3}}, chunk=10, resume=True,
+                            overwrite=False)
+    with pytest.raises(OutputError, match="other options"):
+        resume.WorkDir.open(out, job="b", inputs=inputs, chunk=10, resume=True, overwrite=False)
+    again = resume.WorkDir.open(out, job="a", inputs=inputs, chunk=10, resume=True, overwrite=False)
+    assert again.resumed and again.state.chunks_done == [0]
+    fresh = resume.WorkDir.open(out, job="b", inputs=inputs, chunk=10, resume=False, overwrite=True)
+    assert not fresh.resumed and fresh.state.chunks_done == []
+    assert not fresh.finish_failed() and not fresh.path.exists()  # nothing complete: removed
