@@ -1,9 +1,9 @@
 """Temporal stability and expression fidelity of `reenact video`, smoothing on vs off.
 
-Usage: python benchmarks/bench_stability.py [--ref REF] [--frames 250] [CLIP ...]
+Usage: python benchmarks/bench_stability.py [--ref REF] [--frames 250] [--motion relative] [CLIP ...]
 
 For each driver clip (default: five shared talking-face clips, first --frames frames) the
-reference is rendered with relative motion, with smoothing on and off. The output face is
+reference is rendered (relative motion unless --motion absolute), with smoothing on and off. The output face is
 re-detected in every frame with the video landmarker, and reported next to the driver's own:
 
 * jitter: mean |p(t+1) − 2p(t) + p(t−1)| of the 478 landmarks (`reenact.temporal.stability`),
@@ -48,8 +48,9 @@ def main() -> None:
     ap.add_argument("clips", nargs="*", type=Path, default=CLIPS)
     ap.add_argument("--ref", type=Path, default=SHARED / "clips/lia-vox/macron.png")
     ap.add_argument("--frames", type=int, default=250)
+    ap.add_argument("--motion", default="relative", choices=("relative", "absolute"))
     args = ap.parse_args()
-    print(f"reference {args.ref.name}; relative motion; values in % of the eye-corner distance")
+    print(f"reference {args.ref.name}; {args.motion} motion; values in % of the eye-corner distance")
     print(f"{'clip':<28}{'frames':>7} | {'jitter: driver':>14} {'off':>6} {'on':>6} | "
           f"{'displ.: driver':>14} {'off':>6} {'on':>6} | {'expr. err off':>13} {'on':>6} "
           f"| mouth off/on | eyes off/on")
@@ -61,7 +62,7 @@ def main() -> None:
             res = {}
             for smooth in (False, True):
                 out = Path(tmp) / f"{clip.stem}-{smooth}.mp4"
-                render(args.ref, driver, out, smooth=smooth)
+                render(args.ref, driver, out, mode=args.motion, smooth=smooth)
                 o = detect_all(out)
                 res[smooth] = (temporal.stability(o), expression_error(o, drv), sum(x is None for x in o))
             sd = temporal.stability(drv)

@@ -37,16 +37,6 @@ def band_noise(rng, n: int, fps: float, lo: float, hi: float) -> np.ndarray:
     return x / np.abs(x).max()
 
 
-def close_eyes(points: np.ndarray, amount: float) -> np.ndarray:
-    """Move the upper lids down towards the lower lids by `amount` (0 open … 1 closed)."""
-    fit = g.fit_head(points)
-    c = fit.inverse_apply(points)
-    for upper, lower in (((246, 161, 160, 159, 158, 157, 173), (7, 163, 144, 145, 153, 154, 155)),
-                         ((466, 388, 387, 386, 385, 384, 398), (249, 390, 373, 374, 380, 381, 382))):
-        c[list(upper)] += amount * (c[list(lower)] - c[list(upper)])
-    return fit.apply(c)
-
-
 def talking_head(seconds: float, fps: float, seed: int) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     n = round(seconds * fps)
@@ -60,7 +50,7 @@ def talking_head(seconds: float, fps: float, seed: int) -> list[np.ndarray]:
         p = synth.face(400, yaw=15 * np.sin(2 * np.pi * 0.23 * t[i]), pitch=6 * np.sin(2 * np.pi * 0.41 * t[i]),
                        roll=4 * np.sin(2 * np.pi * 0.17 * t[i]),
                        shift=(20 * np.sin(2 * np.pi * 0.11 * t[i]), 10 * np.sin(2 * np.pi * 0.29 * t[i])))
-        frames.append(close_eyes(synth.open_mouth(p, mouth[i]), blink[i]))
+        frames.append(synth.close_eyes(synth.open_mouth(p, mouth[i]), blink[i]))
     return frames
 
 

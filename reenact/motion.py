@@ -80,6 +80,13 @@ COMPONENTS = (
 REGION_COMPONENTS = {"mouth": ("mouth",), "eyes": ("eye_r", "eye_l"), "brows": ("brow_r", "brow_l")}
 # The chin follows the lower lip's midpoint (jaw opening), not the driver's chin shape.
 CHIN_FOLLOWS = 17
+# (upper, lower) point pairs of each opening, outer corner to inner corner / left to right. A
+# lower point never goes above its upper partner (lips and lids meet, they do not cross).
+LID_PAIRS = {"eye_r": ((246, 7), (161, 163), (160, 144), (159, 145), (158, 153), (157, 154), (173, 155)),
+             "eye_l": ((466, 249), (388, 390), (387, 373), (386, 374), (385, 380), (384, 381), (398, 382))}
+LIP_PAIRS = ((191, 95), (80, 88), (81, 178), (82, 87), (13, 14), (312, 317), (311, 402), (310, 318), (415, 324))
+EYE_WIDTH = {"eye_r": (33, 133), "eye_l": (263, 362)}
+LID_GAIN_RANGE = (0.5, 2.0)
 
 
 def components_for(regions: Iterable[str]) -> tuple[Component, ...]:
@@ -137,6 +144,49 @@ def _moved(ref_c: np.ndarray, members: tuple[int, ...], delta: np.ndarray) -> np
     if not members:
         return np.array(ref_c, np.float64)
     return ref_c + _spread(members) @ delta
+
+
+def _lid_gains(ref_c: np.ndarray, anchor_c: np.ndarray,
+               components: tuple[Component, ...]) -> dict[str, float]:
+    """Relative motion: per eye, how much the driver's lid movements are scaled so that a blink
+    from the anchor's opening closes the reference's (different) opening: the ratio of the
+    openings, limited to LID_GAIN_RANGE (1 when the anchor's eye is nearly closed)."""
+    gains = {}
+    for comp in components:
+        if comp.name in LID_PAIRS:
+            opening = [_opening(c, LID_PAIRS[comp.name], EYE_WIDTH[comp.name]) for c in (ref_c, anchor_c)]
+            gains[comp.name] = (float(np.clip(opening[0] / opening[1], *LID_GAIN_RANGE))
+                                if opening[1] > 0.05 else 1.0)
+    return gains
+
+
+def _opening(c: np.ndarray, pairs: tuple[tuple[int, int], ...], width: tuple[int, int]) -> float:
+    """Mean vertical gap of (upper, lower) pairs in canonical units of that part's width."""
+    gap = np.mean([c[lo, 1] - c[up, 1] for up, lo in pairs])
+    return float(gap / max(np.linalg.norm(c[width[0]] - c[width[1]]), 1e-9))
+
+
+def _no_crossing(ref_c: np.ndarray, members: tuple[int, ...], delta: np.ndarray) -> np.ndarray:
+    """`delta` changed so that no lower lid / lower lip point ends above its upper partner (in
+    the canonical frame y points down the face) by more than it already does in the reference;
+    such a pair meets in the middle. Without this, a closing driver whose anchor was slightly
+    open would push a closed reference mouth's lips through each other."""
+    row = {m: i for i, m in enumerate(members)}
+    pairs = [p for p in LIP_PAIRS + LID_PAIRS["eye_r"] + LID_PAIRS["eye_l"] if p[0] in row and p[1] in row]
+    if not pairs:
+        return delta
+    iu, il = ([p[k] for p in pairs] for k in (0, 1))
+    ru, rl = (np.array([row[i] for i in idx]) for idx in (iu, il))
+    allowed = np.minimum(ref_c[il, 1] - ref_c[iu, 1], 0.0)
+    gap = (ref_c[il, 1] + delta[rl, 1]) - (ref_c[iu, 1] + delta[ru, 1])
+    short = allowed - gap  # > 0 where the pair crosses more than allowed
+    if not (short > 0).any():
+        return delta
+    delta = delta.copy()
+    fix = np.where(short > 0, short / 2, 0.0)
+    delta[ru, 1] -= fix
+    delta[rl, 1] += fix
+    return delta
 
 
 def transfer_expression(ref_c: np.ndarray, drv_c: np.ndarray,
@@ -212,9 +262,9 @@ class Retargeter:
         self.ref_c = self.fit_ref.inverse_apply(np.asarray(ref, np.float64))
         if mode == "relative":
             self.fit_anchor = g.fit_head(anchor)
-            _, self._anchor_delta = _deltas(
-                self.ref_c, self.fit_anchor.inverse_apply(np.asarray(anchor, np.float64)), components,
-                self.pinned)
+            anchor_c = self.fit_anchor.inverse_apply(np.asarray(anchor, np.float64))
+            self._anchor_delta = _deltas(self.ref_c, anchor_c, components, self.pinned)[1]
+            self._lid_gain = _lid_gains(self.ref_c, anchor_c, components)
 
     def __call__(self, drv: np.ndarray) -> np.ndarray:
         fit_d = g.fit_head(drv)
@@ -227,7 +277,15 @@ class Retargeter:
                                  self.components, self.pinned)
         if self.mode == "relative":
             delta = delta - self._anchor_delta
-        return _moved(self.ref_c, members, delta)
+            for rows, gain in self._lid_rows(members):
+                delta[rows] *= gain
+        return _moved(self.ref_c, members, _no_crossing(self.ref_c, members, delta))
+
+    def _lid_rows(self, members: tuple[int, ...]) -> list[tuple[list[int], float]]:
+        """Rows of each eye's lid points in `members`, with that eye's lid gain."""
+        row = {m: i for i, m in enumerate(members)}
+        return [([row[i] for pair in LID_PAIRS[name] for i in pair if i in row], gain)
+                for name, gain in self._lid_gain.items()]
 
     def _pose(self, fit_d: g.Similarity) -> g.Similarity:
         r = self.fit_ref

@@ -181,3 +181,22 @@ def test_anchor_is_the_frame_nearest_the_reference():
     assert idx == 2 and dist == pytest.approx(2.0, abs=0.1)
     with pytest.raises(ValueError):
         motion.choose_anchor(ref, [])
+
+
+def opening(points, pairs):
+    c = g.to_canonical(points)
+    return min(c[lo, 1] - c[up, 1] for up, lo in pairs)
+
+
+def test_relative_lips_never_cross_and_blinks_close_fully():
+    ref = synth.face(256)  # closed mouth, open eyes
+    anchor = synth.open_mouth(synth.face(400, scale=0.6), 0.05)  # the driver's mouth a little open
+    shut = synth.face(400, scale=0.6)
+    out = motion.retarget_relative(ref, shut, anchor)
+    assert opening(ref, motion.LIP_PAIRS) < 0.04, "(else the test would not test anything)"
+    assert opening(out, motion.LIP_PAIRS) >= -1e-3, "the lips met, they did not cross"
+    # A driver with half-open eyes blinks: the reference's wider eyes close completely too.
+    sleepy = synth.close_eyes(synth.face(400, scale=0.6), 0.5)
+    out = motion.retarget_relative(ref, synth.close_eyes(synth.face(400, scale=0.6), 1.0), sleepy)
+    assert eye_aperture(out) < 0.1 * eye_aperture(ref)
+    assert np.abs(motion.retarget_relative(ref, sleepy, sleepy) - ref).max() < 1e-6
