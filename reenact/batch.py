@@ -21,7 +21,7 @@ from typing import Callable
 
 from reenact import media
 from reenact.config import InferenceConfig, MotionConfig, VideoOptions
-from reenact.errors import MediaError, ReenactError, UsageError
+from reenact.errors import Interrupted, MediaError, ReenactError, UsageError
 
 COLUMNS = ("reference", "driver", "output", "options")
 
@@ -139,6 +139,11 @@ def run_batch(jobs: list[Job], settings: Settings, *, overwrite: bool = False, r
             else:
                 res.frames = _run_job(job, *settings(job), overwrite=overwrite, resume=resume, progress=progress)
                 res.status, res.exit_code = "ok", 0
+        except Interrupted as e:  # Ctrl-C inside a video job that kept its completed chunks
+            _failed(res, type(e).__name__, str(e), e.exit_code)
+            stop = KeyboardInterrupt()
+            stop.results = results  # type: ignore[attr-defined]
+            raise stop from None
         except ReenactError as e:
             _failed(res, type(e).__name__, str(e), e.exit_code)
         except KeyboardInterrupt as e:

@@ -90,6 +90,8 @@ class MotionConfig:
         if self.transfer == "pose" and set(self.regions) != set(REGIONS):
             raise UsageError("--regions has no effect with --transfer pose",
                              "use --transfer all or expression to move only some regions")
+        if self.anchor is not None and self.mode != "relative":
+            raise UsageError("--anchor applies to relative motion only", "leave it out with --motion absolute")
         if self.anchor is not None and self.anchor < 0:
             raise UsageError(f"--anchor {self.anchor} is negative", "give a frame index ≥ 0, or leave it out")
         if self.max_gap < 0:

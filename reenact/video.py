@@ -109,11 +109,11 @@ def _render_job(ref: Reference, drive_path: Path, target: Path, config: Inferenc
             _track(src, work, options, timer, progress)
     track = work.state.track
     if track["with_face"] == 0:
-        what = "any" if options.driver_face == "largest" else f"{tracking.describe_choice(options.driver_face)} in any"
-        raise NoFaceFound(f"no face found in {what} of the {track['frames']} frames of {drive_path}",
-                          "the driver video must show a face"
-                          + ("" if options.driver_face == "largest" else
-                             f"; it shows at most {track['max_faces']} at once"))
+        n = f"the {track['frames']} frames of {drive_path}"
+        if options.driver_face == "largest":
+            raise NoFaceFound(f"no face found in any of {n}", "the driver video must show a face")
+        raise NoFaceFound(f"{tracking.describe_choice(options.driver_face)} was not found in any of {n}",
+                          f"it shows at most {track['max_faces']} faces at once; --driver-face counts from 0")
     status = _process(work, info.fps, options.motion, timer)
     anchor = _anchor(work, ref, status, options.motion) if options.motion.mode == "relative" else None
     r = Reenactor(ref, config, timer=timer, retarget=retargeter(ref, options.motion, None if anchor is None else anchor[1]))

@@ -284,3 +284,28 @@ def test_work_dir_refuses_a_changed_job(tmp_path):
     fresh = resume.WorkDir.open(out, job="b", inputs=inputs, chunk=10, resume=False, overwrite=True)
     assert not fresh.resumed and fresh.state.chunks_done == []
     assert not fresh.finish_failed() and not fresh.path.exists()  # nothing complete: removed
+
+
+def test_run_batch_records_failures_and_stops_on_ctrl_c(tmp_path):
+    from reenact import batch
+    from reenact.errors import Interrupted, NoFaceFound
+
+    jobs = [batch.Job(REF, POSE, tmp_path / f"{i}.png") for i in range(4)]
+    calls = []
+
+    def settings(job):
+        calls.append(job.output.name)
+        if job.output.name == "0.png":
+            raise NoFaceFound("no face found in a.jpg")
+        if job.output.name == "1.png":
+            raise RuntimeError("boom")
+        raise Interrupted("interrupted — 2 completed chunks kept")
+
+    with pytest.raises(KeyboardInterrupt) as stop:
+        batch.run_batch(jobs, settings)
+    results = stop.value.results
+    assert calls == ["0.png", "1.png", "2.png"]
+    assert [(r.status, r.exit_code) for r in results] == [("failed", 3), ("failed", 1), ("failed", 130), ("not run", None)]
+    assert results[1].error_class == "RuntimeError" and "boom" in results[1].error
+    csv_path, json_path = batch.write_summary(results, tmp_path)
+    assert json.loads(json_path.read_text())["totals"] == {"ok": 0, "failed": 3, "skipped": 0, "not run": 1}
