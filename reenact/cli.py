@@ -83,7 +83,8 @@ def progress_bar() -> Progress:
                     console=err, transient=False)
 
 
-EngineOpt = typer.Option("warp", "--engine", "-e", help=f"Renderer: {', '.join(ENGINES)}.")
+EngineOpt = typer.Option(None, "--engine", "-e", help=f"Renderer: {', '.join(ENGINES)} "
+                         "(default: fusion once bundled weights exist, else warp).")
 SizeOpt = typer.Option(256, "--size", help="Model crop side in pixels (multiple of 16).")
 OverwriteOpt = typer.Option(False, "--overwrite", "-y", help="Replace an existing output file.")
 CropOpt = typer.Option(False, "--crop", help="Write only the aligned face crop.")
@@ -101,6 +102,10 @@ DriverFaceOpt = typer.Option("largest", "--driver-face", help="Face of the drive
 
 
 def _config(**kw) -> InferenceConfig:
+    if kw.get("engine") is None:
+        from reenact.engines import default_engine
+
+        kw["engine"] = default_engine()
     try:
         return InferenceConfig(**kw)
     except ReenactError as e:
@@ -111,15 +116,16 @@ def _default_out(ref: Path, driver: Path, suffix: str) -> Path:
     return Path(f"{ref.stem}-as-{driver.stem}{suffix}")
 
 
-def _video_settings(engine: str, size: int, crop: bool, compare: bool, max_side: int,
+def _video_settings(engine: Optional[str], size: int, crop: bool, compare: bool, max_side: int,
                     weights: Optional[Path], motion: str, anchor: Optional[int], transfer: str,
                     regions: str, smooth: bool, face: str, driver_face: str, fps: Optional[float],
                     chunk_frames: int, resume: bool, **_) -> tuple[InferenceConfig, "VideoOptions"]:
     """Options of `reenact video` (also each batch job's) → (config, video options); raises
-    UsageError."""
+    UsageError. engine None: the default engine (`engines.default_engine`)."""
     from reenact.config import MotionConfig, VideoOptions, parse_face, parse_regions
+    from reenact.engines import default_engine
 
-    cfg = InferenceConfig(engine=engine, size=size, crop=crop, compare=compare, max_side=max_side,
+    cfg = InferenceConfig(engine=engine or default_engine(), size=size, crop=crop, compare=compare, max_side=max_side,
                           weights=str(weights) if weights else None)
     motion_cfg = MotionConfig(mode=motion, transfer=transfer, regions=parse_regions(regions),
                               anchor=anchor, smooth=smooth)
@@ -133,7 +139,7 @@ def image(
     pose: Path = typer.Argument(..., help="Photo whose head pose and expression to copy."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output image (.png/.jpg/.webp). "
                                           "Default: REF-as-POSE.png in the current directory."),
-    engine: str = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
+    engine: Optional[str] = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
     transfer: str = TransferOpt, regions: str = RegionsOpt, face: str = FaceOpt,
     driver_face: str = DriverFaceOpt, weights: Optional[Path] = WeightsOpt, overwrite: bool = OverwriteOpt,
 ) -> None:
@@ -145,6 +151,8 @@ def image(
     cfg, opts = run(_video_settings, engine=engine, size=size, crop=crop, compare=compare, max_side=0,
                     weights=weights, motion="absolute", anchor=None, transfer=transfer, regions=regions,
                     smooth=False, face=face, driver_face=driver_face, fps=None, chunk_frames=1, resume=False)
+    if run(media.media_kind, pose) == "video":
+        fail(UsageError(f"{pose} is a video", f"animate with it: reenact video {reference} {pose}"))
     target = output or _default_out(reference, pose, ".png")
     run(media.check_output_path, target, overwrite=overwrite, kinds=media.WRITABLE_IMAGE_SUFFIXES)
     with err.status("reenacting…"):
@@ -174,7 +182,7 @@ def video(
     face: str = FaceOpt, driver_face: str = DriverFaceOpt,
     fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate of a driver given as a folder of "
                                         "frames (default 25)."),
-    engine: str = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
+    engine: Optional[str] = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
     max_side: int = typer.Option(1920, "--max-side", help="Longest side of output frames (0 = keep)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted render of the same job "
                                 "from its last completed chunk."),
@@ -366,8 +374,274 @@ def info() -> None:
     except ImportError:
         table.add_row("ORT providers", "[yellow]onnxruntime missing[/]")
     table.add_row("ffmpeg", imageio_ffmpeg.get_ffmpeg_exe())
-    table.add_row("engines", ", ".join(ENGINES) + " (default: warp)")
+    from reenact.engines import DEFAULT_WEIGHTS, default_engine
+
+    table.add_row("engines", ", ".join(ENGINES) + f" (default: {default_engine()})")
+    table.add_row("generator weights", str(DEFAULT_WEIGHTS) if DEFAULT_WEIGHTS.is_file() else "none bundled")
     out.print(table)
+
+
+@app.command()
+def train(
+    config: Path = typer.Option(..., "--config", "-c", help="Training config (TOML), e.g. configs/small-128.toml."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/CONFIG-NAME)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", min=0, help="Stop at this total step count."),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", min=0, help="Stop after this much wall time."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Checkpoint to continue, or 'auto' (RUN/checkpoints/last.pt)."),
+    ddp: bool = typer.Option(False, "--ddp", help="Join a torchrun process group (DistributedDataParallel)."),
+) -> None:
+    """Train the generator (F + D); Ctrl-C or SIGTERM stops cleanly with a checkpoint."""
+    from reenact.train import ddp as dist_mod
+    from reenact.train import loop
+    from reenact.train.config import TrainConfig
+
+    cfg = run(TrainConfig.from_toml, config)
+    dist = run(dist_mod.init_distributed, cfg.device) if ddp else dist_mod.DistInfo()
+    out_dir = out_dir or Path("runs") / config.stem
+    if dist.main:
+        _ensure_cache(cfg)
+    dist_mod.barrier(dist)
+    checkpoint = run(loop.resolve_resume, resume, out_dir)
+    with loop.StopSignals() as signals, _TrainDisplay(enabled=dist.main) as display:
+        result = run(loop.train, cfg, out_dir, max_steps=max_steps, max_minutes=max_minutes, resume=checkpoint,
+                     dist=dist, stop=lambda: signals.requested, progress=display.update)
+    dist_mod.shutdown(dist)
+    if dist.main:
+        _train_summary(result)
+
+
+def _ensure_cache(cfg) -> None:
+    from reenact.train.cache import ensure_cache, is_prepared
+
+    d = cfg.data
+    if is_prepared(d.cache):
+        return
+    with progress_bar() as bar:
+        task = bar.add_task("preparing the data cache", total=None)
+        made = run(ensure_cache, d.cache, source=d.source, identities=d.identities, split=d.split,
+                   size=cfg.model.size, quality=d.quality, progress=lambda i, n: bar.update(task, completed=i, total=n))
+    if made is not None:
+        _cache_summary(made)
+
+
+class _TrainDisplay:
+    """Live Rich display of training progress (step, losses, it/s, ETA) on stderr."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]}", style="cyan"), TimeElapsedColumn(),
+                            TextColumn("eta {task.fields[eta]}"), TextColumn("{task.fields[losses]}"),
+                            console=err, transient=False)
+        self.task = None
+
+    def __enter__(self) -> "_TrainDisplay":
+        if self.enabled:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+    def update(self, r) -> None:
+        if not self.enabled:
+            return
+        keys = ("l1", "l1_ae", "perceptual", "identity", "gan", "d_loss")
+        losses = "  ".join(f"{k} {r.losses[f'raw/{k}'] if f'raw/{k}' in r.losses else r.losses[k]:.3f}"
+                           for k in keys if f"raw/{k}" in r.losses or k in r.losses)
+        eta = "?" if r.eta is None else time.strftime("%H:%M:%S", time.gmtime(r.eta))
+        fields = dict(rate=f"{r.it_per_s:.2f} it/s", eta=eta, losses=losses)
+        if self.task is None:
+            self.task = self.bar.add_task("training", total=r.max_steps if r.max_steps < 2**62 else None,
+                                          completed=r.step, **fields)
+        self.bar.update(self.task, completed=r.step, **fields)
+
+
+def _train_summary(result) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("steps", f"{result.start_step} → {result.step} (stopped: {result.reason.replace('_', '-')})")
+    table.add_row("time", f"{result.seconds:.1f} s")
+    if result.history:
+        first, last = result.history[0], result.history[-1]
+        for key in ("raw/l1", "raw/l1_ae"):
+            if key in last:
+                table.add_row(key[4:], f"{first[key]:.4f} (first log) → {last[key]:.4f} (last log)")
+    table.add_row("checkpoint", str(result.checkpoint) if result.checkpoint else "none written (no new steps)")
+    out.print(f"[green]run folder[/] {result.out_dir}")
+    out.print(table)
+
+
+@app.command("export")
+def export_model(
+    checkpoint: Path = typer.Argument(..., help="Training checkpoint (RUN/checkpoints/last.pt)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Generator file NAME.onnx (F goes to NAME.appearance.onnx)."),
+    fp16: bool = typer.Option(False, "--fp16", help="Store weights as float16 (half the size, looser parity)."),
+    tolerance: Optional[float] = typer.Option(None, "--tolerance", min=0, help="Max |ORT − torch| allowed."),
+    ema: bool = typer.Option(True, "--ema/--no-ema", help="Export the EMA weights when the checkpoint has them."),
+    overwrite: bool = OverwriteOpt,
+) -> None:
+    """Export a checkpoint to ONNX (F and D graphs), run onnx.checker and an ORT-vs-torch parity check."""
+    from reenact.export import export_generator
+
+    with err.status("exporting and verifying…"):
+        r = run(export_generator, checkpoint, output, fp16=fp16, tolerance=tolerance, use_ema=ema, overwrite=overwrite)
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("generator (D)", f"{r.generator}  ({r.bytes['generator'] / 2**20:.1f} MiB)")
+    table.add_row("appearance (F)", f"{r.appearance}  ({r.bytes['appearance'] / 2**20:.1f} MiB)")
+    table.add_row("opset / weights", f"{r.opset} / {'fp16' if r.fp16 else 'fp32'}, training step {r.step}")
+    diffs = ", ".join(f"{k} {v:.2e}" for k, v in r.max_abs_diff.items())
+    table.add_row("ORT vs torch", f"max |diff| of the image: {diffs} (tolerance {r.tolerance:.0e})")
+    out.print("[green]exported and verified[/]")
+    out.print(table)
+
+
+data_app = typer.Typer(help="Training data: a prepared cache of aligned face crops and landmarks.",
+                       no_args_is_help=True, pretty_exceptions_show_locals=False)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    source: Path = typer.Argument(..., help="Folder of face photos."),
+    output: Path = typer.Option(..., "-o", "--output", help="Cache folder to create (must not exist)."),
+    identities: Optional[Path] = typer.Option(None, "--identities", help="CSV file,identity[,split]."),
+    split: str = typer.Option("train", "--split", help="Rows of the identity file to use ('all' = every row)."),
+    size: int = typer.Option(256, "--size", help="Crop side in pixels (the model's resolution)."),
+    quality: int = typer.Option(85, "--quality", min=50, max=100, help="JPEG quality of the stored crops."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N photos."),
+) -> None:
+    """Detect landmarks once (mediapipe) and store aligned crops + landmarks for training."""
+    from reenact.train.cache import prepare_cache
+
+    if split == "test":
+        fail(ReenactError("refusing to prepare the test split for training", "use --split train"))
+    with progress_bar() as bar:
+        task = bar.add_task("detecting faces", total=None)
+        s = run(prepare_cache, source, output, identities=identities, split=split, size=size, quality=quality,
+                limit=limit, progress=lambda i, n: bar.update(task, completed=i, total=n))
+    _cache_summary(s)
+
+
+def _cache_summary(s) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("faces stored", str(s.count))
+    table.add_row("skipped", f"{s.no_face} without a face, {s.unreadable} unreadable")
+    table.add_row("size", f"{s.total_bytes / 2**20:.1f} MiB ({s.image_bytes / 2**20:.1f} MiB of JPEG crops)")
+    table.add_row("time", f"{s.seconds:.1f} s")
+    out.print(f"[green]wrote[/] {s.path}")
+    out.print(table)
+
+
+EVAL_ENGINES = "reference,warp,gan,fusion"
+
+
+@app.command("eval")
+def eval_(
+    output: Path = typer.Option(..., "-o", "--output", help="Report folder (metrics.json, report.md/html, PNGs)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="Ready-made protocol: celeba-id or clips."),
+    refs: Optional[list[Path]] = typer.Option(None, "--refs", metavar="PATH",
+                                              help="Reference photos or folders (repeatable)."),
+    drivers: Optional[list[Path]] = typer.Option(None, "--drivers", metavar="PATH",
+                                                 help="Driver photos/videos or folders (repeatable)."),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="Same-identity CSV: reference,driver or file,identity."),
+    engines: str = typer.Option(EVAL_ENGINES, "--engines", help="Comma-separated: reference, warp, gan, fusion."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Folder holding celeba-id/ and clips/ "
+                                        "(default $REENACT_DATA or ../shared/data)."),
+    limit: int = typer.Option(0, "--limit", help="Evaluate at most N pairs (seeded subset; 0 = all)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the protocol's sampling."),
+    size: int = SizeOpt,
+    no_fid: bool = typer.Option(False, "--no-fid", help="Skip FID (no Inception download)."),
+    no_lpips: bool = typer.Option(False, "--no-lpips", help="Skip LPIPS (no VGG download)."),
+    no_identity: bool = typer.Option(False, "--no-identity", help="Skip the SFace identity metric."),
+    weights: Optional[Path] = WeightsOpt,
+    overwrite: bool = typer.Option(False, "--overwrite", "-y", help="Replace an existing report folder."),
+) -> None:
+    """Measure engines against baselines: identity, pose, expression, self-reenactment L1/PSNR/SSIM/LPIPS, FID."""
+    from reenact import evaluate
+    from reenact.evaluate import report
+    from reenact.evaluate.runner import EvalSettings
+
+    settings = run(EvalSettings, engines=tuple(e.strip() for e in engines.split(",") if e.strip()), size=size,
+                   identity=not no_identity, lpips=not no_lpips, fid=not no_fid,
+                   weights=str(weights) if weights else None)
+    proto = run(evaluate.make_protocol, protocol, refs=refs, drivers=drivers, pairs_csv=pairs, data=data,
+                seed=seed, limit=limit or None)
+    run(report.check_target, output, overwrite=overwrite)
+    t0 = time.perf_counter()
+    with progress_bar() as bar:
+        doc = run(evaluate.evaluate, proto, settings, output, overwrite=overwrite,
+                  progress=_stage_progress(bar), command=" ".join(["reenact", *sys.argv[1:]]))
+    _eval_summary(doc, output, time.perf_counter() - t0)
+
+
+@app.command()
+def bench(
+    reference: Path = typer.Option(..., "--ref", help="Reference photo (centre square → 256²)."),
+    driver: Path = typer.Option(..., "--driver", help="Driver video (first frames → 256²)."),
+    engines: str = typer.Option("warp,gan,fusion", "--engines", help="Comma-separated engines."),
+    frames: int = typer.Option(100, "--frames", help="Driver frames for the video benchmark."),
+    repeats: int = typer.Option(10, "--repeats", help="Image renders to average."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
+) -> None:
+    """Per-stage latency and end-to-end fps, image and video at 256², per engine and execution provider."""
+    from reenact.evaluate import bench as b
+
+    names = tuple(e.strip() for e in engines.split(",") if e.strip())
+    with err.status("benchmarking…") as status:
+        result = run(b.run_bench, reference, driver, engines=names, repeats=repeats, frames=frames,
+                     progress=lambda msg: status.update(f"benchmarking {msg}…"))
+    _bench_table(result)
+    if json_out:
+        run(b.write_json, json_out, result)
+        out.print(f"[green]wrote[/] {json_out}")
+
+
+def _wide() -> Console:
+    """stdout; when it is a pipe or a file (no terminal width), one 170 columns wide so wide
+    tables are written whole instead of squeezed to 80 columns."""
+    return out if out.is_terminal else Console(width=170, file=out.file)
+
+
+def _stage_progress(bar: Progress):
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int | None) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    return update
+
+
+def _eval_summary(doc: dict, folder: Path, wall: float) -> None:
+    from reenact.evaluate import report
+
+    head, body = report.table(doc["summary"])
+    table = Table(*head, title=f"reenact eval — {doc['protocol']['name']} ({doc['protocol']['pairs']} pairs)")
+    for row in body:
+        table.add_row(*row)
+    _wide().print(table)
+    for line in report.fid_lines(doc):
+        out.print(line)
+    out.print(f"[green]wrote[/] {folder}/ (metrics.json, report.md, report.html, "
+              f"{len(doc['files']['contact_sheets'])} contact sheet(s)) in {wall:.0f} s", soft_wrap=True)
+
+
+def _bench_table(result: dict) -> None:
+    stages = list(dict.fromkeys(k for r in result["rows"] for k in r["stages_ms"]))
+    table = Table("engine", "provider", "mode", *[f"{s} ms" for s in stages], "warm ms", "warm fps",
+                  "end-to-end ms", "end-to-end fps", title=f"reenact bench — {result['size']}², "
+                  f"{result['machine']['cpus']} CPUs, {result['inputs']['frames']} video frames")
+    for r in result["rows"]:
+        if r["status"] != "ok":
+            table.add_row(r["engine"], r["status"], *[""] * (len(stages) + 5))
+            continue
+        table.add_row(r["engine"], r["provider"], r["mode"],
+                      *[f"{r['stages_ms'][s]:.1f}" if s in r["stages_ms"] else "" for s in stages],
+                      f"{r['warm_ms']:.1f}", f"{r['fps_warm']:.1f}", f"{r['end_to_end_ms']:.1f}",
+                      f"{r['fps_end_to_end']:.1f}")
+    _wide().print(table)
 
 
 def _note_faces(ref_faces: int, ref_choice, drv_faces: int, drv_choice, *, video: bool = False) -> None:
@@ -426,6 +700,9 @@ def main() -> None:
     """Console-script entry point."""
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Before numpy loads: multi-threaded OpenBLAS makes the warp's many tiny batched solves
+    # (warp._affines) one to two orders of magnitude slower than a single thread.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     _silence_native_stderr()
     signal.signal(signal.SIGTERM, _sigterm)
     app(prog_name="reenact")

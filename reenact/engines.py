@@ -1,5 +1,9 @@
 """Rendering engines: given a prepared reference and target landmarks, produce a face crop.
 
+Engines: "warp" (classical landmark warp, no weights), "gan" (generator F + D, exported to ONNX,
+run by ONNX Runtime) and "fusion" (FusionNet: the GAN output with the warp blended in where the
+reference shows the face; see `reenact.fusion`).
+
 An engine works in its own crop of the reference frame (`RefState.crop`). `prepare` runs once per
 reference; `render` runs per frame and returns the rendered crop and the paste-back mask (float
 in [0, 1], zero at the crop border so the paste is seamless). Targets arrive in the reference
@@ -9,23 +13,29 @@ in [0, 1], zero at the crop border so the paste is seamless). Targets arrive in 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 
-from reenact import align, warp
+from reenact import align, fusion, parsing, warp
 from reenact.config import InferenceConfig
+from reenact.errors import MissingWeights
 from reenact.landmarks import Face
+from reenact.runtime import GeneratorRuntime
 
 
 @dataclass(frozen=True)
 class RefState:
     """An engine's per-reference cache. `crop`: the engine's crop of the reference frame;
-    `image`: the reference crop (size×size×3 uint8); `points`: its (478, 3) crop landmarks."""
+    `image`: the reference crop (size×size×3 uint8); `points`: its (478, 3) crop landmarks;
+    `head`: the reference's head region in the crop (`warp.head_mask`), part of every paste mask."""
 
     crop: align.Crop
     image: np.ndarray
     points: np.ndarray
+    head: np.ndarray
     extra: Any = None
 
 
@@ -68,20 +78,102 @@ class WarpEngine:
         crop = align.align(face.points, size)
         image = crop.extract(frame)
         points = crop.points_to_crop(face.points)
-        return RefState(crop=crop, image=image, points=points,
+        return RefState(crop=crop, image=image, points=points, head=warp.head_mask(points, size),
                         extra=warp.prepare_source(image, points))
 
     def render(self, state: RefState, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         rgb, head = warp.warp(state.extra, state.crop.points_to_crop(target))
-        size = state.image.shape[0]
-        return rgb, paste_mask(np.maximum(head, warp.head_mask(state.points, size)), size)
+        return rgb, paste_mask(np.maximum(head, state.head), state.image.shape[0])
+
+
+# The bundled generator, once trained weights ship with the project (absent until then).
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "reenact-256.onnx"
+
+
+def default_engine() -> str:
+    """"fusion" when the bundled generator exists, else "warp" (no weights needed)."""
+    return "fusion" if DEFAULT_WEIGHTS.is_file() else "warp"
+
+
+@dataclass(frozen=True)
+class GanRef:
+    """`RefState.extra` of the gan/fusion engines: F's features of the reference (computed once),
+    the warp source (fusion, feature_warp) and the reference's face region (fusion)."""
+
+    features: list
+    source: warp.WarpSource | None
+    region: np.ndarray | None
+
+
+class GanEngine:
+    """Generator F + D through ONNX Runtime. Renders at the model's resolution (the exported
+    config's size, not `--size`): target landmarks → crop → parsing map (E) → D → face crop."""
+
+    name = "gan"
+
+    def __init__(self, config: InferenceConfig, runtime: GeneratorRuntime) -> None:
+        self.config, self.runtime = config, runtime
+
+    def _needs_source(self) -> bool:
+        return self.runtime.feature_warp
+
+    def prepare(self, frame: np.ndarray, face: Face) -> RefState:
+        size = self.runtime.size
+        crop = align.align(face.points, size)
+        image = crop.extract(frame)
+        points = crop.points_to_crop(face.points)
+        source = warp.prepare_source(image, points) if self._needs_source() else None
+        region = fusion.face_region(parsing.parsing_map(points, size)) if self.name == "fusion" else None
+        return RefState(crop=crop, image=image, points=points, head=warp.head_mask(points, size),
+                        extra=GanRef(self.runtime.appearance(image), source, region))
+
+    def _generate(self, state: RefState, points: np.ndarray, maps) -> np.ndarray:
+        grid = warp.normalised_grid(*maps) if self.runtime.feature_warp else None
+        return self.runtime.generate(state.extra.features, parsing.parsing_map(points, self.runtime.size), grid)
+
+    def _paste(self, state: RefState, points: np.ndarray) -> np.ndarray:
+        return paste_mask(np.maximum(warp.head_mask(points, self.runtime.size), state.head), self.runtime.size)
+
+    def render(self, state: RefState, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        points = state.crop.points_to_crop(target)
+        maps = warp.backward_map(state.extra.source, points) if self.runtime.feature_warp else None
+        return self._generate(state, points, maps), self._paste(state, points)
+
+
+class FusionEngine(GanEngine):
+    """FusionNet (`reenact.fusion`): the generator's output, with the classical warp inside the
+    face region that both the reference and the target show."""
+
+    name = "fusion"
+
+    def _needs_source(self) -> bool:
+        return True
+
+    def render(self, state: RefState, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        points = state.crop.points_to_crop(target)
+        src = state.extra.source
+        map_x, map_y = warp.backward_map(src, points)
+        gan = self._generate(state, points, (map_x, map_y))
+        warped = cv2.remap(src.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        warped = warp.mouth_cavity(warped, src.points, points)
+        mask = fusion.fusion_mask(state.extra.region, points, map_x, map_y)
+        return fusion.blend(gan, warped, mask), self._paste(state, points)
+
+
+def resolve_weights(config: InferenceConfig) -> Path:
+    """The generator file for gan/fusion: `config.weights`, else the bundled default."""
+    if config.weights:
+        return Path(config.weights)
+    if DEFAULT_WEIGHTS.is_file():
+        return DEFAULT_WEIGHTS
+    raise MissingWeights(f"engine {config.engine!r} needs trained generator weights, none are installed",
+                         "use --engine warp (the default) until weights are shipped in weights/, "
+                         "or pass --weights NAME.onnx from `reenact export`")
 
 
 def build_engine(config: InferenceConfig) -> Engine:
-    """The engine named by `config.engine` (gan/fusion need exported weights)."""
+    """The engine named by `config.engine` (gan/fusion load the exported generator)."""
     if config.engine == "warp":
         return WarpEngine(config)
-    from reenact.errors import MissingWeights
-
-    raise MissingWeights(f"engine {config.engine!r} needs trained generator weights, none are installed",
-                         "use --engine warp (the default) until weights are shipped in weights/")
+    runtime = GeneratorRuntime(resolve_weights(config))
+    return GanEngine(config, runtime) if config.engine == "gan" else FusionEngine(config, runtime)

@@ -40,19 +40,20 @@ class WarpSource:
     points: np.ndarray
     control: np.ndarray
     triangles: np.ndarray
+    scale: float  # the reference face's scale (outer-eye-corner distance, crop pixels)
 
     @property
     def size(self) -> int:
         return self.image.shape[0]
 
 
-def _ring(points: np.ndarray) -> np.ndarray:
+def _ring(points: np.ndarray, fit: g.Similarity | None = None) -> np.ndarray:
     """(R, 3) head-ring points for (478, 3) landmarks (posed with the face's own fit); ring[i]
     lies outside FACE_OVAL[i]."""
     canon = g.canonical().points
     oval = canon[list(g.FACE_OVAL)]
     ring = oval * np.array([RING_SCALE, RING_SCALE, 1.0])
-    return g.fit_head(points).apply(ring)
+    return (fit or g.fit_head(points)).apply(ring)
 
 
 def _radial_border(centre: np.ndarray, ring: np.ndarray, size: int) -> np.ndarray:
@@ -128,13 +129,14 @@ def _triangles(border: np.ndarray, centre: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate(tris).astype(np.int32)
 
 
-def control_points(points: np.ndarray, size: int, border: np.ndarray | None = None) -> np.ndarray:
+def control_points(points: np.ndarray, size: int, border: np.ndarray | None = None,
+                   fit: g.Similarity | None = None) -> np.ndarray:
     """(K, 3) control points: landmarks, head ring, border points, crop corners.
 
     `border` (R, 2) fixes the border points (they never move); None computes them radially
-    from this face's ring."""
+    from this face's ring. `fit`: the face's head fit, when the caller already has it."""
     pts = np.asarray(points, np.float64)
-    ring = _ring(pts)
+    ring = _ring(pts, fit)
     ring[:, :2] = np.clip(ring[:, :2], 2.0, size - 3.0)
     if border is None:
         border = _radial_border(pts.mean(0), ring, size)
@@ -146,11 +148,12 @@ def control_points(points: np.ndarray, size: int, border: np.ndarray | None = No
 def prepare_source(image: np.ndarray, points: np.ndarray) -> WarpSource:
     """Triangulate a reference crop (size×size×3 uint8) with its (478, 3) crop-space landmarks."""
     size = image.shape[0]
-    ctrl = control_points(points, size)
-    ring_idx, border_idx, _ = _layout(size)
+    fit = g.fit_head(points)
+    ctrl = control_points(points, size, fit=fit)
+    _, border_idx, _ = _layout(size)
     tris = _triangles(ctrl[border_idx, :2], np.asarray(points, np.float64).mean(0), size)
     return WarpSource(image=image, points=np.asarray(points, np.float32),
-                      control=ctrl[:, :2].astype(np.float32), triangles=tris)
+                      control=ctrl[:, :2].astype(np.float32), triangles=tris, scale=fit.scale)
 
 
 def _signed_area(pts: np.ndarray, tris: np.ndarray) -> np.ndarray:
@@ -160,25 +163,50 @@ def _signed_area(pts: np.ndarray, tris: np.ndarray) -> np.ndarray:
 
 def _affines(src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(T, 3, 2) matrices A with [x, y, 1] @ A = source position, for each triangle's dst→src map,
-    and a (T,) mask of non-degenerate destination triangles."""
-    d = np.concatenate([dst[tris], np.ones((len(tris), 3, 1))], axis=2)  # T×3×3
-    s = src[tris]  # T×3×2
-    det = np.linalg.det(d)
+    and a (T,) mask of non-degenerate destination triangles.
+
+    Closed form (barycentric coordinates) rather than a batched np.linalg.solve: exact, and free of
+    BLAS threading, which made the batched solve 10-400x slower on a busy machine."""
+    d0, d1, d2 = (dst[tris[:, k]] for k in range(3))  # T×2 each
+    s0, s1, s2 = (src[tris[:, k]] for k in range(3))
+    e1, e2 = d1 - d0, d2 - d0
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
     ok = np.abs(det) > 1e-9
+    inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
+    # Barycentric weights (b1, b2) of a point p: [b1, b2] = M (p - d0), M = inverse of [e1 e2].
+    m = np.stack([np.stack([e2[:, 1], -e2[:, 0]], 1), np.stack([-e1[:, 1], e1[:, 0]], 1)], 1) * inv[:, None, None]
+    f1, f2 = s1 - s0, s2 - s0  # source = s0 + b1 f1 + b2 f2
+    lin = np.einsum("tij,tjk->tik", np.stack([f1, f2], 2), m)  # T×2×2: source = lin (p - d0) + s0
     a = np.zeros((len(tris), 3, 2))
-    a[ok] = np.linalg.solve(d[ok], s[ok])
+    a[:, :2, :] = lin.transpose(0, 2, 1)
+    a[:, 2, :] = s0 - np.einsum("tij,tj->ti", lin, d0)
+    a[~ok] = 0.0
     return a, ok
 
 
-def backward_map(source: WarpSource, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@functools.lru_cache(maxsize=8)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    xs.flags.writeable = ys.flags.writeable = False
+    return xs, ys
+
+
+def target_controls(source: WarpSource, target: np.ndarray, fit: g.Similarity | None = None) -> np.ndarray:
+    """(K, 3) control points of `target` (478, 3 crop coords), with the source's fixed border."""
+    _, border_idx, _ = _layout(source.size)
+    return control_points(target, source.size, border=source.control[border_idx].astype(np.float64), fit=fit)
+
+
+def backward_map(source: WarpSource, target: np.ndarray, dst: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """For every pixel of the output crop, where to sample the reference crop.
 
     Returns (map_x, map_y), float32 size×size, for cv2.remap. Piecewise affine over the source
-    triangulation moved to `target` (478, 3) crop coordinates; triangles are rasterised far to
-    near by target depth so that nearer surfaces win where the mesh folds."""
+    triangulation moved to `target` (478, 3) crop coordinates (`dst`: its control points, if the
+    caller has them); triangles are rasterised far to near by target depth so that nearer
+    surfaces win where the mesh folds, after the triangles that turned away (orientation flipped)."""
     size = source.size
-    _, border_idx, _ = _layout(size)
-    dst = control_points(target, size, border=source.control[border_idx].astype(np.float64))
+    dst = target_controls(source, target) if dst is None else dst
     affines, ok = _affines(source.control.astype(np.float64), dst[:, :2], source.triangles)
     depth = dst[source.triangles, 2].mean(1)
     # Triangles whose orientation flipped between source and target are folded over (turned
@@ -189,12 +217,13 @@ def backward_map(source: WarpSource, target: np.ndarray) -> tuple[np.ndarray, np
     for t in np.lexsort((-depth, ~folded)):  # folded first, then far to near; later overwrite
         if ok[t]:
             cv2.fillConvexPoly(ids, fixed[source.triangles[t]], int(t) + 1, lineType=cv2.LINE_8, shift=4)
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-    a = affines[np.maximum(ids - 1, 0)].astype(np.float32)  # H×W×3×2
-    map_x = xs * a[..., 0, 0] + ys * a[..., 1, 0] + a[..., 2, 0]
-    map_y = xs * a[..., 0, 1] + ys * a[..., 1, 1] + a[..., 2, 1]
-    empty = ids == 0
-    map_x[empty], map_y[empty] = xs[empty], ys[empty]
+    # Triangle 0 of the table is "none": the identity map (pixels no triangle covered).
+    identity = np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]])
+    table = np.concatenate([identity, affines]).astype(np.float32).reshape(-1, 6)
+    coef = table[ids]  # H×W×6
+    xs, ys = _grid(size)
+    map_x = xs * coef[..., 0] + ys * coef[..., 2] + coef[..., 4]
+    map_y = xs * coef[..., 1] + ys * coef[..., 3] + coef[..., 5]
     return map_x, map_y
 
 
@@ -203,15 +232,20 @@ def warp(source: WarpSource, target: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
     Returns (rgb size×size×3 uint8, coverage size×size float32 in [0, 1]: the moved head region,
     i.e. the hull of the target's head ring, feathered)."""
-    map_x, map_y = backward_map(source, target)
+    fit = g.fit_head(target)
+    dst = target_controls(source, target, fit)
+    map_x, map_y = backward_map(source, target, dst)
     rgb = cv2.remap(source.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    rgb = mouth_cavity(rgb, source.points, target)
-    return rgb, head_mask(target, source.size)
+    rgb = mouth_cavity(rgb, source.points, target, scale=fit.scale / max(source.scale, 1e-6))
+    return rgb, _hull_mask(dst[g.N_LANDMARKS:g.N_LANDMARKS + len(g.FACE_OVAL), :2], source.size)
 
 
 def head_mask(points: np.ndarray, size: int) -> np.ndarray:
     """Feathered hull of the head ring of `points` (crop coords): where a warp moves pixels."""
-    ring = control_points(points, size)[g.N_LANDMARKS:g.N_LANDMARKS + len(g.FACE_OVAL), :2]
+    return _hull_mask(control_points(points, size)[g.N_LANDMARKS:g.N_LANDMARKS + len(g.FACE_OVAL), :2], size)
+
+
+def _hull_mask(ring: np.ndarray, size: int) -> np.ndarray:
     canvas = np.zeros((size, size), np.uint8)
     hull = cv2.convexHull(np.round(ring * 16).astype(np.int32))
     cv2.fillConvexPoly(canvas, hull, 255, lineType=cv2.LINE_AA, shift=4)
@@ -225,13 +259,16 @@ def _area(poly: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
 
 
-def mouth_cavity(rgb: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray) -> np.ndarray:
+def mouth_cavity(rgb: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, *,
+                 scale: float | None = None) -> np.ndarray:
     """Shade the part of the target's mouth opening that the reference's mouth did not show.
 
     The warp stretches the reference's (closed) lip line over a new opening; where the opening is
-    new (area ratio), blend in a dark cavity, darker towards its centre. Returns a new array."""
+    new (area ratio), blend in a dark cavity, darker towards its centre. `scale`: target face
+    scale / source face scale (computed when not given). Returns a new array (or `rgb`)."""
     inner = list(g.LIPS_INNER)
-    scale = g.face_scale(dst_points) / max(g.face_scale(src_points), 1e-6)
+    if scale is None:
+        scale = g.face_scale(dst_points) / max(g.face_scale(src_points), 1e-6)
     a_src = _area(np.asarray(src_points)[inner, :2]) * scale ** 2
     a_dst = _area(np.asarray(dst_points)[inner, :2])
     new = 0.0 if a_dst <= 1e-6 else float(np.clip((a_dst - 1.2 * a_src) / a_dst, 0.0, 1.0))
@@ -248,3 +285,10 @@ def mouth_cavity(rgb: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray
     cavity = base[None, None, :] * (1.0 - 0.6 * depth[..., None])
     alpha = (mask.astype(np.float32) / 255.0 * new)[..., None]
     return np.clip(rgb * (1 - alpha) + cavity * alpha, 0, 255).astype(np.uint8)
+
+
+def normalised_grid(map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
+    """`backward_map`'s pixel maps → S×S×2 float32 (x, y) sampling grid in [-1, 1] for torch's
+    `grid_sample` / ONNX GridSample with align_corners=False (pixel centres at (2i + 1)/S − 1)."""
+    size = map_x.shape[0]
+    return np.stack([(2 * map_x + 1) / size - 1, (2 * map_y + 1) / size - 1], -1).astype(np.float32)

