@@ -603,17 +603,6 @@ def _wide() -> Console:
     return out if out.is_terminal else Console(width=170, file=out.file)
 
 
-def _stage_progress(bar: Progress):
-    tasks: dict[str, int] = {}
-
-    def update(stage: str, done: int, total: int | None) -> None:
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total)
-        bar.update(tasks[stage], completed=done, total=total)
-
-    return update
-
-
 def _eval_summary(doc: dict, folder: Path, wall: float) -> None:
     from reenact.evaluate import report
 
