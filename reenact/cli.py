@@ -212,6 +212,7 @@ def _stage_progress(bar: Progress, prefix: str = "", created: list | None = None
     tasks: dict[str, int] = {}
 
     def update(stage: str, done: int, total: int | None) -> None:
+        _check_interrupt()  # a Ctrl-C that was swallowed somewhere stops the work here
         if stage not in tasks:
             tasks[stage] = bar.add_task(prefix + stage, total=total)
             if created is not None:
@@ -663,8 +664,21 @@ def _video_summary(target: Path, s, wall: float) -> None:
     out.print(table)
 
 
-def _sigterm(signum, frame) -> None:  # noqa: ARG001
+_interrupted = False  # set by Ctrl-C / SIGTERM; progress callbacks re-raise it
+
+
+def _on_signal(signum, frame) -> None:  # noqa: ARG001
+    """Ctrl-C and SIGTERM: raise KeyboardInterrupt, and remember it. Python ignores exceptions
+    raised where it cannot propagate them (at-fork handlers when ffmpeg is started, finalizers),
+    so the next progress update raises it again (`_check_interrupt`)."""
+    global _interrupted
+    _interrupted = True
     raise KeyboardInterrupt
+
+
+def _check_interrupt() -> None:
+    if _interrupted:
+        raise KeyboardInterrupt
 
 
 def _silence_native_stderr() -> None:
@@ -693,7 +707,8 @@ def main() -> None:
     # (warp._affines) one to two orders of magnitude slower than a single thread.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     _silence_native_stderr()
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     app(prog_name="reenact")
 
 

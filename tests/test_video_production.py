@@ -309,3 +309,17 @@ def test_run_batch_records_failures_and_stops_on_ctrl_c(tmp_path):
     assert results[1].error_class == "RuntimeError" and "boom" in results[1].error
     csv_path, json_path = batch.write_summary(results, tmp_path)
     assert json.loads(json_path.read_text())["totals"] == {"ok": 0, "failed": 3, "skipped": 0, "not run": 1}
+
+
+def test_a_swallowed_ctrl_c_stops_at_the_next_progress_update(monkeypatch):
+    from reenact import cli
+
+    monkeypatch.setattr(cli, "_interrupted", False)
+    update = cli._stage_progress(cli.progress_bar())
+    update("rendering", 1, 10)
+    try:
+        cli._on_signal(signal.SIGINT, None)
+    except KeyboardInterrupt:
+        pass  # as Python does when the signal lands in an at-fork handler (ffmpeg being started)
+    with pytest.raises(KeyboardInterrupt):
+        update("rendering", 2, 10)
