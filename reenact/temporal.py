@@ -365,7 +365,7 @@ class Stability:
     """Landmark motion between consecutive frames, in % of the face's eye-corner distance.
     displacement: mean |p(t) − p(t−1)| (real motion plus jitter); jitter: mean
     |p(t+1) − 2·p(t) + p(t−1)| (acceleration: mostly jitter, since real face motion is smooth
-    at video rates). frames: how many frames contributed."""
+    at video rates). frames: how many frames had a face."""
 
     displacement: float
     jitter: float
@@ -377,11 +377,12 @@ def stability(frames: Iterable[np.ndarray | None],
     """Stability of a landmark sequence ((478, 3) | (478, 2) arrays, None where no face; only runs
     of consecutive faces count). Streams."""
     prev: list[np.ndarray] = []
-    disp, acc, n_d, n_a = 0.0, 0.0, 0, 0
+    disp, acc, n_d, n_a, n = 0.0, 0.0, 0, 0, 0
     for pts in frames:
         if pts is None:
             prev = []
             continue
+        n += 1
         p = np.asarray(pts, np.float64)[:, :2]
         unit = scale(pts)  # differences (not positions) are divided by it: its own noise stays out
         if prev:
@@ -391,4 +392,4 @@ def stability(frames: Iterable[np.ndarray | None],
             acc += float(np.linalg.norm(p - 2 * prev[-1] + prev[-2], axis=1).mean()) / unit
             n_a += 1
         prev = (prev + [p])[-2:]
-    return Stability(displacement=100 * disp / max(n_d, 1), jitter=100 * acc / max(n_a, 1), frames=n_d + 1)
+    return Stability(displacement=100 * disp / max(n_d, 1), jitter=100 * acc / max(n_a, 1), frames=n)
