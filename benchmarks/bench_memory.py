@@ -1,10 +1,12 @@
 """Peak memory of `reenact video` versus video length (it must not grow with length).
 
-Usage: python benchmarks/bench_memory.py DRIVER.mp4 [--ref REF.jpg] [--seconds 10 30 60]
+Usage: python benchmarks/bench_memory.py DRIVER.mp4 [--ref REF.jpg] [--seconds 10 120] [-- OPTIONS]
 
-Cuts the driver to each length with ffmpeg (stream copy is not frame-exact, so it re-encodes),
-runs `python -m reenact video` in a fresh process for each and reports the child's peak
-resident memory (ru_maxrss) and wall time.
+Cuts the driver to each length with ffmpeg (looping it when it is shorter; stream copy is not
+frame-exact, so it re-encodes), runs `python -m reenact video` (two passes, chunks, relative
+motion and smoothing by default; extra OPTIONS after `--` are passed on) in a fresh process for
+each and reports the child's peak resident memory (ru_maxrss), wall time, and the difference
+between the largest and the smallest peak.
 """
 
 from __future__ import annotations
@@ -40,19 +42,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("driver", type=Path)
     ap.add_argument("--ref", type=Path, default=REPO / "examples" / "ref.jpg")
-    ap.add_argument("--seconds", type=float, nargs="+", default=[10, 30, 60])
+    ap.add_argument("--seconds", type=float, nargs="+", default=[10, 120])
+    ap.add_argument("options", nargs="*", help="extra `reenact video` options (after --)")
     args = ap.parse_args()
     info = media.probe_video(args.driver)
+    peaks = []
     with tempfile.TemporaryDirectory() as tmp:
         for sec in args.seconds:
             cut = Path(tmp) / f"cut{sec:g}.mp4"
-            subprocess.run([media.ffmpeg_exe(), "-v", "error", "-y", "-i", str(args.driver), "-t", str(sec),
-                            "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", str(cut)], check=True)
+            subprocess.run([media.ffmpeg_exe(), "-v", "error", "-y", "-stream_loop", "-1", "-i", str(args.driver),
+                            "-t", str(sec), "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", str(cut)],
+                           check=True)
             frames = sum(1 for _ in media.VideoReader(cut))
             mb, wall = peak_rss_mb([sys.executable, "-m", "reenact", "video", str(args.ref), str(cut),
-                                    "-o", str(Path(tmp) / f"out{sec:g}.mp4")])
+                                    "-o", str(Path(tmp) / f"out{sec:g}.mp4"), *args.options])
+            peaks.append(mb)
             print(f"{sec:6.1f} s  {frames:5d} frames ({info.width}x{info.height})  peak RSS {mb:7.1f} MiB  "
-                  f"wall {wall:6.1f} s")
+                  f"wall {wall:6.1f} s", flush=True)
+    print(f"largest vs smallest peak: {100 * (max(peaks) - min(peaks)) / min(peaks):+.1f} %")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Usage: python benchmarks/bench_video.py [DRIVER.mp4] [--ref REF.jpg] [--size 256] [--repeat 1]
 
-Runs the same library call the CLI makes and prints seconds per stage (decode, landmarks,
-retarget, render, paste, encode) per frame, and end-to-end fps including start-up. Two
+Runs the same library call the CLI makes (default options: relative motion, smoothing) and prints
+seconds per stage (decode, landmarks, smooth, retarget, render, paste, encode, join) per frame,
+and end-to-end fps including start-up. Two
 configurations: the model crop at --size (the warp rendered at that size too) and the default
 (warp rendered at the face's native resolution, up to 1024).
 """
@@ -16,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from reenact import media, pipeline
+from reenact import media, video
 from reenact.config import InferenceConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 def run(ref: Path, driver: Path, cfg: InferenceConfig, label: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        s = pipeline.reenact_video(ref, driver, Path(tmp) / "out.mp4", cfg)
+        s = video.reenact_video(ref, driver, Path(tmp) / "out.mp4", cfg)
         wall = time.perf_counter() - t0
     n = max(s.frames, 1)
     stages = "  ".join(f"{k} {1000 * v / n:6.1f}" for k, v in s.seconds.items())

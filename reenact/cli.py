@@ -71,6 +71,8 @@ def run(fn, *args, **kwargs):
 
 class _FpsColumn(ProgressColumn):
     def render(self, task) -> Text:
+        if task.fields.get("unit") == "jobs":
+            return Text("")
         speed = task.finished_speed or task.speed
         return Text(f"{speed:5.1f} fps" if speed else "  ?   fps", style="cyan")
 
@@ -86,8 +88,17 @@ EngineOpt = typer.Option(None, "--engine", "-e", help=f"Renderer: {', '.join(ENG
 SizeOpt = typer.Option(256, "--size", help="Model crop side in pixels (multiple of 16).")
 OverwriteOpt = typer.Option(False, "--overwrite", "-y", help="Replace an existing output file.")
 CropOpt = typer.Option(False, "--crop", help="Write only the aligned face crop.")
-CompareOpt = typer.Option(False, "--compare", help="Write [driver | result] side by side.")
+CompareOpt = typer.Option(False, "--compare", help="Write \\[driver | result] side by side.")
 WeightsOpt = typer.Option(None, "--weights", help="Exported generator (.onnx) for gan/fusion.")
+TransferOpt = typer.Option("all", "--transfer", help="What to copy: all, expression (keep the "
+                           "reference's head pose and position) or pose (keep its expression).")
+RegionsOpt = typer.Option("mouth,eyes,brows", "--regions", help="Comma-separated parts that move "
+                          "with the expression: mouth, eyes (lids, gaze), brows.")
+FaceOpt = typer.Option("largest", "--face", help="Face of the reference to animate: 'largest' or "
+                       "its 0-based index counted from the left (0 = leftmost).")
+DriverFaceOpt = typer.Option("largest", "--driver-face", help="Face of the driver to follow: 'largest' "
+                             "or its 0-based index counted from the left (chosen where it first appears, "
+                             "then followed by position).")
 
 
 def _config(**kw) -> InferenceConfig:
@@ -105,6 +116,23 @@ def _default_out(ref: Path, driver: Path, suffix: str) -> Path:
     return Path(f"{ref.stem}-as-{driver.stem}{suffix}")
 
 
+def _video_settings(engine: Optional[str], size: int, crop: bool, compare: bool, max_side: int,
+                    weights: Optional[Path], motion: str, anchor: Optional[int], transfer: str,
+                    regions: str, smooth: bool, face: str, driver_face: str, fps: Optional[float],
+                    chunk_frames: int, resume: bool, **_) -> tuple[InferenceConfig, "VideoOptions"]:
+    """Options of `reenact video` (also each batch job's) → (config, video options); raises
+    UsageError. engine None: the default engine (`engines.default_engine`)."""
+    from reenact.config import MotionConfig, VideoOptions, parse_face, parse_regions
+    from reenact.engines import default_engine
+
+    cfg = InferenceConfig(engine=engine or default_engine(), size=size, crop=crop, compare=compare, max_side=max_side,
+                          weights=str(weights) if weights else None)
+    motion_cfg = MotionConfig(mode=motion, transfer=transfer, regions=parse_regions(regions),
+                              anchor=anchor, smooth=smooth)
+    return cfg, VideoOptions(motion=motion_cfg, ref_face=parse_face(face), driver_face=parse_face(driver_face),
+                             fps=fps, chunk=chunk_frames, resume=resume)
+
+
 @app.command()
 def image(
     reference: Path = typer.Argument(..., help="Photo of the person to animate."),
@@ -112,21 +140,26 @@ def image(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output image (.png/.jpg/.webp). "
                                           "Default: REF-as-POSE.png in the current directory."),
     engine: Optional[str] = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
-    weights: Optional[Path] = WeightsOpt, overwrite: bool = OverwriteOpt,
+    transfer: str = TransferOpt, regions: str = RegionsOpt, face: str = FaceOpt,
+    driver_face: str = DriverFaceOpt, weights: Optional[Path] = WeightsOpt, overwrite: bool = OverwriteOpt,
 ) -> None:
-    """Render REFERENCE with the head pose and expression of POSE."""
+    """Render REFERENCE with the head pose and expression of POSE.
+
+    A single pose photo has no anchor frame, so motion is absolute: the pose photo's head rotation and its eyes/brows/mouth shapes, in the reference's proportions, at the reference's position."""
     from reenact import media, pipeline
 
-    cfg = _config(engine=engine, size=size, crop=crop, compare=compare,
-                  weights=str(weights) if weights else None)
+    cfg, opts = run(_video_settings, engine=engine, size=size, crop=crop, compare=compare, max_side=0,
+                    weights=weights, motion="absolute", anchor=None, transfer=transfer, regions=regions,
+                    smooth=False, face=face, driver_face=driver_face, fps=None, chunk_frames=1, resume=False)
     if run(media.media_kind, pose) == "video":
         fail(UsageError(f"{pose} is a video", f"animate with it: reenact video {reference} {pose}"))
     target = output or _default_out(reference, pose, ".png")
     run(media.check_output_path, target, overwrite=overwrite, kinds=media.WRITABLE_IMAGE_SUFFIXES)
     with err.status("reenacting…"):
-        result = run(pipeline.reenact_image, reference, pose, cfg)
+        result = run(pipeline.reenact_image, reference, pose, cfg, motion_cfg=opts.motion,
+                     ref_face=opts.ref_face, driver_face=opts.driver_face)
     run(media.write_image, target, result.image, overwrite=overwrite)
-    _note_faces(result.reference_faces, result.driver_faces)
+    _note_faces(result.reference_faces, opts.ref_face, result.driver_faces, opts.driver_face)
     out.print(f"[green]wrote[/] {target}  ({result.image.shape[1]}×{result.image.shape[0]}, "
               f"{sum(result.seconds.values()):.2f} s)")
 
@@ -134,27 +167,154 @@ def image(
 @app.command()
 def video(
     reference: Path = typer.Argument(..., help="Photo of the person to animate."),
-    driver: Path = typer.Argument(..., help="Video whose head motion and expressions to copy."),
+    driver: Path = typer.Argument(..., help="Video (or folder of frames) whose head motion and expressions to copy."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video (.mp4). "
                                           "Default: REF-as-DRIVER.mp4 in the current directory."),
+    motion: str = typer.Option("relative", "--motion", help="relative: the driver's changes from an anchor "
+                               "frame applied to the reference's own face (keeps its face shape); "
+                               "absolute: the driver's head rotation and expression shapes copied."),
+    anchor: Optional[int] = typer.Option(None, "--anchor", help="Driver frame (0-based) used as the anchor "
+                                         "for relative motion. Default: the frame nearest the reference "
+                                         "in head pose and expression."),
+    transfer: str = TransferOpt, regions: str = RegionsOpt,
+    smooth: bool = typer.Option(True, "--smooth/--no-smooth", help="Smooth the driver's landmarks over "
+                                "time (zero-lag; fast mouth motion is kept)."),
+    face: str = FaceOpt, driver_face: str = DriverFaceOpt,
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate of a driver given as a folder of "
+                                        "frames (default 25)."),
     engine: Optional[str] = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
     max_side: int = typer.Option(1920, "--max-side", help="Longest side of output frames (0 = keep)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted render of the same job "
+                                "from its last completed chunk."),
+    chunk_frames: int = typer.Option(250, "--chunk-frames", help="Frames per resumable chunk."),
     weights: Optional[Path] = WeightsOpt, overwrite: bool = OverwriteOpt,
 ) -> None:
-    """Animate REFERENCE with DRIVER: same fps, frame count and audio as the driver."""
-    from reenact import media, pipeline
+    """Animate REFERENCE with DRIVER: same fps, frame count and audio as the driver.
 
-    cfg = _config(engine=engine, size=size, crop=crop, compare=compare, max_side=max_side,
-                  weights=str(weights) if weights else None)
+    Two passes: the driver's face is tracked first (progress: tracking), then frames are rendered in chunks (progress: rendering) kept in a hidden folder beside the output until the video is complete, so an interrupted render continues with --resume."""
+    params = dict(locals())  # every option, parsed the same way for batch jobs
+    from reenact import media, video as video_mod
+
+    cfg, opts = run(_video_settings, **params)
     target = output or _default_out(reference, driver, ".mp4")
     run(media.check_output_path, target, overwrite=overwrite, kinds=media.WRITABLE_VIDEO_SUFFIXES)
     t0 = time.perf_counter()
     with progress_bar() as bar:
-        task = bar.add_task("rendering", total=None)
-        s = run(pipeline.reenact_video, reference, driver, target, cfg, overwrite=overwrite,
-                progress=lambda i, n: bar.update(task, completed=i, total=n if n and n >= i else None))
-    _note_faces(s.reference_faces, None)
+        s = run(video_mod.reenact_video, reference, driver, target, cfg, options=opts, overwrite=overwrite,
+                progress=_stage_progress(bar))
+    _note_faces(s.reference_faces, opts.ref_face, s.driver_faces, opts.driver_face, video=True)
     _video_summary(target, s, time.perf_counter() - t0)
+
+
+def _stage_progress(bar: Progress, prefix: str = "", created: list | None = None):
+    """A (stage, done, total) callback showing one progress task per stage ("tracking",
+    "rendering"); the tasks' ids are appended to `created`."""
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int | None) -> None:
+        _check_interrupt()  # a Ctrl-C that was swallowed somewhere stops the work here
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(prefix + stage, total=total)
+            if created is not None:
+                created.append(tasks[stage])
+        bar.update(tasks[stage], completed=done, total=total if total and total >= done else None)
+
+    return update
+
+
+@app.command()
+def batch(
+    jobs: Optional[Path] = typer.Argument(None, help="CSV with columns reference, driver[, output[, options]]."),
+    refs: Optional[Path] = typer.Option(None, "--refs", help="Folder of reference photos (with --drivers: all pairs)."),
+    drivers: Optional[Path] = typer.Option(None, "--drivers", help="Folder of drivers: photos, videos, folders of frames."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder (created if missing); summary.csv/.json go here."),
+    job_options: str = typer.Option("", "--job-options", help="Options of `reenact video` for every job, "
+                                    "e.g. \"--motion absolute --no-smooth\"."),
+    overwrite: bool = OverwriteOpt,
+    resume: bool = typer.Option(False, "--resume", help="Skip jobs whose output exists; continue unfinished videos."),
+) -> None:
+    """Render many reference × driver pairs with one progress view; a failed job never stops the batch.
+
+    Video jobs take the options of `reenact video`; image jobs (a photo as driver) use those that apply to `reenact image` (motion is absolute). A CSV row's options column adds options for that job. Exit code: 0 when every job succeeded (or was skipped), 1 when any failed (summary.csv says which and why), 130 when interrupted."""
+    import shlex
+
+    from reenact import batch as batch_mod
+
+    if (jobs is None) == (refs is None and drivers is None) or (refs is None) != (drivers is None):
+        fail(UsageError("give either a JOBS.csv file or both --refs and --drivers"))
+    base = shlex.split(job_options)
+    run(_parse_video_options, base)  # a typo stops the batch before any work
+    job_list = run(batch_mod.read_jobs, jobs, output) if jobs else run(batch_mod.pair_jobs, refs, drivers, output)
+    run(_make_folder, output)
+    results = _run_batch(job_list, lambda job: _video_settings(**_parse_video_options([*base, *job.options])),
+                         output, overwrite=overwrite, resume=resume)
+    _batch_report(results, output / "summary.csv")
+
+
+def _parse_video_options(tokens: list[str]) -> dict:
+    """`reenact video` options given as words → its parameters; UsageError when it rejects them."""
+    from typer.exceptions import TyperException
+
+    cmd = typer.main.get_command(app).commands["video"]  # type: ignore[attr-defined]
+    try:
+        return cmd.make_context("video", ["REF", "DRIVER", *tokens]).params
+    except TyperException as e:
+        raise UsageError(f"bad job option: {e.format_message()}", "job options are those of `reenact video`") from None
+
+
+def _make_folder(path: Path) -> None:
+    from reenact.errors import OutputError
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the output folder {path}: {e.strerror}") from None
+
+
+def _run_batch(jobs: list, settings, output: Path, *, overwrite: bool, resume: bool) -> list:
+    """Run the batch under one progress view (jobs done + the current job's stages); writes the
+    summary even when interrupted."""
+    from reenact import batch as batch_mod
+
+    with progress_bar() as bar:
+        overall = bar.add_task("jobs", total=len(jobs), unit="jobs")
+        stages: list = []
+
+        def on_start(i: int, job) -> object:
+            while stages:
+                bar.remove_task(stages.pop())
+            bar.update(overall, description=f"job {i + 1}/{len(jobs)}")
+            return _stage_progress(bar, prefix=f"  {job.reference.name} × {job.driver.name}: ", created=stages)
+
+        def on_end(res) -> None:
+            bar.advance(overall)
+            mark = "[green]ok[/]" if res.status != "failed" else "[red]failed[/]"
+            bar.console.print(f"{mark} {res.output}" + (f" — {res.error}" if res.error else "")
+                              + (" (exists, skipped)" if res.status == "skipped" else ""))
+
+        try:
+            results = batch_mod.run_batch(jobs, settings, overwrite=overwrite, resume=resume,
+                                          on_start=on_start, on_end=on_end)
+        except KeyboardInterrupt as e:
+            batch_mod.write_summary(getattr(e, "results", []), output)
+            err.print(f"[red]interrupted[/] — summary of the jobs so far in {output / 'summary.csv'}")
+            raise typer.Exit(code=130)
+    batch_mod.write_summary(results, output)
+    return results
+
+
+def _batch_report(results: list, summary: Path) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    for status in ("ok", "skipped", "failed"):
+        n = sum(r.status == status for r in results)
+        if n or status == "ok":
+            table.add_row(status, str(n))
+    out.print(table)
+    out.print(f"[green]wrote[/] {summary} (and summary.json)")
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        err.print(f"[red]error:[/] {len(failed)} of {len(results)} jobs failed; see {summary}")
+        raise typer.Exit(code=1)
 
 
 @app.command()
@@ -164,9 +324,10 @@ def landmarks(
                                           help="Debug picture (default: PHOTO-landmarks.png)."),
     overwrite: bool = OverwriteOpt,
 ) -> None:
-    """Show what reenact sees in a photo: faces, 478 landmarks, parsing map, head pose."""
+    """Show what reenact sees in a photo: faces (numbered left to right, as --face counts them), 478 landmarks, parsing map, head pose."""
     from reenact import media, visualize
     from reenact.landmarks import Landmarker
+    from reenact.tracking import left_to_right
 
     target = output or Path(f"{photo.stem}-landmarks.png")
     run(media.check_output_path, target, overwrite=overwrite, kinds=media.WRITABLE_IMAGE_SUFFIXES)
@@ -177,11 +338,13 @@ def landmarks(
         from reenact.errors import NoFaceFound
 
         fail(NoFaceFound(f"no face found in {photo}"))
+    faces = left_to_right(faces)  # numbered as --face counts them
     picture = visualize.draw_faces(img, faces)
-    panel = visualize.parsing_panel(img, faces[0], size=min(256, picture.shape[0] // 2))
+    largest = max(faces, key=lambda f: f.area)
+    panel = visualize.parsing_panel(img, largest, size=min(256, picture.shape[0] // 2))
     picture[: panel.shape[0], : panel.shape[1]] = panel
     run(media.write_image, target, picture, overwrite=overwrite)
-    table = Table("face", "yaw°", "pitch°", "roll°", "box (x0, y0, x1, y1)")
+    table = Table("face (--face)", "yaw°", "pitch°", "roll°", "box (x0, y0, x1, y1)")
     for i, f in enumerate(faces):
         p = f.pose
         table.add_row(str(i), f"{p.yaw:+.1f}", f"{p.pitch:+.1f}", f"{p.roll:+.1f}",
@@ -444,17 +607,6 @@ def _wide() -> Console:
     return out if out.is_terminal else Console(width=170, file=out.file)
 
 
-def _stage_progress(bar: Progress):
-    tasks: dict[str, int] = {}
-
-    def update(stage: str, done: int, total: int | None) -> None:
-        if stage not in tasks:
-            tasks[stage] = bar.add_task(stage, total=total)
-        bar.update(tasks[stage], completed=done, total=total)
-
-    return update
-
-
 def _eval_summary(doc: dict, folder: Path, wall: float) -> None:
     from reenact.evaluate import report
 
@@ -485,28 +637,51 @@ def _bench_table(result: dict) -> None:
     _wide().print(table)
 
 
-def _note_faces(ref_faces: int, drv_faces: int | None) -> None:
-    for what, n in (("reference", ref_faces), ("driver", drv_faces)):
-        if n and n > 1:
-            err.print(f"[yellow]note:[/] {n} faces in the {what}; used the largest")
+def _note_faces(ref_faces: int, ref_choice, drv_faces: int, drv_choice, *, video: bool = False) -> None:
+    """Say how many faces were found and which one was used (a note when there were several)."""
+    from reenact.tracking import describe_choice
+
+    for what, n, choice in (("the reference", ref_faces, ref_choice),
+                            ("each driver frame" if video else "the driver", drv_faces, drv_choice)):
+        if n > 1 or choice != "largest":
+            count = f"up to {n}" if video and what != "the reference" else str(n)
+            err.print(f"[yellow]note:[/] {count} faces in {what}; used {describe_choice(choice)}")
 
 
 def _video_summary(target: Path, s, wall: float) -> None:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_row("frames", f"{s.frames} at {s.fps:g} fps ({s.size[0]}×{s.size[1]})")
+    table.add_row("faces", f"{s.reference_faces} in the reference, up to {s.driver_faces} per driver frame")
     table.add_row("with a face", str(s.with_face))
-    if s.held:
-        table.add_row("no face, held last", str(s.held))
-    if s.still:
-        table.add_row("no face yet, reference shown", str(s.still))
+    for label, n in (("no face, interpolated", s.interpolated), ("no face, held last (or first) face", s.held),
+                     ("no face yet, reference shown", s.still)):
+        if n:
+            table.add_row(label, str(n))
+    anchor = f", anchor: driver frame {s.anchor}" if s.anchor is not None else ""
+    table.add_row("motion", f"{s.motion}{anchor}; smoothing {'on' if s.smoothed else 'off'}")
+    if s.chunks_resumed:
+        table.add_row("resumed", f"{s.chunks_resumed} of {s.chunks} chunks were already rendered")
     table.add_row("audio", "copied from the driver" if s.audio else "none in the driver")
     table.add_row("time", f"{wall:.1f} s ({s.frames / max(wall, 1e-9):.1f} fps)")
     out.print(f"[green]wrote[/] {target}")
     out.print(table)
 
 
-def _sigterm(signum, frame) -> None:  # noqa: ARG001
+_interrupted = False  # set by Ctrl-C / SIGTERM; progress callbacks re-raise it
+
+
+def _on_signal(signum, frame) -> None:  # noqa: ARG001
+    """Ctrl-C and SIGTERM: raise KeyboardInterrupt, and remember it. Python ignores exceptions
+    raised where it cannot propagate them (at-fork handlers when ffmpeg is started, finalizers),
+    so the next progress update raises it again (`_check_interrupt`)."""
+    global _interrupted
+    _interrupted = True
     raise KeyboardInterrupt
+
+
+def _check_interrupt() -> None:
+    if _interrupted:
+        raise KeyboardInterrupt
 
 
 def _silence_native_stderr() -> None:
@@ -535,7 +710,8 @@ def main() -> None:
     # (warp._affines) one to two orders of magnitude slower than a single thread.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     _silence_native_stderr()
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     app(prog_name="reenact")
 
 

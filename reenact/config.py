@@ -49,3 +49,93 @@ class InferenceConfig:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         values.update(changes)
         return InferenceConfig(**values)
+
+
+MOTIONS = ("relative", "absolute")
+TRANSFERS = ("all", "expression", "pose")
+REGIONS = ("mouth", "eyes", "brows")
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    """What moves and how (`reenact.motion`).
+
+    mode: "relative" — the driver's changes w.r.t. an anchor frame are applied to the reference's
+        own landmarks (keeps the reference's face shape; video only) — or "absolute" — the
+        driver's head rotation and component shapes are copied (the only mode for a pose photo).
+    transfer: "all", "expression" (keep the reference's head pose and position) or "pose" (keep
+        the reference's expression).
+    regions: which expressive parts move: any of "mouth", "eyes" (lids and irises), "brows".
+    anchor: driver frame index used as the anchor (relative mode); None = chosen automatically.
+    smooth: temporal smoothing of the driver's landmarks (video).
+    max_gap: frames without a face between two faces that are interpolated (longer gaps hold).
+    """
+
+    mode: str = "relative"
+    transfer: str = "all"
+    regions: tuple[str, ...] = REGIONS
+    anchor: int | None = None
+    smooth: bool = True
+    max_gap: int = 12
+
+    def __post_init__(self) -> None:
+        if self.mode not in MOTIONS:
+            raise UsageError(f"unknown --motion {self.mode!r}", f"choose one of {', '.join(MOTIONS)}")
+        if self.transfer not in TRANSFERS:
+            raise UsageError(f"unknown --transfer {self.transfer!r}", f"choose one of {', '.join(TRANSFERS)}")
+        bad = [r for r in self.regions if r not in REGIONS]
+        if bad or not self.regions:
+            raise UsageError(f"unknown --regions {','.join(bad) or '(none)'}",
+                             f"give a comma-separated list of {', '.join(REGIONS)}")
+        if self.transfer == "pose" and set(self.regions) != set(REGIONS):
+            raise UsageError("--regions has no effect with --transfer pose",
+                             "use --transfer all or expression to move only some regions")
+        if self.anchor is not None and self.mode != "relative":
+            raise UsageError("--anchor applies to relative motion only", "leave it out with --motion absolute")
+        if self.anchor is not None and self.anchor < 0:
+            raise UsageError(f"--anchor {self.anchor} is negative", "give a frame index ≥ 0, or leave it out")
+        if self.max_gap < 0:
+            raise UsageError(f"max_gap {self.max_gap} is negative")
+
+
+def parse_regions(text: str) -> tuple[str, ...]:
+    """"mouth,eyes" → ("mouth", "eyes") (order kept, duplicates and blanks dropped)."""
+    return tuple(dict.fromkeys(p.strip().lower() for p in text.split(",") if p.strip()))
+
+
+def parse_face(text: str) -> str | int:
+    """Face choice: "largest" or a 0-based index in left-to-right order."""
+    t = str(text).strip().lower()
+    if t == "largest":
+        return t
+    if t.isdigit():
+        return int(t)
+    raise UsageError(f"face choice {text!r} is not understood",
+                     "use 'largest' or a 0-based index counted from the left (0 = leftmost face)")
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """Video-only settings besides the renderer's (`InferenceConfig`) and the motion's.
+
+    ref_face / driver_face: "largest" or a 0-based index in left-to-right order (`parse_face`);
+        the driver's face is chosen where it first appears and then followed by position.
+    fps: frame rate of a driver given as a folder of frames (None: 25); not for video files.
+    chunk: frames per resumable segment. resume: continue an interrupted render of the same job.
+    """
+
+    motion: MotionConfig = MotionConfig()
+    ref_face: str | int = "largest"
+    driver_face: str | int = "largest"
+    fps: float | None = None
+    chunk: int = 250
+    resume: bool = False
+
+    def __post_init__(self) -> None:
+        for what, v in (("--face", self.ref_face), ("--driver-face", self.driver_face)):
+            if v != "largest" and not (isinstance(v, int) and v >= 0):
+                raise UsageError(f"{what} {v!r} is not understood", "use 'largest' or a 0-based index from the left")
+        if self.fps is not None and not 0 < self.fps <= 1000:
+            raise UsageError(f"--fps {self.fps:g} is out of range", "give a frame rate in (0, 1000]")
+        if self.chunk < 1:
+            raise UsageError(f"--chunk-frames {self.chunk} is too small", "use at least 1 (default 250)")

@@ -63,3 +63,9 @@ class MissingWeights(ReenactError):
     """A model file (generator ONNX, auxiliary network) is absent, corrupt or of the wrong kind."""
 
     exit_code = 6
+
+
+class Interrupted(ReenactError):
+    """Ctrl-C / SIGTERM during work that keeps what it completed (a resumable video render)."""
+
+    exit_code = 130

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from dataclasses import dataclass, field
 from typing import Iterator, Literal
 
@@ -86,10 +87,28 @@ def _quiet_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C / SIGTERM while mediapipe's native code runs and deliver them right after.
+
+    A KeyboardInterrupt raised while native code imports or calls back into Python (protobuf
+    loads modules lazily) is printed and swallowed there, and the render would go on."""
+    mask = {signal.SIGINT, signal.SIGTERM}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, mask)
+    except (AttributeError, OSError, ValueError):  # no POSIX signal masks here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _mediapipe_face_mesh(static: bool, max_faces: int):
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with _quiet_stderr():
+    with _quiet_stderr(), _signals_deferred():
         import mediapipe as mp  # the project's only mediapipe import
 
         return mp.solutions.face_mesh.FaceMesh(
@@ -167,7 +186,7 @@ class Landmarker:
         h, w = rgb.shape[:2]
         if min(h, w) < 16:  # mediapipe aborts its graph on empty regions
             return []
-        with _quiet_stderr():
+        with _quiet_stderr(), _signals_deferred():
             result = mesh.process(rgb)
         out = []
         for lm in result.multi_face_landmarks or ():

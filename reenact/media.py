@@ -985,3 +985,132 @@ class VideoWriter:
         with contextlib.suppress(Exception):
             if self._state == "open":
                 self.abort()
+
+
+# ──────────────────────────────── frame folders ────────────────────────────────
+
+
+def _natural_key(name: str) -> list:
+    """"frame10.png" after "frame9.png": digit runs compare as numbers."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def frame_files(folder: str | os.PathLike) -> list[Path]:
+    """The image files of a folder in natural order (hidden files skipped); MediaError when
+    there are none."""
+    p = Path(folder).expanduser()
+    files = [f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
+             and f.is_file()] if p.is_dir() else []
+    if not files:
+        raise MediaError(f"{p} holds no image frames",
+                         hint=f"a frame folder needs images ({_suffix_list(IMAGE_SUFFIXES)}) named in order")
+    return sorted(files, key=lambda f: _natural_key(f.name))
+
+
+class FrameFolderReader:
+    """A folder of images (000000.jpg, 000001.jpg, …) read as a video at `fps`, in natural name
+    order: same interface as VideoReader (iterator of RGB uint8 frames, `info`, context manager).
+    Every frame must have the first frame's size (CorruptMedia otherwise); no audio."""
+
+    def __init__(self, path: str | os.PathLike, fps: float = 25.0) -> None:
+        if not (math.isfinite(fps) and 0 < fps <= 1000):
+            raise UsageError(f"--fps {fps:g} is not usable", hint="give a positive frame rate up to 1000")
+        self.path = Path(path).expanduser()
+        self._files = frame_files(self.path)
+        self._i = 0
+        first = read_image(self._files[0])
+        h, w = first.shape[:2]
+        n = len(self._files)
+        self.info = VideoInfo(w, h, float(fps), n, n / fps, False, "images", 0)
+        self.frames_read = 0
+
+    def __iter__(self) -> FrameFolderReader:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        if self._i >= len(self._files):
+            raise StopIteration
+        f = self._files[self._i]
+        img = read_image(f)
+        if img.shape[:2] != (self.info.height, self.info.width):
+            raise CorruptMedia(f"{f} is {img.shape[1]}×{img.shape[0]}, the folder's first frame "
+                               f"{self.info.width}×{self.info.height}", hint="all frames of a folder must have one size")
+        self._i += 1
+        self.frames_read += 1
+        return img
+
+    def close(self) -> None:
+        self._i = len(self._files)
+
+    def __enter__(self) -> FrameFolderReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_frames(path: str | os.PathLike, *, fps: float | None = None) -> VideoReader | FrameFolderReader:
+    """A frame source: a video file (VideoReader) or a folder of images (FrameFolderReader at
+    `fps`, default 25). `fps` is for folders only: a video keeps its own rate (UsageError)."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return FrameFolderReader(p, 25.0 if fps is None else fps)
+    if fps is not None:
+        raise UsageError("--fps applies to a folder of frames only",
+                         hint="a video keeps its own frame rate; leave --fps out")
+    return VideoReader(p)
+
+
+# ──────────────────────────────── joining ────────────────────────────────
+
+
+def _concat_list(parts: list[Path], folder: Path) -> Path:
+    """An ffmpeg concat-demuxer list naming `parts` (absolute paths, quotes escaped)."""
+    lst, fd = _create_temp(folder / "concat.txt")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for part in parts:
+            f.write("file '" + os.path.abspath(part).replace("'", "'\\''") + "'\n")
+    return lst
+
+
+def concat_videos(parts: list[str | os.PathLike], path: str | os.PathLike, *, duration: float,
+                  audio_from: str | os.PathLike | None = None, overwrite: bool = False) -> Path:
+    """Join videos encoded alike (e.g. segments written by VideoWriter with the same settings)
+    into `path` without re-encoding (concat demuxer, stream copy), atomically; then the first
+    audio stream of `audio_from`, if it has one, is encoded to AAC once over the whole joined
+    video and cut to `duration` seconds (so it stays in sync with frame i at i / fps).
+
+    Raises OutputError (target exists and not overwrite, ffmpeg failing) or MediaError for an
+    unreadable `audio_from`. Nothing is left behind on failure.
+    """
+    target = check_output_path(path, overwrite=overwrite, kinds=WRITABLE_VIDEO_SUFFIXES)
+    if not parts:
+        raise OutputError(f"no video segments to join into {target}")
+    audio = _audio_stream(audio_from)
+    lst = _concat_list([Path(p) for p in parts], Path(parts[0]).parent)
+    tmp, fd = _create_temp(target)
+    os.close(fd)
+    try:
+        args = ["-y", "-f", "concat", "-safe", "0", "-i", str(lst)]
+        if audio is not None:
+            args += ["-t", f"{duration:.6f}", "-i", _ffmpeg_path(audio), "-map", "0:v:0", "-map", "1:a:0",
+                     "-c:a", "aac"]
+        else:
+            args += ["-map", "0:v:0"]
+        faststart = ["-movflags", "+faststart"] if target.suffix.lower() in _FASTSTART else []
+        _run_ffmpeg([*args, "-c:v", "copy", *faststart, "-f", _muxer(target), str(tmp)], error=OutputError,
+                    what=f"joining the segments of {target}", hint="check the free space of that folder")
+        if not overwrite and target.exists():
+            raise OutputError(f"{target} appeared while joining",
+                              hint="pass --overwrite to replace it, or choose another name")
+        os.replace(tmp, target)
+    except BaseException:
+        _unlink(tmp)
+        raise
+    finally:
+        _unlink(lst)
+    return target
+
+
+def _muxer(target: Path) -> str:
+    return {".mkv": "matroska", ".mov": "mov"}.get(target.suffix.lower(), "mp4")

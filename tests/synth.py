@@ -28,6 +28,16 @@ def open_mouth(points: np.ndarray, amount: float) -> np.ndarray:
     return fit.apply(can)
 
 
+def close_eyes(points: np.ndarray, amount: float) -> np.ndarray:
+    """Move the upper lids down towards the lower lids by `amount` (0 open … 1 closed)."""
+    fit = g.fit_head(points)
+    c = fit.inverse_apply(points)
+    for upper, lower in (((246, 161, 160, 159, 158, 157, 173), (7, 163, 144, 145, 153, 154, 155)),
+                         ((466, 388, 387, 386, 385, 384, 398), (249, 390, 373, 374, 380, 381, 382))):
+        c[list(upper)] += amount * (c[list(lower)] - c[list(upper)])
+    return fit.apply(c)
+
+
 def textured(size: int = 256, seed: int = 0) -> np.ndarray:
     """A smooth random RGB texture (uint8 size×size×3) with structure at several scales."""
     rng = np.random.default_rng(seed)

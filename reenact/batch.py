@@ -1,0 +1,198 @@
+"""Batch rendering: many reference × driver jobs, continuing past failures, with a summary.
+
+Jobs come from a CSV file (`read_jobs`: columns reference, driver, output[, options]) or from
+all pairs of two folders (`pair_jobs`). `run_batch` renders them one after another — image jobs
+(the driver is a photo) with `reenact_image`, video jobs (a video or a folder of frames) with
+`reenact_video` — and records each outcome; a failing job (no face, unreadable file, an
+unexpected error…) never stops the batch. `write_summary` writes summary.csv and summary.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import shlex
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from reenact import media
+from reenact.config import InferenceConfig, MotionConfig, VideoOptions
+from reenact.errors import Interrupted, MediaError, ReenactError, UsageError
+
+COLUMNS = ("reference", "driver", "output", "options")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One render. `options`: extra command-line options for this job only (CSV column)."""
+
+    reference: Path
+    driver: Path
+    output: Path
+    options: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        """"image" when the driver is a photo, else "video" (a video file or a frame folder)."""
+        d = self.driver
+        return "image" if d.suffix.lower() in media.IMAGE_SUFFIXES and not d.is_dir() else "video"
+
+
+@dataclass
+class JobResult:
+    """Outcome of a job. status: "ok", "failed", "skipped" (output exists, --resume) or
+    "not run" (the batch was interrupted first); exit_code: what `reenact image|video` would
+    have returned (0 ok, 3 no face, 4 bad input, 5 output problem, 1 other/unexpected, …);
+    error_class: the error's kind (e.g. NoFaceFound)."""
+
+    index: int
+    reference: str
+    driver: str
+    output: str
+    status: str = "not run"
+    exit_code: int | None = None
+    error_class: str = ""
+    error: str = ""
+    seconds: float = 0.0
+    frames: int = 0
+
+
+def default_name(reference: Path, driver: Path) -> str:
+    suffix = ".png" if driver.suffix.lower() in media.IMAGE_SUFFIXES and not driver.is_dir() else ".mp4"
+    return f"{reference.stem}-as-{driver.stem}{suffix}"
+
+
+def read_jobs(csv_path: str | Path, out_dir: str | Path | None = None) -> list[Job]:
+    """Jobs of a CSV file: reference, driver[, output[, options]] per row; an optional header
+    row naming these columns; blank rows and rows starting with # skipped. Relative inputs are
+    taken from the CSV's folder, relative outputs are put in `out_dir` (default: the CSV's
+    folder); an empty output means REF-as-DRIVER.png|.mp4. Options are shell-quoted words."""
+    path = Path(csv_path).expanduser()
+    try:
+        rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
+    except (OSError, UnicodeDecodeError) as e:
+        raise MediaError(f"cannot read the job list {path}: {e}", "give a UTF-8 CSV file") from None
+    base = path.parent
+    out = Path(out_dir).expanduser() if out_dir else base
+    jobs = []
+    for n, row in enumerate(rows, 1):
+        cells = [c.strip() for c in row]
+        if not any(cells) or cells[0].startswith("#") or (n == 1 and cells[0].lower() == "reference"):
+            continue
+        if len(cells) < 2 or not cells[0] or not cells[1]:
+            raise UsageError(f"{path}, line {n}: needs at least a reference and a driver",
+                             f"columns: {', '.join(COLUMNS)}")
+        ref, drv = base / cells[0], base / cells[1]
+        name = cells[2] if len(cells) > 2 and cells[2] else default_name(ref, drv)
+        options = tuple(shlex.split(cells[3])) if len(cells) > 3 else ()
+        jobs.append(Job(ref, drv, out / name, options))
+    if not jobs:
+        raise UsageError(f"{path} lists no jobs", f"one row per job: {', '.join(COLUMNS)}")
+    return jobs
+
+
+def pair_jobs(refs: str | Path, drivers: str | Path, out_dir: str | Path) -> list[Job]:
+    """Every reference photo in `refs` × every driver in `drivers` (photos, videos, and
+    sub-folders of frames), outputs REF-as-DRIVER.png|.mp4 in `out_dir`."""
+    ref_dir, drv_dir, out = (Path(p).expanduser() for p in (refs, drivers, out_dir))
+    for d in (ref_dir, drv_dir):
+        if not d.is_dir():
+            raise MediaError(f"{d} is not a folder", "--refs and --drivers take folders")
+    ref_files = [p for p in sorted(ref_dir.iterdir()) if p.suffix.lower() in media.IMAGE_SUFFIXES]
+    drv_files = [p for p in sorted(drv_dir.iterdir()) if not p.name.startswith(".") and
+                 (p.is_dir() or p.suffix.lower() in media.IMAGE_SUFFIXES | media.VIDEO_SUFFIXES)]
+    if not ref_files or not drv_files:
+        raise MediaError(f"no {'photos in ' + str(ref_dir) if not ref_files else 'drivers in ' + str(drv_dir)}",
+                         "references are photos; drivers are photos, videos or folders of frames")
+    jobs = [Job(r, d, out / default_name(r, d)) for r in ref_files for d in drv_files]
+    names = [j.output.name for j in jobs]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise UsageError(f"several jobs would write {clash[0]}", "rename inputs that differ only in their suffix")
+    return jobs
+
+
+Settings = Callable[[Job], "tuple[InferenceConfig, VideoOptions]"]
+JobProgress = Callable[[str, int, "int | None"], None]
+
+
+def run_batch(jobs: list[Job], settings: Settings, *, overwrite: bool = False, resume: bool = False,
+              on_start: Callable[[int, Job], JobProgress | None] | None = None,
+              on_end: Callable[[JobResult], None] | None = None) -> list[JobResult]:
+    """Render every job; returns one result per job (in order). `settings(job)` gives the job's
+    (config, video options) and may raise UsageError (that job fails). With `resume`, jobs whose
+    output exists are skipped and unfinished video renders continue. `on_start(i, job)` may
+    return a progress callback for that job; `on_end(result)` is called after each job.
+    KeyboardInterrupt stops the batch: the remaining results stay "not run" and it is re-raised
+    with the results attached as `results`."""
+    results = [JobResult(i, str(j.reference), str(j.driver), str(j.output)) for i, j in enumerate(jobs)]
+    for i, (job, res) in enumerate(zip(jobs, results)):
+        progress = on_start(i, job) if on_start else None
+        t0 = time.perf_counter()
+        try:
+            if resume and job.output.exists():
+                res.status, res.exit_code = "skipped", 0
+            else:
+                res.frames = _run_job(job, *settings(job), overwrite=overwrite, resume=resume, progress=progress)
+                res.status, res.exit_code = "ok", 0
+        except Interrupted as e:  # Ctrl-C inside a video job that kept its completed chunks
+            _failed(res, type(e).__name__, str(e), e.exit_code)
+            stop = KeyboardInterrupt()
+            stop.results = results  # type: ignore[attr-defined]
+            raise stop from None
+        except ReenactError as e:
+            _failed(res, type(e).__name__, str(e), e.exit_code)
+        except KeyboardInterrupt as e:
+            e.results = results  # type: ignore[attr-defined]
+            raise
+        except Exception as e:  # noqa: BLE001 — a bug in one job must not stop the others
+            _failed(res, type(e).__name__, f"unexpected error: {e} ({_where(e)})", 1)
+        res.seconds = round(time.perf_counter() - t0, 3)
+        if on_end:
+            on_end(res)
+    return results
+
+
+def _failed(res: JobResult, cls: str, message: str, code: int) -> None:
+    res.status, res.error_class, res.error, res.exit_code = "failed", cls, message, code
+
+
+def _where(e: BaseException) -> str:
+    tb = traceback.extract_tb(e.__traceback__)
+    return f"{Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else "?"
+
+
+def _run_job(job: Job, config: InferenceConfig, options: VideoOptions, *, overwrite: bool, resume: bool,
+             progress: JobProgress | None) -> int:
+    """Render one job; returns the frames written (1 for an image)."""
+    from reenact import pipeline, video
+
+    if job.kind == "image":
+        m = options.motion
+        motion_cfg = MotionConfig(mode="absolute", transfer=m.transfer, regions=m.regions)
+        media.check_output_path(job.output, overwrite=overwrite, kinds=media.WRITABLE_IMAGE_SUFFIXES)
+        result = pipeline.reenact_image(job.reference, job.driver, config, motion_cfg=motion_cfg,
+                                        ref_face=options.ref_face, driver_face=options.driver_face)
+        media.write_image(job.output, result.image, overwrite=overwrite)
+        return 1
+    opts = dataclasses.replace(options, resume=resume or options.resume)
+    return video.reenact_video(job.reference, job.driver, job.output, config, options=opts,
+                               overwrite=overwrite, progress=progress).frames
+
+
+def write_summary(results: list[JobResult], out_dir: str | Path) -> tuple[Path, Path]:
+    """summary.csv and summary.json in `out_dir` (JSON adds totals per status)."""
+    out = Path(out_dir)
+    rows = [asdict(r) for r in results]
+    csv_path, json_path = out / "summary.csv", out / "summary.json"
+    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else list(JobResult.__dataclass_fields__))
+        w.writeheader()
+        w.writerows(rows)
+    totals = {s: sum(r.status == s for r in results) for s in ("ok", "failed", "skipped", "not run")}
+    json_path.write_text(json.dumps({"totals": totals, "jobs": rows}, indent=1), encoding="utf-8")
+    return csv_path, json_path

@@ -1,0 +1,153 @@
+"""Resumable video renders: the work folder beside the output and its state file.
+
+A render of `OUT.mp4` works in the hidden folder `.OUT.mp4.reenact-parts/` beside it:
+
+    state.json        the job (hash of options, inputs' sizes and modification times), the
+                      driver track's summary and the chunks completed so far
+    track.f32         pass 1: the driver's landmarks per frame (`temporal.FrameFile`)
+    points.f32, status.npy   the processed track (gaps filled, smoothed) and per-frame status
+    part-00000.mp4 …  pass 2: one H.264 segment per chunk of frames, each written atomically
+
+`state.json` is rewritten atomically after each step, so a render killed at any moment (even
+with SIGKILL) loses at most the chunk in progress. `--resume` continues only when the job is the
+same (same options, same inputs unchanged); when the render completes, the segments are joined
+without re-encoding and the folder is deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from reenact.errors import OutputError
+
+FORMAT = 1  # bump when the folder's layout or the meaning of its files changes
+SUFFIX = ".reenact-parts"
+
+
+def work_dir_for(output: str | os.PathLike) -> Path:
+    """The work folder of an output: `.NAME.reenact-parts` in the output's folder."""
+    out = Path(output)
+    return out.parent / f".{out.name}{SUFFIX}"
+
+
+def input_signature(path: str | os.PathLike) -> dict:
+    """What identifies an input's content cheaply: absolute path, size and mtime (for a folder
+    of frames: the number of files, their total size and the latest mtime)."""
+    p = Path(path).expanduser().resolve()
+    if p.is_dir():
+        stats = [f.stat() for f in p.iterdir() if f.is_file()]
+        return {"path": str(p), "files": len(stats), "size": sum(s.st_size for s in stats),
+                "mtime_ns": max((s.st_mtime_ns for s in stats), default=0)}
+    st = p.stat()
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def job_hash(options: dict) -> str:
+    """Stable short hash of the options that decide the output's frames."""
+    text = json.dumps({"format": FORMAT, **options}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class State:
+    """Contents of state.json. `track`: pass 1's summary (None until pass 1 is complete);
+    `processed`: the processed track is complete; `chunks_done`: indices of finished segments."""
+
+    job: str
+    inputs: dict
+    chunk: int
+    track: dict | None = None
+    processed: bool = False
+    anchor: int | None = None
+    chunks_done: list[int] = field(default_factory=list)
+    format: int = FORMAT
+
+
+class WorkDir:
+    """The work folder of one render. Use `WorkDir.open`."""
+
+    def __init__(self, path: Path, state: State, resumed: bool) -> None:
+        self.path, self.state, self.resumed = path, state, resumed
+
+    @classmethod
+    def open(cls, output: str | os.PathLike, *, job: str, inputs: dict, chunk: int, resume: bool,
+             overwrite: bool) -> "WorkDir":
+        """Create the folder, or continue the one there when `resume` and the job matches.
+
+        An existing folder without `resume` is an OutputError (with `overwrite` it is deleted
+        and the render starts again); a mismatching job is an OutputError saying what changed."""
+        path = work_dir_for(output)
+        if path.exists() and not resume:
+            if not overwrite:
+                raise OutputError(f"an unfinished render of {Path(output).name} is in {path}",
+                                  hint="add --resume to continue it, or --overwrite to start again")
+            shutil.rmtree(path)
+        if path.exists():
+            return cls(path, _check(path, job, inputs, chunk), resumed=True)
+        try:
+            path.mkdir()
+        except OSError as e:
+            raise OutputError(f"cannot create {path}: {e.strerror}", hint="check that folder's permissions") from None
+        work = cls(path, State(job=job, inputs=inputs, chunk=chunk), resumed=False)
+        work.save()
+        return work
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def segment(self, k: int) -> Path:
+        return self.path / f"part-{k:05d}.mp4"
+
+    def save(self) -> None:
+        """Write state.json atomically (temp file + rename)."""
+        tmp = self.path / "state.json.tmp"
+        tmp.write_text(json.dumps(asdict(self.state), indent=1))
+        os.replace(tmp, self.path / "state.json")
+
+    def mark_chunk(self, k: int) -> None:
+        self.state.chunks_done = sorted(set(self.state.chunks_done) | {k})
+        self.save()
+
+    def completed_chunks(self) -> set[int]:
+        """Chunks recorded as done whose segment file is really there."""
+        return {k for k in self.state.chunks_done if self.segment(k).is_file()}
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def finish_failed(self) -> bool:
+        """After a failure or interruption: keep the folder when a chunk is complete (it can be
+        resumed), else delete it. Returns whether it was kept."""
+        if self.completed_chunks():
+            for stray in self.path.glob(".*.tmp*"):  # a segment being written when it stopped
+                stray.unlink(missing_ok=True)
+            return True
+        self.remove()
+        return False
+
+
+def _check(path: Path, job: str, inputs: dict, chunk: int) -> State:
+    try:
+        raw = json.loads((path / "state.json").read_text())
+        state = State(**raw)
+    except (OSError, ValueError, TypeError) as e:
+        raise OutputError(f"cannot resume from {path}: its state file is unreadable ({e})",
+                          hint="use --overwrite to start again") from None
+    if state.format != FORMAT:
+        raise OutputError(f"cannot resume from {path}: it was written by another version of reenact",
+                          hint="use --overwrite to start again")
+    changed = [k for k in inputs if state.inputs.get(k) != inputs[k]]
+    if changed:
+        raise OutputError(f"cannot resume: the {' and '.join(changed)} changed since the render started",
+                          hint="use --overwrite to start again with the current files")
+    if state.job != job or state.chunk != chunk:
+        raise OutputError("cannot resume: the render was started with other options",
+                          hint="repeat the first command's options with --resume, or use --overwrite to start again")
+    for stray in path.glob(".*.tmp*"):  # a segment being written when the render was killed
+        stray.unlink(missing_ok=True)
+    return state

@@ -1,0 +1,125 @@
+"""Face choice and pass 1 of a video render: follow one driver face through every frame.
+
+Faces are chosen with "largest" or a 0-based index in left-to-right order (by the centre of each
+face's box in the image). In a video the choice is made once, where the face first appears, and
+then *followed by position*: each frame takes the face nearest to where the chosen face was last
+seen (not the largest face of each frame, which would jump between people). A face that is not
+found for `reacquire` frames is chosen afresh.
+
+`track_driver` writes one (478, 3) record per frame (NaN when the followed face is absent) to a
+`temporal.FrameFile`, so the track costs disk, not memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+
+from reenact import temporal
+from reenact.landmarks import Face, Landmarker
+
+# A face in the next frame is the same one when its centre moved less than this many face widths.
+FOLLOW_DISTANCE = 0.5
+MIN_TRACKED_FACES = 4  # the video landmarker looks for this many faces, to count and choose
+
+
+def left_to_right(faces: list[Face]) -> list[Face]:
+    """Faces ordered by the horizontal centre of their box, image left first."""
+    return sorted(faces, key=lambda f: (f.bbox[0] + f.bbox[2]) / 2)
+
+
+def select_face(faces: list[Face], choice: str | int) -> Face | None:
+    """The chosen face of `faces` (largest first, as Landmarker returns them), None when there
+    are too few faces for an index."""
+    if not faces:
+        return None
+    if choice == "largest":
+        return max(faces, key=lambda f: f.area)
+    ordered = left_to_right(faces)
+    return ordered[choice] if choice < len(ordered) else None
+
+
+def describe_choice(choice: str | int) -> str:
+    return "the largest" if choice == "largest" else f"face {choice} (0-based, from the left)"
+
+
+def _centre_and_width(face: Face) -> tuple[np.ndarray, float]:
+    x0, y0, x1, y1 = face.bbox
+    return np.array([(x0 + x1) / 2, (y0 + y1) / 2]), max(x1 - x0, 1.0)
+
+
+class FaceFollower:
+    """Picks the chosen face in consecutive frames by position continuity."""
+
+    def __init__(self, choice: str | int, *, reacquire: int = 25) -> None:
+        self.choice, self.reacquire = choice, reacquire
+        self._last: tuple[np.ndarray, float] | None = None
+        self._missed = 0
+
+    def pick(self, faces: list[Face]) -> Face | None:
+        if self._last is None or self._missed > self.reacquire:
+            face = select_face(faces, self.choice)
+        else:
+            face = self._nearest(faces)
+        if face is None:
+            self._missed += 1
+        else:
+            self._last, self._missed = _centre_and_width(face), 0
+        return face
+
+    def _nearest(self, faces: list[Face]) -> Face | None:
+        centre, width = self._last
+        best = min(faces, default=None,
+                   key=lambda f: float(np.linalg.norm(_centre_and_width(f)[0] - centre)))
+        if best is None or np.linalg.norm(_centre_and_width(best)[0] - centre) > FOLLOW_DISTANCE * width:
+            return None
+        return best
+
+
+@dataclass
+class TrackSummary:
+    """Pass 1's findings: `frames` decoded, `with_face` frames where the followed face was found,
+    `max_faces` the most faces seen in one frame, `first_face` the first frame with it (−1: none)."""
+
+    frames: int = 0
+    with_face: int = 0
+    max_faces: int = 0
+    first_face: int = -1
+
+
+def track_driver(frames: Iterable[np.ndarray], track: temporal.FrameFile, *, choice: str | int,
+                 fps: float, progress: Callable[[int], None] | None = None,
+                 timer=None) -> TrackSummary:
+    """Landmarks of the chosen driver face in every frame → `track` (appended, NaN = absent).
+    `timer`: optional `pipeline.StageTimer` (stages "decode", "landmarks")."""
+    max_faces = max(MIN_TRACKED_FACES, choice + 2 if isinstance(choice, int) else 0)
+    follower = FaceFollower(choice, reacquire=max(1, round(fps)))
+    summary = TrackSummary()
+    it = iter(frames)
+    with Landmarker(mode="video", max_faces=max_faces) as lm:
+        while True:
+            with _stage(timer, "decode"):
+                frame = next(it, None)
+            if frame is None:
+                return summary
+            with _stage(timer, "landmarks"):
+                faces = lm.detect(frame)
+            face = follower.pick(faces)
+            track.append(temporal.missing() if face is None else face.points)
+            summary.max_faces = max(summary.max_faces, len(faces))
+            if face is not None:
+                summary.with_face += 1
+                if summary.first_face < 0:
+                    summary.first_face = summary.frames
+            summary.frames += 1
+            if progress:
+                progress(summary.frames)
+
+
+def _stage(timer, name: str):
+    if timer is None:
+        return contextlib.nullcontext()
+    return timer(name)
