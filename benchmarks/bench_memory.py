@@ -12,7 +12,6 @@ between the largest and the smallest peak.
 from __future__ import annotations
 
 import argparse
-import resource
 import subprocess
 import sys
 import tempfile

@@ -8,7 +8,7 @@ re-detected in every frame with the video landmarker, and reported next to the d
 
 * jitter: mean |p(t+1) − 2p(t) + p(t−1)| of the 478 landmarks (`reenact.temporal.stability`),
   and displacement: mean |p(t) − p(t−1)|; both in % of the face's eye-corner distance;
-* expression error: mean |Δ| between the output's and the driver's `motion.expression_features`
+* expression error: mean |Δ| between the output's and the driver's `reenact.expression.expression_descriptor`
   (lid openings per eye width; mouth opening and width, brow heights per eye-corner distance),
   each mean-centred over the clip so that the constant difference between the two faces
   (identity, and the anchor offset of relative motion) drops out; in %.
@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _clips import REPO, SHARED, cut, detect_all, render  # noqa: E402
 
-from reenact import motion, temporal  # noqa: E402
+from reenact import temporal  # noqa: E402
+from reenact.expression import expression_descriptor  # noqa: E402
 
 CLIPS = [SHARED / "clips/tpsmm/driving.mp4", SHARED / "clips/lia-vox/driving2.mp4",
          SHARED / "clips/pcavs-vox2/Audio_Source/741400104.mp4",
@@ -37,8 +38,8 @@ GROUPS = {"eyes": [0, 1], "mouth": [2, 3], "brows": [4, 5]}
 
 def expression_error(out: list, drv: list) -> dict[str, float]:
     pairs = [(o, d) for o, d in zip(out, drv) if o is not None and d is not None]
-    fo = np.array([motion.expression_features(o) for o, _ in pairs])
-    fd = np.array([motion.expression_features(d) for _, d in pairs])
+    fo = np.array([expression_descriptor(o) for o, _ in pairs])
+    fd = np.array([expression_descriptor(d) for _, d in pairs])
     diff = np.abs((fo - fo.mean(0)) - (fd - fd.mean(0)))
     return {"all": 100 * diff.mean(), **{k: 100 * diff[:, v].mean() for k, v in GROUPS.items()}}
 

@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from reenact import __version__
-from reenact.config import ENGINES, InferenceConfig
+from reenact.config import ENGINES, InferenceConfig, VideoOptions
 from reenact.errors import ReenactError, UsageError
 
 app = typer.Typer(
@@ -119,10 +119,10 @@ def _default_out(ref: Path, driver: Path, suffix: str) -> Path:
 def _video_settings(engine: Optional[str], size: int, crop: bool, compare: bool, max_side: int,
                     weights: Optional[Path], motion: str, anchor: Optional[int], transfer: str,
                     regions: str, smooth: bool, face: str, driver_face: str, fps: Optional[float],
-                    chunk_frames: int, resume: bool, **_) -> tuple[InferenceConfig, "VideoOptions"]:
+                    chunk_frames: int, resume: bool, **_) -> tuple[InferenceConfig, VideoOptions]:
     """Options of `reenact video` (also each batch job's) → (config, video options); raises
     UsageError. engine None: the default engine (`engines.default_engine`)."""
-    from reenact.config import MotionConfig, VideoOptions, parse_face, parse_regions
+    from reenact.config import MotionConfig, parse_face, parse_regions
     from reenact.engines import default_engine
 
     cfg = InferenceConfig(engine=engine or default_engine(), size=size, crop=crop, compare=compare, max_side=max_side,

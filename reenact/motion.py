@@ -39,6 +39,7 @@ from typing import Iterable
 import numpy as np
 
 from reenact import geometry as g
+from reenact.expression import expression_descriptor
 
 _CHIN = (152, 148, 377, 176, 400, 149, 378)
 SIGMA = 0.12  # canonical units (outer eye corners are 1 apart) for displacement spreading
@@ -298,30 +299,11 @@ class Retargeter:
 
 # ───────────────────────────── anchor choice ─────────────────────────────
 
-def expression_features(points: np.ndarray) -> np.ndarray:
-    """(6,) float64 pose-free expression summary of (478, 3) landmarks, for anchor choice:
-    right and left lid aperture (per that eye's width), mouth aperture and mouth width (per
-    eye-corner distance), right and left brow height above the eye corners (per eye-corner
-    distance). Measured in the canonical frame, so head pose and face size drop out."""
-    c = g.to_canonical(points)
-    span = max(float(np.linalg.norm(c[33] - c[263])), 1e-9)
-
-    def dist(a: int, b: int) -> float:
-        return float(np.linalg.norm(c[a] - c[b]))
-
-    def brow(brow_idx: tuple[int, ...], corners: tuple[int, int]) -> float:
-        return float(c[list(corners), 1].mean() - c[list(brow_idx), 1].mean()) / span
-
-    return np.array([dist(159, 145) / max(dist(33, 133), 1e-9), dist(386, 374) / max(dist(263, 362), 1e-9),
-                     dist(13, 14) / span, dist(61, 291) / span,
-                     brow(g.RIGHT_BROW, (33, 133)), brow(g.LEFT_BROW, (263, 362))])
-
-
 def motion_key(points: np.ndarray) -> np.ndarray:
     """(9,) vector whose Euclidean distances rank anchor candidates: head pose (yaw, pitch, roll
-    in degrees) and EXPRESSION_WEIGHT × `expression_features`. Two frames 10 units apart differ
+    in degrees) and EXPRESSION_WEIGHT × `expression.expression_descriptor`. Two frames 10 units apart differ
     like a 10° head turn, or a mouth opening of 0.1 eye-corner distances."""
-    return np.concatenate([g.head_pose(points).as_array(), EXPRESSION_WEIGHT * expression_features(points)])
+    return np.concatenate([g.head_pose(points).as_array(), EXPRESSION_WEIGHT * expression_descriptor(points)])
 
 
 def choose_anchor(ref: np.ndarray, candidates: Iterable[tuple[int, np.ndarray]]) -> tuple[int, float]:

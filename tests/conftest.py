@@ -23,3 +23,14 @@ def shared_data() -> Path:
 def assets() -> Path:
     """Tiny committed test assets (provenance in tests/assets/PROVENANCE.md)."""
     return REPO / "tests" / "assets"
+
+
+@pytest.fixture
+def one_thread():
+    """Run torch on one intra-op thread (2 threads on a busy 2-core machine are ~10× slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from reenact import align, parsing
 from reenact import geometry as g
@@ -76,17 +75,6 @@ def real_crop(photo: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def blur(img: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(img, (5, 5), 1.0)
-
-
-@pytest.fixture(autouse=False)
-def one_thread():
-    """Run torch on one intra-op thread (2 threads on a busy 2-core machine are ~10× slower)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def trained_checkpoint(tmp: Path, steps: int = 1, **changes) -> Path:

@@ -21,7 +21,6 @@ def test_align_puts_the_face_on_the_template():
 
 
 def test_crop_paste_round_trip_outside_mask_is_exact():
-    rng = np.random.default_rng(1)
     frame = synth.textured(640)
     frame = np.ascontiguousarray(np.roll(frame, 37, axis=1))
     pts = synth.face(640, roll=-12, scale=0.8, shift=(40, 20))

@@ -16,7 +16,7 @@ from reenact.export import export_generator
 from reenact.landmarks import Face
 from reenact.pipeline import Reenactor, Reference
 from tests import synth
-from tests.gen_helpers import one_thread, trained_checkpoint  # noqa: F401
+from tests.gen_helpers import trained_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,7 +13,6 @@ from reenact import media
 from reenact.cli import app
 from reenact.evaluate import summary
 from tests import synth
-from tests.gen_helpers import one_thread  # noqa: F401 (fixture)
 from tests.test_evaluate import aux_or_skip
 
 cli = CliRunner()

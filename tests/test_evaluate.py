@@ -11,7 +11,8 @@ import pytest
 
 from reenact import media
 from reenact.auxnets.fetch import AuxFetchError, fetch
-from reenact.evaluate import expression, metrics as M, protocols as P, report, runner, summary
+from reenact import expression
+from reenact.evaluate import metrics as M, protocols as P, report, runner, summary
 from reenact.landmarks import Face
 from tests import synth
 

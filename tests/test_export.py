@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from reenact import runtime
 from reenact.errors import MissingWeights, OutputError, ReenactError
 from reenact.export import OPSET, appearance_path, export_generator, face_like_inputs, load_generator
-from tests.gen_helpers import one_thread, trained_checkpoint  # noqa: F401
+from tests.gen_helpers import trained_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

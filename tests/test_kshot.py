@@ -27,7 +27,7 @@ from reenact.train.cache import FaceCache
 from reenact.train.config import TrainConfig
 from reenact.train.data import KShotBatchSampler, KShotDataset
 from tests import synth
-from tests.gen_helpers import REPO, assert_resume_matches, one_thread, synthetic_cache, tiny_config  # noqa: F401
+from tests.gen_helpers import REPO, assert_resume_matches, synthetic_cache, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

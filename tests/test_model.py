@@ -11,7 +11,6 @@ from reenact.model.appearance import AppearanceAE
 from reenact.model.atm import AppearanceTransfer
 from reenact.model.decoder import SpadeDecoder, warp_features
 from reenact.model.spade import SPADE, SPADEResBlock
-from tests.gen_helpers import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -17,7 +17,7 @@ from reenact.errors import MissingWeights, UsageError
 from reenact.train import checkpoint as ckpt
 from reenact.train import loop
 from reenact.train.config import TrainConfig
-from tests.gen_helpers import REPO, assert_resume_matches, one_thread, synthetic_cache, tiny_config  # noqa: F401
+from tests.gen_helpers import REPO, assert_resume_matches, synthetic_cache, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

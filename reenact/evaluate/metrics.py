@@ -33,7 +33,7 @@ import numpy as np
 
 from reenact import align, geometry, parsing
 from reenact.auxnets.fetch import REGISTRY, cache_root
-from reenact.evaluate import expression
+from reenact import expression
 
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5

@@ -25,7 +25,7 @@ from reenact.engines import Engine, build_engine
 from reenact.errors import MissingWeights, ReenactError, UsageError
 from reenact.evaluate import metrics as M
 from reenact.evaluate import sheet
-from reenact.evaluate.expression import expression_descriptor
+from reenact.expression import expression_descriptor
 from reenact.evaluate.pictures import Pictures, read_items
 from reenact.evaluate.protocols import Item, Pair, Protocol
 from reenact.landmarks import Face, Landmarker

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reenact import __version__
-from reenact.evaluate import expression
+from reenact import expression
 from reenact.evaluate.metrics import FID_RELIABLE_N, SSIM_SIGMA, SSIM_WINDOW
 from reenact.evaluate.runner import EvalResult, Record
 
