@@ -96,6 +96,11 @@ RegionsOpt = typer.Option("mouth,eyes,brows", "--regions", help="Comma-separated
                           "with the expression: mouth, eyes (lids, gaze), brows.")
 FaceOpt = typer.Option("largest", "--face", help="Face of the reference to animate: 'largest' or "
                        "its 0-based index counted from the left (0 = leftmost).")
+MoreRefsOpt = typer.Option(None, "--ref", metavar="PATH", help="More photos of the same person (repeatable; "
+                           "files, folders or quoted globs). REFERENCE may itself be a folder or a glob; "
+                           "the first photo is the primary: its frame and face shape are used.")
+MultiOpt = typer.Option("auto", "--multi", help="Several references: select (per frame the one nearest "
+                        "in head pose), fuse (a k-shot generator fuses all), auto (fuse if the engine can).")
 DriverFaceOpt = typer.Option("largest", "--driver-face", help="Face of the driver to follow: 'largest' "
                              "or its 0-based index counted from the left (chosen where it first appears, "
                              "then followed by position).")
@@ -119,7 +124,7 @@ def _default_out(ref: Path, driver: Path, suffix: str) -> Path:
 def _video_settings(engine: Optional[str], size: int, crop: bool, compare: bool, max_side: int,
                     weights: Optional[Path], motion: str, anchor: Optional[int], transfer: str,
                     regions: str, smooth: bool, face: str, driver_face: str, fps: Optional[float],
-                    chunk_frames: int, resume: bool, **_) -> tuple[InferenceConfig, VideoOptions]:
+                    chunk_frames: int, resume: bool, multi: str = "auto", **_) -> tuple[InferenceConfig, VideoOptions]:
     """Options of `reenact video` (also each batch job's) → (config, video options); raises
     UsageError. engine None: the default engine (`engines.default_engine`)."""
     from reenact.config import MotionConfig, parse_face, parse_regions
@@ -130,18 +135,19 @@ def _video_settings(engine: Optional[str], size: int, crop: bool, compare: bool,
     motion_cfg = MotionConfig(mode=motion, transfer=transfer, regions=parse_regions(regions),
                               anchor=anchor, smooth=smooth)
     return cfg, VideoOptions(motion=motion_cfg, ref_face=parse_face(face), driver_face=parse_face(driver_face),
-                             fps=fps, chunk=chunk_frames, resume=resume)
+                             fps=fps, chunk=chunk_frames, resume=resume, multi=multi)
 
 
 @app.command()
 def image(
-    reference: Path = typer.Argument(..., help="Photo of the person to animate."),
+    reference: Path = typer.Argument(..., help="Photo of the person to animate (or a folder / quoted glob of photos)."),
     pose: Path = typer.Argument(..., help="Photo whose head pose and expression to copy."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output image (.png/.jpg/.webp). "
                                           "Default: REF-as-POSE.png in the current directory."),
     engine: Optional[str] = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
     transfer: str = TransferOpt, regions: str = RegionsOpt, face: str = FaceOpt,
-    driver_face: str = DriverFaceOpt, weights: Optional[Path] = WeightsOpt, overwrite: bool = OverwriteOpt,
+    driver_face: str = DriverFaceOpt, ref: Optional[list[Path]] = MoreRefsOpt, multi: str = MultiOpt,
+    weights: Optional[Path] = WeightsOpt, overwrite: bool = OverwriteOpt,
 ) -> None:
     """Render REFERENCE with the head pose and expression of POSE.
 
@@ -150,23 +156,26 @@ def image(
 
     cfg, opts = run(_video_settings, engine=engine, size=size, crop=crop, compare=compare, max_side=0,
                     weights=weights, motion="absolute", anchor=None, transfer=transfer, regions=regions,
-                    smooth=False, face=face, driver_face=driver_face, fps=None, chunk_frames=1, resume=False)
+                    smooth=False, face=face, driver_face=driver_face, fps=None, chunk_frames=1, resume=False,
+                    multi=multi)
     if run(media.media_kind, pose) == "video":
         fail(UsageError(f"{pose} is a video", f"animate with it: reenact video {reference} {pose}"))
     target = output or _default_out(reference, pose, ".png")
     run(media.check_output_path, target, overwrite=overwrite, kinds=media.WRITABLE_IMAGE_SUFFIXES)
     with err.status("reenacting…"):
-        result = run(pipeline.reenact_image, reference, pose, cfg, motion_cfg=opts.motion,
-                     ref_face=opts.ref_face, driver_face=opts.driver_face)
+        result = run(pipeline.reenact_image, [reference, *(ref or [])], pose, cfg, motion_cfg=opts.motion,
+                     ref_face=opts.ref_face, driver_face=opts.driver_face, multi=opts.multi)
     run(media.write_image, target, result.image, overwrite=overwrite)
     _note_faces(result.reference_faces, opts.ref_face, result.driver_faces, opts.driver_face)
+    if result.references > 1:
+        out.print(f"{result.references} references; rendered from {result.used}")
     out.print(f"[green]wrote[/] {target}  ({result.image.shape[1]}×{result.image.shape[0]}, "
               f"{sum(result.seconds.values()):.2f} s)")
 
 
 @app.command()
 def video(
-    reference: Path = typer.Argument(..., help="Photo of the person to animate."),
+    reference: Path = typer.Argument(..., help="Photo of the person to animate (or a folder / quoted glob of photos)."),
     driver: Path = typer.Argument(..., help="Video (or folder of frames) whose head motion and expressions to copy."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video (.mp4). "
                                           "Default: REF-as-DRIVER.mp4 in the current directory."),
@@ -179,7 +188,8 @@ def video(
     transfer: str = TransferOpt, regions: str = RegionsOpt,
     smooth: bool = typer.Option(True, "--smooth/--no-smooth", help="Smooth the driver's landmarks over "
                                 "time (zero-lag; fast mouth motion is kept)."),
-    face: str = FaceOpt, driver_face: str = DriverFaceOpt,
+    face: str = FaceOpt, driver_face: str = DriverFaceOpt, ref: Optional[list[Path]] = MoreRefsOpt,
+    multi: str = MultiOpt,
     fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate of a driver given as a folder of "
                                         "frames (default 25)."),
     engine: Optional[str] = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
@@ -200,7 +210,7 @@ def video(
     run(media.check_output_path, target, overwrite=overwrite, kinds=media.WRITABLE_VIDEO_SUFFIXES)
     t0 = time.perf_counter()
     with progress_bar() as bar:
-        s = run(video_mod.reenact_video, reference, driver, target, cfg, options=opts, overwrite=overwrite,
+        s = run(video_mod.reenact_video, [reference, *(ref or [])], driver, target, cfg, options=opts, overwrite=overwrite,
                 progress=_stage_progress(bar))
     _note_faces(s.reference_faces, opts.ref_face, s.driver_faces, opts.driver_face, video=True)
     _video_summary(target, s, time.perf_counter() - t0)
@@ -659,6 +669,11 @@ def _video_summary(target: Path, s, wall: float) -> None:
             table.add_row(label, str(n))
     anchor = f", anchor: driver frame {s.anchor}" if s.anchor is not None else ""
     table.add_row("motion", f"{s.motion}{anchor}; smoothing {'on' if s.smoothed else 'off'}")
+    if s.multi == "fuse":
+        table.add_row("references", "all fused by the k-shot generator")
+    for name, frames, runs in s.usage:
+        shown = ", ".join(f"{a}–{b}" if b > a else str(a) for a, b in runs[:6]) + (" …" if len(runs) > 6 else "")
+        table.add_row(f"reference {Path(name).name}", f"{frames} frames" + (f" ({shown})" if runs else ""))
     if s.chunks_resumed:
         table.add_row("resumed", f"{s.chunks_resumed} of {s.chunks} chunks were already rendered")
     table.add_row("audio", "copied from the driver" if s.audio else "none in the driver")

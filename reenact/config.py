@@ -122,6 +122,8 @@ class VideoOptions:
         the driver's face is chosen where it first appears and then followed by position.
     fps: frame rate of a driver given as a folder of frames (None: 25); not for video files.
     chunk: frames per resumable segment. resume: continue an interrupted render of the same job.
+    multi: with several reference photos, "select" (per frame, the one nearest in pose),
+        "fuse" (a k-shot generator fuses all) or "auto" (fuse when the engine can, else select).
     """
 
     motion: MotionConfig = MotionConfig()
@@ -130,6 +132,7 @@ class VideoOptions:
     fps: float | None = None
     chunk: int = 250
     resume: bool = False
+    multi: str = "auto"
 
     def __post_init__(self) -> None:
         for what, v in (("--face", self.ref_face), ("--driver-face", self.driver_face)):
@@ -137,5 +140,7 @@ class VideoOptions:
                 raise UsageError(f"{what} {v!r} is not understood", "use 'largest' or a 0-based index from the left")
         if self.fps is not None and not 0 < self.fps <= 1000:
             raise UsageError(f"--fps {self.fps:g} is out of range", "give a frame rate in (0, 1000]")
+        if self.multi not in ("auto", "select", "fuse"):
+            raise UsageError(f"--multi {self.multi!r} is not understood", "use auto, select or fuse")
         if self.chunk < 1:
             raise UsageError(f"--chunk-frames {self.chunk} is too small", "use at least 1 (default 250)")

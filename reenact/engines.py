@@ -44,7 +44,10 @@ class RefState:
 class Engine(Protocol):
     name: str
 
-    def prepare(self, frame: np.ndarray, face: Face) -> RefState: ...
+    def prepare(self, frame: np.ndarray, face: Face, size: int | None = None) -> RefState:
+        """Per-reference work, once. `size`: the crop side to use (several references must share
+        one); None = the engine's choice. Engines with a fixed model resolution ignore it."""
+        ...
 
     def render(self, state: RefState, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """target: (478, 3) reference-frame landmarks → (crop uint8 S×S×3, mask float32 S×S)."""
@@ -119,8 +122,8 @@ class GanEngine:
     def _needs_source(self) -> bool:
         return self.runtime.feature_warp
 
-    def prepare(self, frame: np.ndarray, face: Face) -> RefState:
-        size = self.runtime.size
+    def prepare(self, frame: np.ndarray, face: Face, size: int | None = None) -> RefState:
+        size = self.runtime.size  # the model's resolution, whatever is asked
         crop = align.align(face.points, size)
         image = crop.extract(frame)
         points = crop.points_to_crop(face.points)

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from reenact import align, media, motion
+from reenact import references as refs
 from reenact.config import REGIONS, InferenceConfig, MotionConfig
 from reenact.engines import Engine, RefState, build_engine
 from reenact.errors import NoFaceFound, UsageError
@@ -81,6 +82,14 @@ def load_reference(path: str | Path, landmarker: Landmarker, *, max_side: int = 
     return Reference(image=image, face=face, n_faces=n, name=str(path))
 
 
+def load_references(paths: str | Path | list, landmarker: Landmarker, *, max_side: int = 0,
+                    choice: str | int = "largest") -> list[Reference]:
+    """Every reference photo named by `paths` (files, folders, globs; `references.expand`), each
+    with its chosen face; the first is the primary. Raises like `load_reference`."""
+    specs = paths if isinstance(paths, (list, tuple)) else [paths]
+    return [load_reference(p, landmarker, max_side=max_side, choice=choice) for p in refs.expand(specs)]
+
+
 def retargeter(reference: Reference, motion_cfg: MotionConfig,
                anchor: np.ndarray | None = None) -> motion.Retargeter:
     """The reference's `motion.Retargeter` for these motion settings (`anchor`: the driver's
@@ -89,39 +98,96 @@ def retargeter(reference: Reference, motion_cfg: MotionConfig,
                              transfer=motion_cfg.transfer, components=motion.components_for(motion_cfg.regions))
 
 
-class Reenactor:
-    """Renders the reference with a driver face's pose and expression, frame by frame."""
+MULTI_MODES = ("auto", "select", "fuse")
 
-    def __init__(self, reference: Reference, config: InferenceConfig, engine: Engine | None = None,
-                 timer: StageTimer | None = None, retarget: motion.Retargeter | None = None) -> None:
-        self.reference = reference
+
+class Reenactor:
+    """Renders the reference with a driver face's pose and expression, frame by frame.
+
+    `references`: one `Reference` or several photos of the same person; the first is the
+    *primary*: motion is retargeted onto its face and results are pasted into its frame (so the
+    background never jumps). With several, `multi` decides how they are used: "select" renders
+    each frame from the reference nearest in head pose and expression to the pose being rendered
+    (with hysteresis, `references.Selector`); "fuse" lets a k-shot generator fuse all of them
+    (CainGAN-style); "auto" fuses when the engine can, else selects."""
+
+    def __init__(self, references: Reference | list[Reference], config: InferenceConfig,
+                 engine: Engine | None = None, timer: StageTimer | None = None,
+                 retarget: motion.Retargeter | None = None, *, multi: str = "auto",
+                 margin: float = 5.0) -> None:
+        self.references = [references] if isinstance(references, Reference) else list(references)
+        self.reference = self.references[0]
         self.config = config
-        self.retarget = retarget or motion.Retargeter(reference.face.points)  # absolute, everything
+        self.retarget = retarget or motion.Retargeter(self.reference.face.points)  # absolute, everything
         self.engine = engine or build_engine(config)
         self.timer = timer or StageTimer()
-        self.state: RefState = self.engine.prepare(reference.image, reference.face)
-        self._crop = align.align(reference.face.points, config.size) if config.crop else None
+        self.state: RefState = self.engine.prepare(self.reference.image, self.reference.face)
+        size = self.state.image.shape[0]
+        self.states = [self.state] + [self.engine.prepare(r.image, r.face, size) for r in self.references[1:]]
+        self.mode = self._mode(multi)
+        if self.mode == "fuse":
+            self.state = self.engine.bank(self.states, primary=0)
+        self.selector = refs.Selector([refs.candidate(r.face.points) for r in self.references], margin=margin)
+        self._crop = align.align(self.reference.face.points, config.size) if config.crop else None
+
+    def _mode(self, multi: str) -> str:
+        if multi not in MULTI_MODES:
+            raise UsageError(f"unknown --multi {multi!r}", f"choose one of {', '.join(MULTI_MODES)}")
+        can_fuse = hasattr(self.engine, "bank")
+        if multi == "fuse" and not can_fuse:
+            raise UsageError("--multi fuse needs a k-shot generator (variant kshot) as the engine",
+                             "use --multi select, or --weights of a k-shot model with --engine gan|fusion")
+        if len(self.references) == 1:
+            return "single"
+        return "fuse" if multi == "fuse" or (multi == "auto" and can_fuse) else "select"
 
     def target(self, driver: Face) -> np.ndarray:
-        """(478, 3) landmarks the reference should have, in the reference frame."""
+        """(478, 3) landmarks the reference should have, in the primary reference's frame."""
         return self.retarget(driver.points)
+
+    def choose(self, target: np.ndarray | None) -> int:
+        """Which reference renders this frame (advances the selector; 0 unless selecting)."""
+        if self.mode != "select":
+            return 0
+        if target is None:
+            return self.selector.hold() or 0
+        return self.selector.choose(refs.candidate(target))
 
     def render(self, driver: Face | None) -> np.ndarray:
         """Output frame (RGB uint8) for one driver face; None = the reference unchanged."""
         if driver is None:
-            return self._finish(self.state.image, None)
+            self.choose(None)
+            return self._finish(self.states[0].image, None)
         with self.timer("retarget"):
             target = self.target(driver)
+            j = self.choose(target)
+        state = self.state if j == 0 else self.states[j]
+        if j:  # the same crop-space target, expressed in reference j's frame
+            target = state.crop.points_to_frame(self.states[0].crop.points_to_crop(target))
         with self.timer("render"):
-            crop_rgb, mask = self.engine.render(self.state, target)
+            crop_rgb, mask = self.engine.render(state, target)
         return self._finish(crop_rgb, mask)
+
+    def advance(self, driver: Face | None) -> None:
+        """Account for a frame without rendering it (a resumed video's completed chunks), so the
+        reference choice continues exactly as in an uninterrupted render."""
+        if self.mode == "select":
+            self.choose(None if driver is None else self.target(driver))
+
+    def usage(self) -> list[tuple[str, int, list[tuple[int, int]]]]:
+        """Per reference: (name, frames served, [(first, last) frame runs]) — selection only;
+        every reference is listed (with 0 frames when never chosen)."""
+        runs: dict[int, list[tuple[int, int]]] = {i: [] for i in range(len(self.references))}
+        for first, last, i in self.selector.segments:
+            runs[i].append((first, last))
+        return [(r.name, sum(b - a + 1 for a, b in runs[i]), runs[i]) for i, r in enumerate(self.references)]
 
     def _finish(self, crop_rgb: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
         with self.timer("paste"):
             if mask is None:
                 full = self.reference.image
             else:
-                full = align.paste_back(self.reference.image, crop_rgb, self.state.crop, mask)
+                full = align.paste_back(self.reference.image, crop_rgb, self.states[0].crop, mask)
             if self._crop is not None:
                 return self._crop.extract(full)
             return full
@@ -143,37 +209,45 @@ def side_by_side(driver: np.ndarray, output: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class ImageResult:
+    """`used`: the reference photo that rendered the face (several references: the nearest in
+    pose and expression, or "all (fused)")."""
+
     image: np.ndarray
     reference_faces: int
     driver_faces: int
     seconds: dict[str, float]
+    references: int = 1
+    used: str = ""
 
 
 ABSOLUTE = MotionConfig(mode="absolute", regions=REGIONS)
 
 
-def reenact_image(ref_path: str | Path, pose_path: str | Path, config: InferenceConfig, *,
+def reenact_image(ref_path: str | Path | list, pose_path: str | Path, config: InferenceConfig, *,
                   motion_cfg: MotionConfig = ABSOLUTE, ref_face: str | int = "largest",
-                  driver_face: str | int = "largest") -> ImageResult:
+                  driver_face: str | int = "largest", multi: str = "auto") -> ImageResult:
     """Render the reference with the pose photo's head pose and expression (nothing written).
 
-    A single pose photo has no anchor frame, so motion is absolute (UsageError for relative);
-    `motion_cfg.transfer` / `.regions` select what moves. Faces: "largest" or a 0-based
-    left-to-right index."""
+    `ref_path`: one photo, or several / a folder / a glob (the first is the primary; see
+    `Reenactor` for `multi`). A single pose photo has no anchor frame, so motion is absolute
+    (UsageError for relative); `motion_cfg.transfer` / `.regions` select what moves. Faces:
+    "largest" or a 0-based left-to-right index."""
     if motion_cfg.mode != "absolute":
         raise UsageError("relative motion needs a driver video", "a pose photo uses --motion absolute")
     timer = StageTimer()
     with Landmarker(mode="image") as lm:
         with timer("landmarks"):
-            ref = load_reference(ref_path, lm, choice=ref_face)
+            references = load_references(ref_path, lm, choice=ref_face)
             pose_img = media.read_image(pose_path)
             driver, n_drv = find_face(pose_img, lm, name=str(pose_path), choice=driver_face)
-    r = Reenactor(ref, config, timer=timer, retarget=retargeter(ref, motion_cfg))
+    ref = references[0]
+    r = Reenactor(references, config, timer=timer, retarget=retargeter(ref, motion_cfg), multi=multi)
     out = r.render(driver)
     if config.compare:
         out = side_by_side(pose_img, out)
+    used = "all (fused)" if r.mode == "fuse" else next(n for n, k, _ in r.usage() if k) if r.mode == "select" else ref.name
     return ImageResult(image=out, reference_faces=ref.n_faces, driver_faces=n_drv,
-                       seconds=dict(timer.seconds))
+                       seconds=dict(timer.seconds), references=len(references), used=used)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,14 +1,16 @@
 """k-shot reference bank: pick, per driver frame, the reference nearest in head pose.
 
 With several photos of the person, the best one to warp or generate from is the one whose head
-pose (and, as a tie-breaker, expression) is closest to the driver's: less to invent, fewer
+pose (and, as a tie-breaker, expression) is closest to the pose to render: less to invent, fewer
 disocclusions (thesis §4.7.3). In video, a `Selector` adds hysteresis so the choice does not
 flicker between references on small pose noise, and records which reference served which frames.
+`expand` turns the command line's reference arguments (files, folders, globs) into photos.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -89,3 +91,38 @@ class Selector:
         for first, last, idx in self.segments:
             out[idx] += last - first + 1
         return out
+
+
+def candidate(points: np.ndarray) -> Candidate:
+    """Selection features of (478, 3) landmarks: head pose and the expression descriptor."""
+    from reenact import geometry
+    from reenact.expression import expression_descriptor
+
+    return Candidate(pose=geometry.head_pose(points).as_array(), expression=expression_descriptor(points))
+
+
+def expand(specs: list[str | Path]) -> list[Path]:
+    """Reference photos named by `specs`: files, folders (their images, sorted by name) and glob
+    patterns (e.g. "photos/anna-*.jpg", quoted so the shell leaves it alone), in order, without
+    duplicates. Raises MediaError for a folder or pattern that names no image and for a missing
+    path."""
+    import glob
+
+    from reenact import media
+    from reenact.errors import MediaError
+
+    out: list[Path] = []
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in media.IMAGE_SUFFIXES and q.is_file())
+            if not found:
+                raise MediaError(f"no photos in the folder {p}", "put .jpg/.png photos of the person there")
+        elif not p.exists() and any(ch in str(spec) for ch in "*?["):
+            found = sorted(Path(q) for q in glob.glob(str(spec)) if Path(q).suffix.lower() in media.IMAGE_SUFFIXES)
+            if not found:
+                raise MediaError(f"no photo matches {spec}", "check the pattern (quote it so the shell does not expand it)")
+        else:
+            found = [p]
+        out += [q for q in found if q not in out]
+    return out

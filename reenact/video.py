@@ -31,7 +31,7 @@ from reenact import media, motion, resume, temporal, tracking
 from reenact.config import InferenceConfig, MotionConfig, VideoOptions
 from reenact.errors import CorruptMedia, Interrupted, NoFaceFound, UsageError
 from reenact.landmarks import Face, Landmarker
-from reenact.pipeline import Reenactor, Reference, StageTimer, load_reference, retargeter, side_by_side
+from reenact.pipeline import Reenactor, Reference, StageTimer, load_references, retargeter, side_by_side
 
 # (stage, done, total): stage is "tracking" or "rendering"; total None when unknown.
 Progress = Callable[[str, int, "int | None"], None]
@@ -60,26 +60,30 @@ class VideoSummary:
     smoothed: bool = True
     chunks: int = 0
     chunks_resumed: int = 0
+    multi: str = "single"
+    usage: list = field(default_factory=list)  # selection: (reference, frames, [(first, last)])
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def reenact_video(ref_path: str | Path, drive_path: str | Path, out_path: str | Path,
+def reenact_video(ref_path: str | Path | list, drive_path: str | Path, out_path: str | Path,
                   config: InferenceConfig, *, options: VideoOptions = VideoOptions(),
                   overwrite: bool = False, progress: Progress | None = None) -> VideoSummary:
     """Render the reference with a driver video (or frame folder) into `out_path` (driver's fps,
-    frame count and audio). Raises NoFaceFound (nothing written) when no driver frame has the
-    chosen face; OutputError for an unfinished render without `options.resume`; Interrupted
-    (exit 130) on Ctrl-C/SIGTERM once a chunk is complete (the work folder is kept)."""
+    frame count and audio). `ref_path`: one photo, or several / a folder / a glob of the same
+    person (the first is the primary; `options.multi`, see `pipeline.Reenactor`). Raises
+    NoFaceFound (nothing written) when no driver frame has the chosen face; OutputError for an
+    unfinished render without `options.resume`; Interrupted (exit 130) on Ctrl-C/SIGTERM once a
+    chunk is complete (the work folder is kept)."""
     timer = StageTimer()
     target = media.check_output_path(out_path, overwrite=overwrite, kinds=media.WRITABLE_VIDEO_SUFFIXES)
     with Landmarker(mode="image") as lm, timer("landmarks"):
-        ref = load_reference(ref_path, lm, max_side=config.max_side, choice=options.ref_face)
+        refs = load_references(ref_path, lm, max_side=config.max_side, choice=options.ref_face)
+    inputs = {f"reference{i or ''}": resume.input_signature(r.name) for i, r in enumerate(refs)}
     work = resume.WorkDir.open(target, job=_job_hash(config, options), chunk=options.chunk,
-                               inputs={"reference": resume.input_signature(ref_path),
-                                       "driver": resume.input_signature(drive_path)},
+                               inputs={**inputs, "driver": resume.input_signature(drive_path)},
                                resume=options.resume, overwrite=overwrite)
     try:
-        summary = _render_job(ref, Path(drive_path), target, config, options, work, timer, progress, overwrite)
+        summary = _render_job(refs, Path(drive_path), target, config, options, work, timer, progress, overwrite)
     except KeyboardInterrupt:
         if work.finish_failed():
             done = len(work.completed_chunks())
@@ -100,9 +104,10 @@ def _job_hash(config: InferenceConfig, options: VideoOptions) -> str:
     return resume.job_hash({"config": dataclasses.asdict(config), **fields})
 
 
-def _render_job(ref: Reference, drive_path: Path, target: Path, config: InferenceConfig,
+def _render_job(refs: list[Reference], drive_path: Path, target: Path, config: InferenceConfig,
                 options: VideoOptions, work: resume.WorkDir, timer: StageTimer,
                 progress: Progress | None, overwrite: bool) -> VideoSummary:
+    ref = refs[0]
     with media.open_frames(drive_path, fps=options.fps) as src:
         info = src.info
         if work.state.track is None:
@@ -116,10 +121,12 @@ def _render_job(ref: Reference, drive_path: Path, target: Path, config: Inferenc
                           f"it shows at most {track['max_faces']} faces at once; --driver-face counts from 0")
     status = _process(work, info.fps, options.motion, timer)
     anchor = _anchor(work, ref, status, options.motion) if options.motion.mode == "relative" else None
-    r = Reenactor(ref, config, timer=timer, retarget=retargeter(ref, options.motion, None if anchor is None else anchor[1]))
+    r = Reenactor(refs, config, timer=timer, retarget=retargeter(ref, options.motion, None if anchor is None else anchor[1]),
+                  multi=options.multi)
     size = _output_size(r, info, config)
     summary = _summary(status, track, info, size, ref, options, anchor)
     summary.chunks_resumed = _render_chunks(work, r, status, drive_path, options, size, info.fps, timer, progress)
+    summary.multi, summary.usage = r.mode, r.usage() if r.mode == "select" else []
     with timer("join"):
         media.concat_videos([work.segment(k) for k in range(summary.chunks)], target,
                             duration=len(status) / info.fps, overwrite=overwrite,
@@ -207,9 +214,11 @@ def _render_chunks(work: resume.WorkDir, r: Reenactor, status: np.ndarray, drive
             media.open_frames(drive_path, fps=options.fps) if compare else contextlib.nullcontext() as frames:
         for k in range(math.ceil(n / c)):
             lo, hi = k * c, min(n, (k + 1) * c)
-            if k in done:
-                for i in range(lo, hi) if compare else ():
-                    _next(frames, i, drive_path, timer)
+            if k in done:  # already rendered: keep the decoder and the reference choice in step
+                for i in range(lo, hi):
+                    r.advance(None if status[i] == temporal.STILL else Face(points=pts[i]))
+                    if compare:
+                        _next(frames, i, drive_path, timer)
                 continue
             with media.VideoWriter(work.segment(k), fps=fps, size=size, overwrite=True) as writer:
                 for i in range(lo, hi):

@@ -91,10 +91,12 @@ def test_smoothing_removes_jitter_and_keeps_fast_mouth_motion(tmp_path):
     truth, noisy = talking()
     out = smooth(noisy, tmp_path)
     jit = [temporal.stability(x).jitter for x in (truth, noisy, out)]
-    assert jit[2] < 0.5 * jit[1], jit
+    assert jit[2] < 0.6 * jit[1], jit
     err = lambda xs: np.sqrt(np.mean([(mouth(x) - mouth(t)) ** 2 for x, t in zip(xs, truth)]))  # noqa: E731
-    # The mouth opens and closes 4 times a second; smoothing must not flatten it.
-    assert err(out) < 0.01 and err(out) < 2.5 * err(noisy), (err(noisy), err(out))
+    # The mouth opens and closes 4 times a second; smoothing must not flatten it: the smoothed
+    # mouth opening is at least as close to the truth as the noisy one was (expression error
+    # must not grow; the shape filter is tuned for that, benchmarks/tune_smoothing.py).
+    assert err(out) <= err(noisy), (err(noisy), err(out))
     peaks = lambda xs: np.percentile([mouth(x) for x in xs], 95)  # noqa: E731
     assert peaks(out) == pytest.approx(peaks(truth), abs=0.02)
 
