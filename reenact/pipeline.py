@@ -12,7 +12,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -248,12 +248,3 @@ def reenact_image(ref_path: str | Path | list, pose_path: str | Path, config: In
     used = "all (fused)" if r.mode == "fuse" else next(n for n, k, _ in r.usage() if k) if r.mode == "select" else ref.name
     return ImageResult(image=out, reference_faces=ref.n_faces, driver_faces=n_drv,
                        seconds=dict(timer.seconds), references=len(references), used=used)
-
-
-def __getattr__(name: str) -> Any:
-    """`pipeline.reenact_video` / `pipeline.VideoSummary` moved to `reenact.video`."""
-    if name in ("reenact_video", "VideoSummary"):
-        from reenact import video
-
-        return getattr(video, name)
-    raise AttributeError(name)

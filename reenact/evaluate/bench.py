@@ -9,7 +9,7 @@ can be built and per execution provider:
   wall time of the call (decode, landmarker start-up, landmarks of both photos, retarget, render,
   paste-back); "warm" is the sum of the per-image stages (landmarks, retarget, render, paste),
   the cost per image once the models are loaded;
-* video: `pipeline.reenact_video` on the 256² clip. Stages are per frame (decode, landmarks in
+* video: `video.reenact_video` on the 256² clip. Stages are per frame (decode, landmarks in
   tracking mode, retarget, render, paste, encode); "end-to-end fps" = frames / wall time of the
   whole call (start-up, reference, audio mux included), "warm fps" = frames / sum of the stages.
 
@@ -32,7 +32,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from reenact import media, pipeline
+from reenact import media, pipeline, video
 from reenact.config import ENGINES, InferenceConfig
 from reenact.engines import build_engine
 from reenact.errors import MissingWeights, OutputError
@@ -143,7 +143,7 @@ def bench_image(ref: Path, drv: Path, cfg: InferenceConfig, repeats: int) -> Ben
 
 def bench_video(ref: Path, drv: Path, cfg: InferenceConfig, folder: Path) -> BenchRow:
     t0 = time.perf_counter()
-    s = pipeline.reenact_video(ref, drv, folder / "out.mp4", cfg, overwrite=True)
+    s = video.reenact_video(ref, drv, folder / "out.mp4", cfg, overwrite=True)
     wall = time.perf_counter() - t0
     ms = {k: 1000 * v / max(s.frames, 1) for k, v in s.seconds.items()}
     warm = sum(ms.values())
