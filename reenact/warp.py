@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from reenact import align
 from reenact import geometry as g
 
 RING_SCALE = 1.4  # head ring = face oval scaled about the canonical centre
@@ -249,9 +250,7 @@ def _hull_mask(ring: np.ndarray, size: int) -> np.ndarray:
     canvas = np.zeros((size, size), np.uint8)
     hull = cv2.convexHull(np.round(ring * 16).astype(np.int32))
     cv2.fillConvexPoly(canvas, hull, 255, lineType=cv2.LINE_AA, shift=4)
-    sigma = size / 64
-    k = int(2 * round(3 * sigma) + 1)
-    return cv2.GaussianBlur(canvas.astype(np.float32) / 255.0, (k, k), sigma)
+    return align.feathered_mask(canvas.astype(np.float32) / 255.0, feather=size / 64)
 
 
 def _area(poly: np.ndarray) -> float:
