@@ -227,7 +227,7 @@ def _stage_progress(bar: Progress, prefix: str = "", created: list | None = None
             tasks[stage] = bar.add_task(prefix + stage, total=total)
             if created is not None:
                 created.append(tasks[stage])
-        bar.update(tasks[stage], completed=done, total=total if total and total >= done else None)
+        bar.update(tasks[stage], completed=done, total=max(total, done) if total else None)  # estimates can be short
 
     return update
 

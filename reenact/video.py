@@ -138,7 +138,7 @@ def _track(src, work: resume.WorkDir, options: VideoOptions, timer: StageTimer,
            progress: Progress | None) -> None:
     """Pass 1 into work/track.f32; records its summary in the state."""
     total = src.info.n_frames
-    report = (lambda i: progress("tracking", i, total if total and total >= i else None)) if progress else None
+    report = (lambda i: progress("tracking", i, total)) if progress else None  # an estimate; the bar grows past it
     with temporal.FrameFile(work.file("track.f32"), mode="w") as track:
         s = tracking.track_driver(src, track, choice=options.driver_face, fps=src.info.fps,
                                   progress=report, timer=timer)
