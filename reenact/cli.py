@@ -74,6 +74,8 @@ class _FpsColumn(ProgressColumn):
         if task.fields.get("unit") == "jobs":
             return Text("")
         speed = task.finished_speed or task.speed
+        if not speed and task.elapsed and task.completed:  # e.g. after a short estimate grew
+            speed = task.completed / task.elapsed
         return Text(f"{speed:5.1f} fps" if speed else "  ?   fps", style="cyan")
 
 
