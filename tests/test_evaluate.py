@@ -12,6 +12,7 @@ import pytest
 from reenact import media
 from reenact.auxnets.fetch import AuxFetchError, fetch
 from reenact import expression
+from reenact.errors import UsageError
 from reenact.evaluate import metrics as M, protocols as P, report, runner, summary
 from reenact.landmarks import Face
 from tests import synth
@@ -191,6 +192,25 @@ def test_celeba_id_protocol_is_deterministic_and_correct(tmp_path):
     assert len(refs) == 5 and not refs & {r.path for r in a.real}
     assert len(a.real) == 5 * 4 - 5 and "train.jpg" not in str(a.real)
     assert len(a.grid_references) == 2 and len(P.limit(a, 7, 0).pairs) == 7
+
+
+def test_celeba_id_with_k_references_per_identity(tmp_path):
+    _fake_celeba(tmp_path, photos=6)
+    one = P.celeba_id(tmp_path, seed=3, n_real=100)
+    k3 = P.celeba_id(tmp_path, seed=3, n_real=100, references=3)
+    assert k3 == P.celeba_id(tmp_path, seed=3, n_real=100, references=3)
+    assert k3.pairs == one.pairs and not one.banks  # the same pairs and primaries as one reference
+    assert len(k3.banks) == 5
+    for p in k3.pairs:
+        bank = k3.bank(p.reference)
+        assert len(bank) == 3 and bank[0] == p.reference
+        assert {b.identity for b in bank} == {p.reference.identity} and len(set(bank)) == 3
+        assert p.driver not in bank  # drivers are never among the references
+    all_refs = {it.path for bank in k3.banks.values() for it in bank}
+    assert set(it.path for it in k3.references()) == all_refs and not all_refs & {r.path for r in k3.real}
+    assert k3.banks != P.celeba_id(tmp_path, seed=4, references=3).banks
+    with pytest.raises(UsageError, match="fewer than 7 photos"):
+        P.celeba_id(tmp_path, references=5)
 
 
 def test_clips_protocol_pairs_same_and_cross_clip(tmp_path):
