@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 
 import cv2
@@ -165,16 +166,16 @@ def test_real_features_are_cached_until_a_file_changes(tmp_path):
 
 # --- protocols ----------------------------------------------------------------------------------
 
-def _fake_celeba(root, people=5, photos=4):
+def _fake_celeba(root, people=5, photos=4, size=32, suffix="jpg"):
     (root / "images").mkdir(parents=True)
     with open(root / "identities.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["file", "identity", "split"])
         for p in range(people):
             for k in range(photos):
-                name = f"{p:02d}{k:02d}.jpg"
+                name = f"{p:02d}{k:02d}.{suffix}"
                 w.writerow([name, 100 + p, "test"])
-                media.write_image(root / "images" / name, synth.textured(32, seed=p * 10 + k))
+                media.write_image(root / "images" / name, synth.textured(size, seed=p * 10 + k))
         w.writerow(["train.jpg", 999, "train"])
 
 
@@ -288,20 +289,90 @@ def test_report_files_and_schema(tiny_result):
     assert saved["schema"] == summary.SCHEMA == "reenact.eval/1"
     assert set(summary.TOP_KEYS) <= set(saved)
     assert tuple(saved["definitions"]) == summary.KEYS
-    assert summary.KEYS == ("detect_rate", "id_cos", "id_acc", "yaw_err", "pitch_err", "roll_err",
+    # schema reenact.eval/1; additions since: the metric id_truth, record keys k, multi, served
+    # and identity_truth, settings.ks, and the top-level "kshot" (null unless --k; see test_kshot_*)
+    assert summary.KEYS == ("detect_rate", "id_cos", "id_acc", "id_truth", "yaw_err", "pitch_err", "roll_err",
                             "pose_err", "expr_err", "expr_corr", "l1", "psnr", "ssim", "lpips",
                             "l1_face", "psnr_face", "ssim_face", "fid")
     for row in saved["summary"]:
         assert tuple(row) == summary.ROW_KEYS and tuple(row["metrics"]) == summary.KEYS
     assert set(saved["records"][0]) >= {"engine", "pair", "reference", "driver", "kind", "ground_truth",
                                         "status", "detected", "identity", "pose_error", "expression_error",
-                                        "pixel", "image"}
+                                        "pixel", "image", "k", "multi", "served", "identity_truth"}
+    assert saved["kshot"] is None and saved["settings"]["ks"] is None
+    assert {(r["k"], r["multi"], r["served"]) for r in saved["records"]} == {(None, None, None)}
     page = (out / "report.html").read_text()
     for rec in saved["records"]:
         assert rec["image"] and f'src="{rec["image"]}"' in page and (out / rec["image"]).is_file()
     sheet = media.read_image(out / "contact-warp.png")
     assert sheet.shape[0] > 2 * 128 and sheet.shape[1] > 2 * 128
     assert "| warp | all |" in (out / "report.md").read_text()
+
+
+class PosedLandmarker:
+    """Stands in for mediapipe: a picture listed in `yaws` (by its pixels) shows the synthetic
+    face turned by that yaw; any other picture (an output) a frontal one."""
+
+    def __init__(self, yaws: dict[bytes, float]) -> None:
+        self.yaws = yaws
+
+    @staticmethod
+    def key(rgb: np.ndarray) -> bytes:
+        return hashlib.sha1(rgb.tobytes()).digest()
+
+    def detect(self, rgb):
+        yaw = self.yaws.get(self.key(rgb), 0.0)
+        return [Face(points=synth.face(rgb.shape[0], yaw=yaw, scale=0.7).astype(np.float32))]
+
+
+class MemorySink:
+    def __init__(self) -> None:
+        self.images: dict[str, np.ndarray] = {}
+
+    def save(self, name: str, rgb) -> str:
+        self.images[name] = rgb
+        return name
+
+
+def test_kshot_runner_selects_the_nearest_reference(tmp_path, monkeypatch):
+    """Same-identity drivers turned like each person's second photo: with k = 2, selection renders
+    them from that photo; each reference is prepared once for every k; fusion is not available."""
+    from reenact import engines
+
+    _fake_celeba(tmp_path, people=3, photos=5, size=256, suffix="png")  # png: decoded pixels = written
+    proto = P.celeba_id(tmp_path, seed=0, references=2, grid=0)
+    yaws = {PosedLandmarker.key(media.read_image(bank[1].path)): -30.0 for bank in proto.banks.values()}
+    yaws |= {PosedLandmarker.key(media.read_image(p.driver.path)): -28.0
+             for p in proto.pairs if p.kind == "same-identity"}
+    prepared = []
+    real_prepare = engines.WarpEngine.prepare
+    monkeypatch.setattr(engines.WarpEngine, "prepare", lambda self, *a, **k: prepared.append(1) or real_prepare(self, *a, **k))
+    settings = runner.EvalSettings(engines=("reference", "warp"), identity=False, lpips=False, fid=False, ks=(1, 2))
+    sink = MemorySink()
+    result = runner.run(proto, settings, sink=sink, landmarker=PosedLandmarker(yaws))
+    assert len(prepared) == 3 * 2  # 3 identities × 2 photos, once each for both k
+    warp = {(r.k, r.multi, r.pair): r for r in result.records if r.engine == "warp"}
+    assert len(warp) == 12 * 2 and all(r.status == "ok" for r in warp.values())
+    for i, p in enumerate(proto.pairs):
+        assert warp[(1, "single", i)].served == 0
+        if p.kind == "same-identity":
+            assert warp[(2, "select", i)].served == 1  # the second photo, turned like the driver
+            one, two = (sink.images[f"out/warp-k{k}-{m}/{i:05d}.jpg"] for k, m in ((1, "single"), (2, "select")))
+            assert np.abs(one.astype(int) - two).mean() > 5  # rendered from the other photo's pixels
+    assert [(r.k, r.multi) for r in result.records if r.engine == "reference"] == [(1, "single")] * 12
+
+    doc = summary.document(result, summary.aggregate(result))
+    rows = {(r["engine"], r["multi"], r["k"], r["subset"]): r for r in doc["kshot"]["rows"]}
+    assert all(tuple(r) == summary.KSHOT_ROW_KEYS for r in rows.values())
+    assert rows[("warp", "select", 2, "same-identity")]["served"] == [0, 6]
+    assert rows[("warp", "single", 1, "all")]["served"] == [12]
+    assert rows[("warp", "fuse", 2, "all")]["status"].startswith("not available")
+    one_shot = next(r for r in doc["summary"] if r["engine"] == "warp" and r["subset"] == "all")
+    assert one_shot["metrics"] == rows[("warp", "single", 1, "all")]["metrics"]  # the summary is k = 1
+    assert doc["settings"]["ks"] == [1, 2] and len(doc["protocol"]["banks"]) == 3
+    head, body = report.kshot_table(doc["kshot"]["rows"])
+    line = next(b for b in body if b[:4] == ["warp", "select", "2", "same-identity"])
+    assert head[-1] == "served %" and line[4] == "6" and line[-1] == "0/100"
 
 
 def test_staging_keeps_the_old_report_when_a_run_fails(tmp_path):
