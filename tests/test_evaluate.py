@@ -204,8 +204,8 @@ def test_celeba_id_with_k_references_per_identity(tmp_path):
     assert len(k3.banks) == 5
     for p in k3.pairs:
         bank = k3.bank(p.reference)
-        assert len(bank) == 3 and bank[0] == p.reference
-        assert {b.identity for b in bank} == {p.reference.identity} and len(set(bank)) == 3
+        assert len(bank) == 4 and bank[0] == p.reference  # 3 + one spare (all the person has left)
+        assert {b.identity for b in bank} == {p.reference.identity} and len(set(bank)) == 4
         assert p.driver not in bank  # drivers are never among the references
     all_refs = {it.path for bank in k3.banks.values() for it in bank}
     assert set(it.path for it in k3.references()) == all_refs and not all_refs & {r.path for r in k3.real}
@@ -311,9 +311,9 @@ def test_report_files_and_schema(tiny_result):
 
 class PosedLandmarker:
     """Stands in for mediapipe: a picture listed in `yaws` (by its pixels) shows the synthetic
-    face turned by that yaw; any other picture (an output) a frontal one."""
+    face turned by that yaw (None: no face); any other picture (an output) a frontal one."""
 
-    def __init__(self, yaws: dict[bytes, float]) -> None:
+    def __init__(self, yaws: dict[bytes, float | None]) -> None:
         self.yaws = yaws
 
     @staticmethod
@@ -322,7 +322,7 @@ class PosedLandmarker:
 
     def detect(self, rgb):
         yaw = self.yaws.get(self.key(rgb), 0.0)
-        return [Face(points=synth.face(rgb.shape[0], yaw=yaw, scale=0.7).astype(np.float32))]
+        return [] if yaw is None else [Face(points=synth.face(rgb.shape[0], yaw=yaw, scale=0.7).astype(np.float32))]
 
 
 class MemorySink:
@@ -335,15 +335,18 @@ class MemorySink:
 
 
 def test_kshot_runner_selects_the_nearest_reference(tmp_path, monkeypatch):
-    """Same-identity drivers turned like each person's second photo: with k = 2, selection renders
-    them from that photo; each reference is prepared once for every k; fusion is not available."""
+    """Same-identity drivers turned like each person's second reference photo: with k = 2,
+    selection renders them from that photo (for one person a spare, the second photo having no
+    face); each reference is prepared once for every k; fusion is not available."""
     from reenact import engines
 
     _fake_celeba(tmp_path, people=3, photos=5, size=256, suffix="png")  # png: decoded pixels = written
     proto = P.celeba_id(tmp_path, seed=0, references=2, grid=0)
-    yaws = {PosedLandmarker.key(media.read_image(bank[1].path)): -30.0 for bank in proto.banks.values()}
-    yaws |= {PosedLandmarker.key(media.read_image(p.driver.path)): -28.0
-             for p in proto.pairs if p.kind == "same-identity"}
+    key = lambda item: PosedLandmarker.key(media.read_image(item.path))  # noqa: E731
+    banks = list(proto.banks.values())
+    faceless = next(b for b in banks if b[1] not in {p.driver for p in proto.pairs})
+    yaws = {key(b[2] if b is faceless else b[1]): -30.0 for b in banks} | {key(faceless[1]): None}
+    yaws |= {key(p.driver): -28.0 for p in proto.pairs if p.kind == "same-identity"}
     prepared = []
     real_prepare = engines.WarpEngine.prepare
     monkeypatch.setattr(engines.WarpEngine, "prepare", lambda self, *a, **k: prepared.append(1) or real_prepare(self, *a, **k))
@@ -369,7 +372,10 @@ def test_kshot_runner_selects_the_nearest_reference(tmp_path, monkeypatch):
     assert rows[("warp", "fuse", 2, "all")]["status"].startswith("not available")
     one_shot = next(r for r in doc["summary"] if r["engine"] == "warp" and r["subset"] == "all")
     assert one_shot["metrics"] == rows[("warp", "single", 1, "all")]["metrics"]  # the summary is k = 1
-    assert doc["settings"]["ks"] == [1, 2] and len(doc["protocol"]["banks"]) == 3
+    assert doc["settings"]["ks"] == [1, 2]
+    for b in banks:  # the photos used; the spare stood in for the photo without a face
+        want = (b[0], b[2]) if b is faceless else (b[0], b[1])
+        assert doc["protocol"]["banks"][b[0].label] == [it.label for it in want]
     head, body = report.kshot_table(doc["kshot"]["rows"])
     line = next(b for b in body if b[:4] == ["warp", "select", "2", "same-identity"])
     assert head[-1] == "served %" and line[4] == "6" and line[-1] == "0/100"

@@ -5,9 +5,9 @@ A `Protocol` is plain data, deterministic for a given seed, and knows nothing ab
 * `celeba_id`: the test identities of `../shared/data/celeba-id`. Per identity one reference photo,
   `same` other photos of the same person as drivers (ground truth: the driver photo itself) and
   `cross` photos of other test identities as drivers. FID reals: test photos that are not
-  references. With `references=k` (`reenact eval --k`) each identity has a bank of k photos:
-  the same primary reference and drivers as with one, plus k − 1 further photos of the person,
-  never one of the drivers.
+  references. With `references=k` (`reenact eval --k`) each identity has a bank of photos: the
+  same primary reference and drivers as with one, then k − 1 further photos of the person (never
+  a driver) and up to `spares` more, which replace a reference in which no face is found.
 * `clips`: self-reenactment on same-speaker VoxCeleb2 clips (`../shared/data/clips/pcavs-vox2`).
   Per clip one source frame; drivers are `frames` later frames of the same clip at `stride`, and
   `frames` frames at `stride` of every *other* clip of the same speaker. Every driver frame is the
@@ -76,9 +76,10 @@ class Pair:
 class Protocol:
     """Pairs to render, real photos for FID, and the contact-sheet grid (rows × columns).
 
-    `banks`: several photos of one person per reference (primary reference's key → every
-    reference photo, the primary first), for k-shot evaluation; a reference without a bank has
-    just itself (`bank`)."""
+    `banks`: several photos of one person per reference (primary reference's key → its photos,
+    the primary first, in the order to use them; an evaluation with k references uses the first
+    k in which a face is found), for k-shot evaluation; a reference without a bank has just
+    itself (`bank`)."""
 
     name: str
     description: str
@@ -126,10 +127,11 @@ def _test_identities(root: Path) -> dict[str, list[str]]:
 
 
 def celeba_id(root: str | Path, *, seed: int = 0, same: int = 2, cross: int = 2,
-              n_real: int = 300, grid: int = 5, references: int = 1) -> Protocol:
+              n_real: int = 300, grid: int = 5, references: int = 1, spares: int = 2) -> Protocol:
     """Cross- and same-identity pairs over the celeba-id test identities (see module docstring).
-    `references`: photos per identity's bank (k-shot); the pairs, primary references and the
-    random draws are the same for every value. UsageError when a person has too few photos."""
+    `references`: photos per identity's bank (k-shot), plus up to `spares` more; the pairs,
+    primary references and random draws are the same for every value. UsageError when a person
+    has fewer than `same` + `references` photos."""
     root = Path(root)
     people = _test_identities(root)
     ids = list(people)
@@ -145,7 +147,7 @@ def celeba_id(root: str | Path, *, seed: int = 0, same: int = 2, cross: int = 2,
         refs[pid] = ref = item(pid, photos[0])
         pairs += [Pair(ref, item(pid, f), "same-identity", True) for f in photos[1:1 + same]]
         if references > 1:  # further photos after the drivers: never a driver
-            banks[ref.key] = (ref, *(item(pid, f) for f in photos[1 + same:same + references]))
+            banks[ref.key] = (ref, *(item(pid, f) for f in photos[1 + same:same + references + spares]))
         others = rng.choice([o for o in ids if o != pid], size=min(cross, len(ids) - 1), replace=False)
         pairs += [Pair(ref, item(o, str(rng.choice(people[o]))), "cross-identity", False) for o in others]
     used = {r.path for bank in banks.values() for r in bank} | {r.path for r in refs.values()}
@@ -161,7 +163,7 @@ def celeba_id(root: str | Path, *, seed: int = 0, same: int = 2, cross: int = 2,
         pairs=tuple(pairs), real=tuple(real), grid_references=tuple(refs[i] for i in g_ids),
         grid_drivers=tuple(g_drv),
         params=dict(root=str(root), seed=seed, same=same, cross=cross, n_real=n_real,
-                    **({"references": references} if references > 1 else {})),
+                    **({"references": references, "spares": spares} if references > 1 else {})),
         banks=banks)
 
 

@@ -119,7 +119,9 @@ def served_cell(row: dict) -> str:
 
 
 def kshot_table(rows: list[dict], keys: tuple[str, ...] = KSHOT_TABLE_KEYS) -> tuple[list[str], list[list[str]]]:
-    """(header, cells) of the k table: engine, mode, k, subset, outputs, `keys`, served."""
+    """(header, cells) of the k table: engine, mode, k, subset, outputs, `keys` that have a value
+    in some row (metrics switched off are left out), served."""
+    keys = tuple(k for k in keys if any(r["metrics"][k] is not None for r in rows))
     head = ["engine", "mode", "k", "subset", "n"] + [
         _BY_KEY[k].title + (" ↑" if _BY_KEY[k].better == "higher" else " ↓") for k in keys] + ["served %"]
     body = []

@@ -113,8 +113,9 @@ class Record:
 
 @dataclass
 class EvalResult:
-    """Everything the report needs. `engines`: name → "ok" or "unavailable: …"; `variants`:
-    k-shot runs' outputs per pair with their status (`kshot.plan`), empty otherwise."""
+    """Everything the report needs. `engines`: name → "ok" or "unavailable: …"; k-shot runs:
+    `variants`, the outputs per pair with their status (`kshot.plan`), and `banks`, the reference
+    photos used per primary reference (label → labels; `Record.served` indexes them)."""
 
     protocol: Protocol
     settings: EvalSettings
@@ -126,6 +127,7 @@ class EvalResult:
     thumbs: dict[str, str]
     seconds: dict[str, float]
     variants: list[tuple[kshot.Variant, str]] = field(default_factory=list)
+    banks: dict[str, list[str]] = field(default_factory=dict)
 
 
 def build(name: str, size: int, weights: str | None = None) -> tuple[Engine | None, str]:
@@ -151,6 +153,7 @@ class Evaluation:
         self.lpips = M.LPIPSMetric() if settings.lpips else None
         self._embeddings: dict[Item, np.ndarray] = {}
         self._banks: dict[str, M.FeatureBank] = {}
+        self._used: dict[str, list[str]] = {}  # k-shot: reference photos used per primary
 
     def run(self) -> EvalResult:
         t0 = time.perf_counter()
@@ -173,7 +176,7 @@ class Evaluation:
         fid = self._fid() if self.settings.fid else {}
         seconds = dict(self.timer.seconds, total=time.perf_counter() - t0)
         return EvalResult(self.protocol, self.settings, statuses, records, sequences(records), fid,
-                          sheets, thumbs, seconds, variants if self.settings.ks else [])
+                          sheets, thumbs, seconds, variants if self.settings.ks else [], self._used)
 
     def _fetch_aux(self) -> None:
         """Obtain the auxiliary networks the chosen metrics need before any work is done, so an
@@ -213,11 +216,12 @@ class Evaluation:
     def _bank_renderers(self, engines: dict[str, Engine | None], variants: list[kshot.Variant],
                         ref_item: Item) -> dict[kshot.Variant, Render] | None:
         """k-shot runs: per variant, driver face → (output, served) for one reference's bank of
-        photos (those with a face; None when the primary has none)."""
-        bank = [Reference(self.pics.image(it), f, 1, it.label) for it in self.protocol.bank(ref_item)
-                if (f := self.pics.face(it)) is not None and self.pics.image(it) is not None]
-        if self.pics.face(ref_item) is None or not bank:
+        photos (the first max k with a face; None when the primary has none)."""
+        if self.pics.face(ref_item) is None:
             return None
+        bank = [Reference(self.pics.image(it), f, 1, it.label) for it in self.protocol.bank(ref_item)
+                if (f := self.pics.face(it)) is not None][:max(self.settings.ks)]
+        self._used[ref_item.label] = [r.name for r in bank]
         out: dict[kshot.Variant, Render] = {}
         for name, engine in engines.items():
             cfg = None if engine is None else InferenceConfig(engine=name, size=self.settings.size)

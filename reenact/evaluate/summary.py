@@ -225,7 +225,6 @@ def document(result: EvalResult, rows: list[dict]) -> dict:
         "kshot": None,
     }
     if s.ks:
-        doc["protocol"]["banks"] = {r.label: [it.label for it in p.bank(r)] for r in p.references()
-                                    if r.key in p.banks}
+        doc["protocol"]["banks"] = result.banks  # the photos used: the first max k with a face
         doc["kshot"] = {"ks": list(s.ks), "rows": kshot_rows(result)}
     return doc
