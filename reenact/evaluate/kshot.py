@@ -9,6 +9,9 @@ Per engine and k, the outputs ("variants") are:
     fuse    k > 1: a k-shot generator fuses all k references (`Reenactor(multi="fuse")`); only
             engines with `bank` (a k-shot model): otherwise the row says "not available"
 
+The `reference` baseline outputs the primary photo (single) or the selected photo itself
+(select): how close the nearest photo alone already is to the driver.
+
 Pairs are unrelated photos, so every pair's selection starts afresh (no hysteresis carried from
 the previous pair). Each reference is prepared once per engine; every k reuses those states.
 """
@@ -20,6 +23,8 @@ from typing import Callable
 
 import numpy as np
 
+from reenact import motion
+from reenact import references as refs
 from reenact.config import InferenceConfig
 from reenact.engines import Engine
 from reenact.errors import NoFaceFound, UsageError
@@ -71,14 +76,16 @@ def parse_ks(text: str) -> tuple[int, ...]:
 def plan(engine_name: str, engine: Engine | None, status: str, ks: tuple[int, ...]) -> list[tuple[Variant, str]]:
     """Every variant of one engine with its status: "ok", the engine's own status when it cannot
     be built, or why fusion is not available. `engine` None with status "ok" is the reference
-    baseline: k = 1 only (its output is the primary photo). Without `ks`: the ordinary
+    baseline (single and select; fusing photos is no baseline). Without `ks`: the ordinary
     one-reference variant."""
     if not ks:
         return [(Variant(engine_name), status)]
     out = [(Variant(engine_name, 1, "single"), status)]
-    if status != "ok" or engine is None:
+    if status != "ok":
         return out
     out += [(Variant(engine_name, k, "select"), "ok") for k in ks[1:]]
+    if engine is None:
+        return out
     fuse = "ok" if hasattr(engine, "bank") else NO_FUSION
     return out + [(Variant(engine_name, k, "fuse"), fuse) for k in ks[1:]]
 
@@ -90,9 +97,9 @@ def renderers(references: list[Reference], engine: Engine | None, config: Infere
     `references`: the identity's photos with a face, the primary first. Each is prepared once
     (the largest k's Reenactor); a variant asking for more references than there are raises
     NoFaceFound when rendering (recorded as that pair's status, not fatal). `engine` None: the
-    reference baseline (outputs the primary photo)."""
+    reference baseline (outputs the primary photo, or the selected one)."""
     if engine is None:
-        return {v: (lambda driver, im=references[0].image: (im, 0)) for v in variants}
+        return {v: _photo(references, v.k or 1) for v in variants}
     timer = timer or StageTimer()
     need = min(len(references), max(v.k or 1 for v in variants))
     full = Reenactor(references[:need], config, engine=engine, timer=timer, multi="select")
@@ -110,6 +117,21 @@ def _renderer(full: Reenactor, v: Variant) -> KRender:
                       states=full.states[:k])  # a new Reenactor per pair: a fresh selection
         out = r.render(driver)
         return out, served(r)
+
+    return render
+
+
+def _photo(references: list[Reference], k: int) -> KRender:
+    """The reference baseline: the photo that selection among the first k would render from
+    (the same choice as `Reenactor` makes for a fresh pair: the nearest to the retargeted driver)."""
+    retarget = motion.Retargeter(references[0].face.points)
+    candidates = [refs.candidate(r.face.points) for r in references[:k]]
+
+    def render(driver: Face) -> tuple[np.ndarray, int | None]:
+        if k > len(references):
+            raise NoFaceFound(f"only {len(references)} of the identity's reference photos have a face; k = {k}")
+        j = 0 if k == 1 else refs.nearest(candidates, refs.candidate(retarget(driver.points)))
+        return references[j].image, j
 
     return render
 

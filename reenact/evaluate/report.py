@@ -40,7 +40,8 @@ KSHOT_NOTE = ("Each identity has {kmax} reference photos of the person; the firs
               "single (k = 1): the one-shot baseline, the same outputs as the summary table. "
               "select: each pair is rendered from the one of the first k references nearest in head "
               "pose and expression to the retargeted driver. fuse: a k-shot generator fuses all k "
-              "(not available with the warp engine or a one-reference model). "
+              "(not available with the warp engine or a one-reference model). The reference baseline "
+              "outputs the primary photo (single) or the selected photo itself (select). "
               "ID cos compares the output with the primary reference, ID truth with the driver photo "
               "(another photo of the same person; same-identity pairs only). served: % of the outputs "
               "rendered from reference 1 (the primary) / 2 / … k.")
