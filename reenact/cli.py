@@ -571,18 +571,22 @@ def eval_(
     no_lpips: bool = typer.Option(False, "--no-lpips", help="Skip LPIPS (no VGG download)."),
     no_identity: bool = typer.Option(False, "--no-identity", help="Skip the SFace identity metric."),
     weights: Optional[Path] = WeightsOpt,
+    k: Optional[str] = typer.Option(None, "--k", metavar="K,K,…", help="Compare 1…K reference photos per "
+                                    "identity (celeba-id), e.g. 1,3,5: nearest-pose selection, and fusion "
+                                    "with a k-shot model, per k (k = 1, the one-shot baseline, always)."),
     overwrite: bool = typer.Option(False, "--overwrite", "-y", help="Replace an existing report folder."),
 ) -> None:
     """Measure engines against baselines: identity, pose, expression, self-reenactment L1/PSNR/SSIM/LPIPS, FID."""
     from reenact import evaluate
-    from reenact.evaluate import report
+    from reenact.evaluate import kshot, report
     from reenact.evaluate.runner import EvalSettings
 
+    ks = run(kshot.parse_ks, k) if k else ()
     settings = run(EvalSettings, engines=tuple(e.strip() for e in engines.split(",") if e.strip()), size=size,
                    identity=not no_identity, lpips=not no_lpips, fid=not no_fid,
-                   weights=str(weights) if weights else None)
+                   weights=str(weights) if weights else None, ks=ks)
     proto = run(evaluate.make_protocol, protocol, refs=refs, drivers=drivers, pairs_csv=pairs, data=data,
-                seed=seed, limit=limit or None)
+                seed=seed, limit=limit or None, references=max(ks, default=1))
     run(report.check_target, output, overwrite=overwrite)
     t0 = time.perf_counter()
     with progress_bar() as bar:
@@ -627,6 +631,13 @@ def _eval_summary(doc: dict, folder: Path, wall: float) -> None:
     for row in body:
         table.add_row(*row)
     _wide().print(table)
+    if doc["kshot"]:
+        head, body = report.kshot_table(doc["kshot"]["rows"])
+        table = Table(*head, title=f"k references ({', '.join(map(str, doc['kshot']['ks']))}): "
+                                   "ID cos vs the primary, ID truth vs the driver photo; served % by ref 1/2/…")
+        for row in body:
+            table.add_row(*row)
+        _wide().print(table)
     for line in report.fid_lines(doc):
         out.print(line)
     out.print(f"[green]wrote[/] {folder}/ (metrics.json, report.md, report.html, "

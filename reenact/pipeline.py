@@ -109,26 +109,37 @@ class Reenactor:
     background never jumps). With several, `multi` decides how they are used: "select" renders
     each frame from the reference nearest in head pose and expression to the pose being rendered
     (with hysteresis, `references.Selector`); "fuse" lets a k-shot generator fuse all of them
-    (CainGAN-style); "auto" fuses when the engine can, else selects."""
+    (CainGAN-style); "auto" fuses when the engine can, else selects.
+
+    `states`: the references' states already prepared by this `engine` (as a Reenactor made
+    them, e.g. `other.states[:k]`), so an evaluation comparing several k prepares each
+    reference once; None prepares them here."""
 
     def __init__(self, references: Reference | list[Reference], config: InferenceConfig,
                  engine: Engine | None = None, timer: StageTimer | None = None,
                  retarget: motion.Retargeter | None = None, *, multi: str = "auto",
-                 margin: float = 5.0) -> None:
+                 margin: float = 5.0, states: list[RefState] | None = None) -> None:
         self.references = [references] if isinstance(references, Reference) else list(references)
         self.reference = self.references[0]
         self.config = config
         self.retarget = retarget or motion.Retargeter(self.reference.face.points)  # absolute, everything
         self.engine = engine or build_engine(config)
         self.timer = timer or StageTimer()
-        self.state: RefState = self.engine.prepare(self.reference.image, self.reference.face)
-        size = self.state.image.shape[0]
-        self.states = [self.state] + [self.engine.prepare(r.image, r.face, size) for r in self.references[1:]]
+        if states is not None and len(states) != len(self.references):
+            raise ValueError(f"{len(states)} prepared states for {len(self.references)} references")
+        self.states = list(states) if states is not None else self._prepare()
+        self.state: RefState = self.states[0]
         self.mode = self._mode(multi)
         if self.mode == "fuse":
             self.state = self.engine.bank(self.states, primary=0)
         self.selector = refs.Selector([refs.candidate(r.face.points) for r in self.references], margin=margin)
         self._crop = align.align(self.reference.face.points, config.size) if config.crop else None
+
+    def _prepare(self) -> list[RefState]:
+        """Every reference's engine state, all at the primary's crop side."""
+        first = self.engine.prepare(self.reference.image, self.reference.face)
+        size = first.image.shape[0]
+        return [first] + [self.engine.prepare(r.image, r.face, size) for r in self.references[1:]]
 
     def _mode(self, multi: str) -> str:
         if multi not in MULTI_MODES:

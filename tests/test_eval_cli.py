@@ -131,3 +131,83 @@ def test_eval_runs_an_exported_generator(photos, tmp_path, one_thread):
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["engines"]["gan"] == "ok" and doc["engines"]["fusion"] == "ok"
     assert [x["status"] for x in _records(doc, "fusion")] == ["ok"]
+
+
+# --- k references (eval --k) ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def celeba3(shared_data, tmp_path_factory) -> Path:
+    """A --data folder whose celeba-id holds the first 3 test identities (links to the shared photos)."""
+    src = shared_data / "celeba-id"
+    with open(src / "identities.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
+    ids = sorted({r["identity"] for r in rows}, key=int)[:3]
+    root = tmp_path_factory.mktemp("data")
+    (root / "celeba-id" / "images").mkdir(parents=True)
+    keep = [r for r in rows if r["identity"] in ids]
+    (root / "celeba-id" / "identities.csv").write_text(
+        "file,identity,split\n" + "".join(f"{r['file']},{r['identity']},test\n" for r in keep))
+    for r in keep:
+        (root / "celeba-id" / "images" / r["file"]).symlink_to(src / "images" / r["file"])
+    return root
+
+
+def _kshot_rows(doc: dict) -> dict:
+    return {(r["engine"], r["multi"], r["k"], r["subset"]): r for r in doc["kshot"]["rows"]}
+
+
+def test_eval_k_rows_on_three_identities(celeba3, tmp_path):
+    out = tmp_path / "rep"
+    r = invoke("eval", "--protocol", "celeba-id", "--data", celeba3, "--k", "2,1", "--engines", "warp",
+               "--no-fid", "--no-lpips", "--no-identity", "-o", out)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["kshot"]["ks"] == [1, 2] and doc["protocol"]["params"]["references"] == 2
+    banks = doc["protocol"]["banks"]
+    assert len(banks) == 3 and all(len(b) == 2 and b[0] == primary for primary, b in banks.items())
+    recs = _records(doc, "warp")
+    assert len(recs) == 12 * 2 and all(x["status"] == "ok" for x in recs)
+    assert all(x["driver"] not in banks[x["reference"]] for x in recs)  # a driver is never a reference
+    assert {x["served"] for x in recs if x["multi"] == "select"} <= {0, 1}
+    rows = _kshot_rows(doc)
+    for subset in ("all", "same-identity", "cross-identity"):
+        assert rows[("warp", "single", 1, subset)]["status"] == "ok"
+        assert rows[("warp", "select", 2, subset)]["status"] == "ok"
+    assert sum(rows[("warp", "select", 2, "all")]["served"]) == rows[("warp", "select", 2, "all")]["outputs"] == 12
+    assert rows[("warp", "fuse", 2, "all")]["status"].startswith("not available")
+    assert [x["engine"] for x in doc["summary"]] == ["warp"] * 3  # the one-shot summary, as without --k
+    assert "## k references" in (out / "report.md").read_text() and "k references" in r.output
+    assert "warp k=2 select" in (out / "report.html").read_text()
+
+
+def test_eval_k_needs_celeba_id_and_numbers(tmp_path):
+    r = invoke("eval", "--protocol", "clips", "--k", "1,3", "--no-fid", "-o", tmp_path / "rep")
+    assert r.exit_code == 2 and "--k needs --protocol celeba-id" in r.output
+    r = invoke("eval", "--protocol", "celeba-id", "--k", "0,3", "-o", tmp_path / "rep")
+    assert r.exit_code == 2 and "≥ 1" in r.output
+    r = invoke("eval", "--protocol", "celeba-id", "--k", "three", "-o", tmp_path / "rep")
+    assert r.exit_code == 2 and "not a list of numbers" in r.output
+
+
+def test_eval_k_fuses_with_a_kshot_model(celeba3, tmp_path, one_thread):
+    """A (tiny, untrained) k-shot export makes the fuse rows available; select rows stay."""
+    from reenact.export import export_generator
+    from reenact.train import loop
+    from tests.gen_helpers import synthetic_cache, tiny_config
+
+    synthetic_cache(tmp_path / "cache", n=12, size=64)
+    cfg = tiny_config(tmp_path / "cache", toml="kshot-tiny.toml")
+    weights = export_generator(loop.train(cfg, tmp_path / "run", max_steps=1).checkpoint,
+                               tmp_path / "k.onnx").generator
+    out = tmp_path / "rep"
+    r = invoke("eval", "--protocol", "celeba-id", "--data", celeba3, "--k", "1,2", "--engines", "gan",
+               "--weights", weights, "--no-fid", "--no-lpips", "--no-identity", "-o", out)
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "metrics.json").read_text())
+    rows = _kshot_rows(doc)
+    fuse = rows[("gan", "fuse", 2, "all")]
+    assert fuse["status"] == "ok" and fuse["outputs"] == 12 and fuse["served"] is None
+    assert rows[("gan", "select", 2, "all")]["status"] == "ok"
+    fused = [x for x in _records(doc, "gan") if x["multi"] == "fuse"]
+    assert len(fused) == 12 and all(x["status"] == "ok" and x["served"] is None for x in fused)
+    assert "fused" in (out / "report.md").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 
 import cv2
@@ -12,6 +13,7 @@ import pytest
 from reenact import media
 from reenact.auxnets.fetch import AuxFetchError, fetch
 from reenact import expression
+from reenact.errors import UsageError
 from reenact.evaluate import metrics as M, protocols as P, report, runner, summary
 from reenact.landmarks import Face
 from tests import synth
@@ -164,16 +166,16 @@ def test_real_features_are_cached_until_a_file_changes(tmp_path):
 
 # --- protocols ----------------------------------------------------------------------------------
 
-def _fake_celeba(root, people=5, photos=4):
+def _fake_celeba(root, people=5, photos=4, size=32, suffix="jpg"):
     (root / "images").mkdir(parents=True)
     with open(root / "identities.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["file", "identity", "split"])
         for p in range(people):
             for k in range(photos):
-                name = f"{p:02d}{k:02d}.jpg"
+                name = f"{p:02d}{k:02d}.{suffix}"
                 w.writerow([name, 100 + p, "test"])
-                media.write_image(root / "images" / name, synth.textured(32, seed=p * 10 + k))
+                media.write_image(root / "images" / name, synth.textured(size, seed=p * 10 + k))
         w.writerow(["train.jpg", 999, "train"])
 
 
@@ -191,6 +193,25 @@ def test_celeba_id_protocol_is_deterministic_and_correct(tmp_path):
     assert len(refs) == 5 and not refs & {r.path for r in a.real}
     assert len(a.real) == 5 * 4 - 5 and "train.jpg" not in str(a.real)
     assert len(a.grid_references) == 2 and len(P.limit(a, 7, 0).pairs) == 7
+
+
+def test_celeba_id_with_k_references_per_identity(tmp_path):
+    _fake_celeba(tmp_path, photos=6)
+    one = P.celeba_id(tmp_path, seed=3, n_real=100)
+    k3 = P.celeba_id(tmp_path, seed=3, n_real=100, references=3)
+    assert k3 == P.celeba_id(tmp_path, seed=3, n_real=100, references=3)
+    assert k3.pairs == one.pairs and not one.banks  # the same pairs and primaries as one reference
+    assert len(k3.banks) == 5
+    for p in k3.pairs:
+        bank = k3.bank(p.reference)
+        assert len(bank) == 4 and bank[0] == p.reference  # 3 + one spare (all the person has left)
+        assert {b.identity for b in bank} == {p.reference.identity} and len(set(bank)) == 4
+        assert p.driver not in bank  # drivers are never among the references
+    all_refs = {it.path for bank in k3.banks.values() for it in bank}
+    assert set(it.path for it in k3.references()) == all_refs and not all_refs & {r.path for r in k3.real}
+    assert k3.banks != P.celeba_id(tmp_path, seed=4, references=3).banks
+    with pytest.raises(UsageError, match="fewer than 7 photos"):
+        P.celeba_id(tmp_path, references=5)
 
 
 def test_clips_protocol_pairs_same_and_cross_clip(tmp_path):
@@ -268,20 +289,99 @@ def test_report_files_and_schema(tiny_result):
     assert saved["schema"] == summary.SCHEMA == "reenact.eval/1"
     assert set(summary.TOP_KEYS) <= set(saved)
     assert tuple(saved["definitions"]) == summary.KEYS
-    assert summary.KEYS == ("detect_rate", "id_cos", "id_acc", "yaw_err", "pitch_err", "roll_err",
+    # schema reenact.eval/1; additions since: the metric id_truth, record keys k, multi, served
+    # and identity_truth, settings.ks, and the top-level "kshot" (null unless --k; see test_kshot_*)
+    assert summary.KEYS == ("detect_rate", "id_cos", "id_acc", "id_truth", "yaw_err", "pitch_err", "roll_err",
                             "pose_err", "expr_err", "expr_corr", "l1", "psnr", "ssim", "lpips",
                             "l1_face", "psnr_face", "ssim_face", "fid")
     for row in saved["summary"]:
         assert tuple(row) == summary.ROW_KEYS and tuple(row["metrics"]) == summary.KEYS
     assert set(saved["records"][0]) >= {"engine", "pair", "reference", "driver", "kind", "ground_truth",
                                         "status", "detected", "identity", "pose_error", "expression_error",
-                                        "pixel", "image"}
+                                        "pixel", "image", "k", "multi", "served", "identity_truth"}
+    assert saved["kshot"] is None and saved["settings"]["ks"] is None
+    assert {(r["k"], r["multi"], r["served"]) for r in saved["records"]} == {(None, None, None)}
     page = (out / "report.html").read_text()
     for rec in saved["records"]:
         assert rec["image"] and f'src="{rec["image"]}"' in page and (out / rec["image"]).is_file()
     sheet = media.read_image(out / "contact-warp.png")
     assert sheet.shape[0] > 2 * 128 and sheet.shape[1] > 2 * 128
     assert "| warp | all |" in (out / "report.md").read_text()
+
+
+class PosedLandmarker:
+    """Stands in for mediapipe: a picture listed in `yaws` (by its pixels) shows the synthetic
+    face turned by that yaw (None: no face); any other picture (an output) a frontal one."""
+
+    def __init__(self, yaws: dict[bytes, float | None]) -> None:
+        self.yaws = yaws
+
+    @staticmethod
+    def key(rgb: np.ndarray) -> bytes:
+        return hashlib.sha1(rgb.tobytes()).digest()
+
+    def detect(self, rgb):
+        yaw = self.yaws.get(self.key(rgb), 0.0)
+        return [] if yaw is None else [Face(points=synth.face(rgb.shape[0], yaw=yaw, scale=0.7).astype(np.float32))]
+
+
+class MemorySink:
+    def __init__(self) -> None:
+        self.images: dict[str, np.ndarray] = {}
+
+    def save(self, name: str, rgb) -> str:
+        self.images[name] = rgb
+        return name
+
+
+def test_kshot_runner_selects_the_nearest_reference(tmp_path, monkeypatch):
+    """Same-identity drivers turned like each person's second reference photo: with k = 2,
+    selection renders them from that photo (for one person a spare, the second photo having no
+    face); the reference baseline picks the same photo; each reference is prepared once for every
+    k; fusion is not available."""
+    from reenact import engines
+
+    _fake_celeba(tmp_path, people=3, photos=5, size=256, suffix="png")  # png: decoded pixels = written
+    proto = P.celeba_id(tmp_path, seed=0, references=2, grid=0)
+    key = lambda item: PosedLandmarker.key(media.read_image(item.path))  # noqa: E731
+    banks = list(proto.banks.values())
+    faceless = next(b for b in banks if b[1] not in {p.driver for p in proto.pairs})
+    yaws = {key(b[2] if b is faceless else b[1]): -30.0 for b in banks} | {key(faceless[1]): None}
+    yaws |= {key(p.driver): -28.0 for p in proto.pairs if p.kind == "same-identity"}
+    prepared = []
+    real_prepare = engines.WarpEngine.prepare
+    monkeypatch.setattr(engines.WarpEngine, "prepare", lambda self, *a, **k: prepared.append(1) or real_prepare(self, *a, **k))
+    settings = runner.EvalSettings(engines=("reference", "warp"), identity=False, lpips=False, fid=False, ks=(1, 2))
+    sink = MemorySink()
+    result = runner.run(proto, settings, sink=sink, landmarker=PosedLandmarker(yaws))
+    assert len(prepared) == 3 * 2  # 3 identities × 2 photos, once each for both k
+    warp = {(r.k, r.multi, r.pair): r for r in result.records if r.engine == "warp"}
+    assert len(warp) == 12 * 2 and all(r.status == "ok" for r in warp.values())
+    for i, p in enumerate(proto.pairs):
+        assert warp[(1, "single", i)].served == 0
+        if p.kind == "same-identity":
+            assert warp[(2, "select", i)].served == 1  # the second photo, turned like the driver
+            one, two = (sink.images[f"out/warp-k{k}-{m}/{i:05d}.jpg"] for k, m in ((1, "single"), (2, "select")))
+            assert np.abs(one.astype(int) - two).mean() > 5  # rendered from the other photo's pixels
+    photo = {(r.k, r.multi, r.pair): r for r in result.records if r.engine == "reference"}
+    assert set(photo) == set(warp)  # the baseline selects too: the selected photo itself ...
+    assert all(photo[key].served == warp[key].served for key in warp)  # ... the one warp renders from
+
+    doc = summary.document(result, summary.aggregate(result))
+    rows = {(r["engine"], r["multi"], r["k"], r["subset"]): r for r in doc["kshot"]["rows"]}
+    assert all(tuple(r) == summary.KSHOT_ROW_KEYS for r in rows.values())
+    assert rows[("warp", "select", 2, "same-identity")]["served"] == [0, 6]
+    assert rows[("warp", "single", 1, "all")]["served"] == [12]
+    assert rows[("warp", "fuse", 2, "all")]["status"].startswith("not available")
+    one_shot = next(r for r in doc["summary"] if r["engine"] == "warp" and r["subset"] == "all")
+    assert one_shot["metrics"] == rows[("warp", "single", 1, "all")]["metrics"]  # the summary is k = 1
+    assert doc["settings"]["ks"] == [1, 2]
+    for b in banks:  # the photos used; the spare stood in for the photo without a face
+        want = (b[0], b[2]) if b is faceless else (b[0], b[1])
+        assert doc["protocol"]["banks"][b[0].label] == [it.label for it in want]
+    head, body = report.kshot_table(doc["kshot"]["rows"])
+    line = next(b for b in body if b[:4] == ["warp", "select", "2", "same-identity"])
+    assert head[-1] == "served %" and line[4] == "6" and line[-1] == "0/100"
 
 
 def test_staging_keeps_the_old_report_when_a_run_fails(tmp_path):

@@ -58,6 +58,18 @@ def test_selection_uses_the_reference_nearest_the_rendered_pose():
     assert np.abs(outs[4].astype(int) - single.render(driver(33))).mean() > 5
 
 
+def test_prepared_states_are_reused_across_k(monkeypatch):
+    bank = [reference(0, 1, "front"), reference(-30, 2, "left"), reference(30, 3, "right")]
+    full = Reenactor(bank, InferenceConfig(), multi="select")
+    monkeypatch.setattr(full.engine, "prepare", lambda *a, **k: pytest.fail("prepared again"))
+    for k in (1, 2, 3):
+        r = Reenactor(bank[:k], InferenceConfig(), engine=full.engine, multi="select", states=full.states[:k])
+        fresh = Reenactor(bank[:k], InferenceConfig(), multi="select")
+        assert np.array_equal(r.render(driver(-28)), fresh.render(driver(-28)))
+    with pytest.raises(ValueError, match="2 prepared states for 3 references"):
+        Reenactor(bank, InferenceConfig(), engine=full.engine, states=full.states[:2])
+
+
 def test_one_reference_is_the_single_path():
     r = Reenactor([reference(0, 1, "only")], InferenceConfig(), multi="select")
     assert r.mode == "single" and r.usage() == [("only", 0, [])]

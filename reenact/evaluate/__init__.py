@@ -37,14 +37,17 @@ def data_root(data: str | Path | None = None) -> Path:
 
 def make_protocol(name: str | None, *, refs: list | None = None, drivers: list | None = None,
                   pairs_csv: str | Path | None = None, data: str | Path | None = None, seed: int = 0,
-                  limit: int | None = None) -> "Protocol":
-    """A ready-made protocol by name, or references × drivers from files/folders."""
+                  limit: int | None = None, references: int = 1) -> "Protocol":
+    """A ready-made protocol by name, or references × drivers from files/folders.
+    `references` > 1: photos per identity for k-shot evaluation (celeba-id only)."""
     from reenact.evaluate import protocols
 
     if name and (refs or drivers):
         raise UsageError("--protocol cannot be combined with --refs/--drivers")
+    if references > 1 and name != "celeba-id":
+        raise UsageError("--k needs --protocol celeba-id (several photos of each test identity)")
     if name == "celeba-id":
-        proto = protocols.celeba_id(_need(data_root(data) / "celeba-id"), seed=seed)
+        proto = protocols.celeba_id(_need(data_root(data) / "celeba-id"), seed=seed, references=references)
     elif name == "clips":
         proto = protocols.clips(_need(data_root(data) / "clips" / "pcavs-vox2"), seed=seed)
     elif name:

@@ -5,7 +5,9 @@ A `Protocol` is plain data, deterministic for a given seed, and knows nothing ab
 * `celeba_id`: the test identities of `../shared/data/celeba-id`. Per identity one reference photo,
   `same` other photos of the same person as drivers (ground truth: the driver photo itself) and
   `cross` photos of other test identities as drivers. FID reals: test photos that are not
-  references.
+  references. With `references=k` (`reenact eval --k`) each identity has a bank of photos: the
+  same primary reference and drivers as with one, then k − 1 further photos of the person (never
+  a driver) and up to `spares` more, which replace a reference in which no face is found.
 * `clips`: self-reenactment on same-speaker VoxCeleb2 clips (`../shared/data/clips/pcavs-vox2`).
   Per clip one source frame; drivers are `frames` later frames of the same clip at `stride`, and
   `frames` frames at `stride` of every *other* clip of the same speaker. Every driver frame is the
@@ -72,7 +74,12 @@ class Pair:
 
 @dataclass(frozen=True)
 class Protocol:
-    """Pairs to render, real photos for FID, and the contact-sheet grid (rows × columns)."""
+    """Pairs to render, real photos for FID, and the contact-sheet grid (rows × columns).
+
+    `banks`: several photos of one person per reference (primary reference's key → its photos,
+    the primary first, in the order to use them; an evaluation with k references uses the first
+    k in which a face is found), for k-shot evaluation; a reference without a bank has just
+    itself (`bank`)."""
 
     name: str
     description: str
@@ -81,10 +88,16 @@ class Protocol:
     grid_references: tuple[Item, ...] = ()
     grid_drivers: tuple[Item, ...] = ()
     params: dict = field(default_factory=dict)
+    banks: dict[str, tuple[Item, ...]] = field(default_factory=dict)
+
+    def bank(self, reference: Item) -> tuple[Item, ...]:
+        """Every reference photo of `reference`'s person, the primary (`reference`) first."""
+        return self.banks.get(reference.key, (reference,))
 
     def references(self) -> list[Item]:
-        """Distinct references in first-use order."""
-        return list(dict.fromkeys([p.reference for p in self.pairs] + list(self.grid_references)))
+        """Distinct references (bank photos included) in first-use order."""
+        primary = [p.reference for p in self.pairs] + list(self.grid_references)
+        return list(dict.fromkeys(it for r in primary for it in self.bank(r)))
 
     def drivers(self) -> list[Item]:
         return list(dict.fromkeys([p.driver for p in self.pairs] + list(self.grid_drivers)))
@@ -114,33 +127,52 @@ def _test_identities(root: Path) -> dict[str, list[str]]:
 
 
 def celeba_id(root: str | Path, *, seed: int = 0, same: int = 2, cross: int = 2,
-              n_real: int = 300, grid: int = 5) -> Protocol:
-    """Cross- and same-identity pairs over the celeba-id test identities (see module docstring)."""
+              n_real: int = 300, grid: int = 5, references: int = 1, spares: int = 2) -> Protocol:
+    """Cross- and same-identity pairs over the celeba-id test identities (see module docstring).
+    `references`: photos per identity's bank (k-shot), plus up to `spares` more; the pairs,
+    primary references and random draws are the same for every value. UsageError when a person
+    has fewer than `same` + `references` photos."""
     root = Path(root)
     people = _test_identities(root)
     ids = list(people)
+    if references > 1:
+        _enough(people, same + references)
     rng = np.random.default_rng(seed)
     item = lambda pid, f: Item(str(root / "images" / f), identity=pid)  # noqa: E731
     pairs: list[Pair] = []
     refs: dict[str, Item] = {}
+    banks: dict[str, tuple[Item, ...]] = {}
     for pid in ids:
         photos = list(rng.permutation(people[pid]))
         refs[pid] = ref = item(pid, photos[0])
         pairs += [Pair(ref, item(pid, f), "same-identity", True) for f in photos[1:1 + same]]
+        if references > 1:  # further photos after the drivers: never a driver
+            banks[ref.key] = (ref, *(item(pid, f) for f in photos[1 + same:same + references + spares]))
         others = rng.choice([o for o in ids if o != pid], size=min(cross, len(ids) - 1), replace=False)
         pairs += [Pair(ref, item(o, str(rng.choice(people[o]))), "cross-identity", False) for o in others]
-    used = {r.path for r in refs.values()}
+    used = {r.path for bank in banks.values() for r in bank} | {r.path for r in refs.values()}
     pool = [item(pid, f) for pid in ids for f in people[pid] if item(pid, f).path not in used]
     real = [pool[i] for i in np.sort(rng.choice(len(pool), min(n_real, len(pool)), replace=False))]
     g_ids = ids[:grid]
     g_drv = [item(o, people[o][-1]) for o in ids[grid:2 * grid]]
+    n_refs = "1 reference" if references == 1 else f"{references} reference photos (the first is the primary)"
     return Protocol(
         name="celeba-id",
-        description=(f"celeba-id test split: {len(ids)} identities, 1 reference each, {same} "
+        description=(f"celeba-id test split: {len(ids)} identities, {n_refs} each, {same} "
                      f"same-identity and {cross} cross-identity driver photos per reference (seed {seed})"),
         pairs=tuple(pairs), real=tuple(real), grid_references=tuple(refs[i] for i in g_ids),
         grid_drivers=tuple(g_drv),
-        params=dict(root=str(root), seed=seed, same=same, cross=cross, n_real=n_real))
+        params=dict(root=str(root), seed=seed, same=same, cross=cross, n_real=n_real,
+                    **({"references": references, "spares": spares} if references > 1 else {})),
+        banks=banks)
+
+
+def _enough(people: dict[str, list[str]], need: int) -> None:
+    short = {pid: len(photos) for pid, photos in people.items() if len(photos) < need}
+    if short:
+        pid, n = next(iter(short.items()))
+        raise UsageError(f"{len(short)} test identities have fewer than {need} photos (identity {pid}: {n})",
+                         "ask for fewer references (--k)")
 
 
 # --- clips --------------------------------------------------------------------------------------

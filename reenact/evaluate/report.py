@@ -5,11 +5,12 @@ the end (`staging`), so a report folder is never half-written: an interrupted ru
 previous report (or nothing) behind. Layout of a report folder:
 
     metrics.json            schema "reenact.eval/1" (see `summary`)
-    report.md               tables + metric definitions + links to the sheets
+    report.md               tables (k-shot runs: the k table too) + metric definitions + sheets
     report.html             the same, with every pair's pictures beside its numbers
-    contact-<engine>.png    rows = drivers, columns = references
+    contact-<engine>.png    rows = drivers, columns = references (one reference)
     images/in/*.jpg         reference and driver thumbnails
-    images/out/<engine>/*.jpg  output thumbnails (cropped with the reference's face box)
+    images/out/<engine>/*.jpg  output thumbnails (cropped with the reference's face box);
+                            k-shot runs: images/out/<engine>-k<k>-<mode>/
 """
 
 from __future__ import annotations
@@ -27,10 +28,23 @@ from typing import Iterator
 from reenact import media
 from reenact.errors import OutputError
 from reenact.evaluate import summary
+from reenact.evaluate.kshot import Variant
 from reenact.evaluate.runner import EvalResult
 
 TABLE_KEYS = ("detect_rate", "id_cos", "id_acc", "yaw_err", "pitch_err", "roll_err", "expr_err",
               "expr_corr", "l1", "psnr", "ssim", "lpips", "fid")
+KSHOT_TABLE_KEYS = ("detect_rate", "id_cos", "id_acc", "id_truth", "yaw_err", "pitch_err", "roll_err",
+                    "expr_err", "ssim_face", "lpips")
+KSHOT_NOTE = ("Each identity has {kmax} reference photos of the person; the first is the primary "
+              "(motion is retargeted onto it and outputs are pasted into its frame). "
+              "single (k = 1): the one-shot baseline, the same outputs as the summary table. "
+              "select: each pair is rendered from the one of the first k references nearest in head "
+              "pose and expression to the retargeted driver. fuse: a k-shot generator fuses all k "
+              "(not available with the warp engine or a one-reference model). The reference baseline "
+              "outputs the primary photo (single) or the selected photo itself (select). "
+              "ID cos compares the output with the primary reference, ID truth with the driver photo "
+              "(another photo of the same person; same-identity pairs only). served: % of the outputs "
+              "rendered from reference 1 (the primary) / 2 / … k.")
 _BY_KEY = {m.key: m for m in summary.METRICS}
 
 
@@ -97,6 +111,30 @@ def table(rows: list[dict], keys: tuple[str, ...] = TABLE_KEYS) -> tuple[list[st
     return head, body
 
 
+def served_cell(row: dict) -> str:
+    """Shares of a k-shot row's outputs per reference ("70/20/10"), "fused", or "—"."""
+    if row["served"] is None:
+        return "fused" if row["multi"] == "fuse" and row["status"] == "ok" else ""
+    n = sum(row["served"])
+    return "/".join(f"{100 * c / n:.0f}" for c in row["served"]) if n else "—"
+
+
+def kshot_table(rows: list[dict], keys: tuple[str, ...] = KSHOT_TABLE_KEYS) -> tuple[list[str], list[list[str]]]:
+    """(header, cells) of the k table: engine, mode, k, subset, outputs, `keys` that have a value
+    in some row (metrics switched off are left out), served."""
+    keys = tuple(k for k in keys if any(r["metrics"][k] is not None for r in rows))
+    head = ["engine", "mode", "k", "subset", "n"] + [
+        _BY_KEY[k].title + (" ↑" if _BY_KEY[k].better == "higher" else " ↓") for k in keys] + ["served %"]
+    body = []
+    for r in rows:
+        lead = [r["engine"], r["multi"], str(r["k"]), r["subset"]]
+        if r["status"] != "ok":  # "not available: fusion needs…" → the gist (KSHOT_NOTE says why)
+            body.append(lead + [r["status"].split(":")[0]] + [""] * (len(keys) + 1))
+            continue
+        body.append(lead + [str(r["outputs"])] + [cell(k, r["metrics"][k]) for k in keys] + [served_cell(r)])
+    return head, body
+
+
 def write(result: EvalResult, folder: str | Path, *, command: str | None = None) -> dict:
     """Write metrics.json, the contact sheets, report.md and report.html into `folder`."""
     folder = Path(folder)
@@ -153,6 +191,9 @@ def markdown(doc: dict) -> str:
     face_keys = ("l1_face", "psnr_face", "ssim_face")
     lines += ["### Pixel metrics inside the face mask", ""] + _md_table(*table(doc["summary"], face_keys)) + [""]
     lines += ["### FID", ""] + fid_lines(doc) + [""]
+    if doc.get("kshot"):
+        note = KSHOT_NOTE.format(kmax=max(doc["kshot"]["ks"]))
+        lines += ["## k references", "", note, ""] + _md_table(*kshot_table(doc["kshot"]["rows"])) + [""]
     lines += ["## Contact sheets", ""] + [f"![{e}]({f})" for e, f in doc["files"]["contact_sheets"].items()] + [""]
     lines += ["## Metric definitions", ""] + [f"- **{d['title']}** (`{k}`, {d['better']} is better): "
                                               f"{d['definition']}" for k, d in doc["definitions"].items()]
@@ -182,8 +223,12 @@ def _numbers(rec: dict) -> str:
         return rec["status"]
     if not rec["detected"]:
         return "no face detected"
-    lines = [f"ID  {cell('id_cos', rec['identity'])}",
-             "pose " + "/".join(f"{v:.1f}" for v in rec["pose_error"]) + "°",
+    lines = [f"ID  {cell('id_cos', rec['identity'])}"]
+    if rec.get("identity_truth") is not None:
+        lines[0] += f" truth {cell('id_truth', rec['identity_truth'])}"
+    if rec.get("multi") == "select":
+        lines.append(f"from ref {rec['served'] + 1} of {rec['k']}")
+    lines += ["pose " + "/".join(f"{v:.1f}" for v in rec["pose_error"]) + "°",
              f"expr {cell('expr_err', rec['expression_error'])}"]
     px = rec["pixel"]
     if px:
@@ -192,23 +237,35 @@ def _numbers(rec: dict) -> str:
     return "\n".join(lines)
 
 
+def _label(rec: dict) -> str:
+    return Variant(rec["engine"], rec.get("k"), rec.get("multi")).label
+
+
 def _pair_rows(doc: dict, result: EvalResult) -> str:
-    engines = [e for e, s in doc["engines"].items() if s == "ok"]
-    recs = {(r["engine"], r["pair"]): r for r in doc["records"]}
+    """One row per pair: reference, driver and each variant's (engine's) output with its numbers."""
+    columns = list(dict.fromkeys(_label(r) for r in doc["records"]))
+    recs = {(_label(r), r["pair"]): r for r in doc["records"]}
     img = lambda src: f'<img src="{html.escape(src)}" loading="lazy">' if src else ""  # noqa: E731
     head = "<tr><th>#</th><th>reference photo</th><th>driver</th>" + "".join(
-        f"<th>output: {html.escape(e)}</th>" for e in engines)
+        f"<th>output: {html.escape(e)}</th>" for e in columns)
     rows = [head + "</tr>"]
     for i, p in enumerate(result.protocol.pairs):
         cells = [f"<td>{i}<br>{html.escape(p.kind)}</td>",
                  f"<td class=l>{img(result.thumbs.get(p.reference.key))}{html.escape(p.reference.label)}</td>",
                  f"<td class=l>{img(result.thumbs.get(p.driver.key))}{html.escape(p.driver.label)}</td>"]
-        for e in engines:
+        for e in columns:
             rec = recs.get((e, i))
             cells.append(f"<td class=l>{img(rec and rec['image'])}<div class=m>"
                          f"{html.escape(_numbers(rec)) if rec else ''}</div></td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return "<table>" + "".join(rows) + "</table>"
+
+
+def _kshot_html(doc: dict) -> list[str]:
+    if not doc.get("kshot"):
+        return []
+    note = KSHOT_NOTE.format(kmax=max(doc["kshot"]["ks"]))
+    return ["<h2>k references</h2>", f"<p>{html.escape(note)}</p>", _html_table(*kshot_table(doc["kshot"]["rows"]))]
 
 
 def html_page(doc: dict, result: EvalResult) -> str:
@@ -226,6 +283,7 @@ def html_page(doc: dict, result: EvalResult) -> str:
              "<h3>Pixel metrics inside the face mask</h3>", _html_table(*table(doc["summary"], face_keys)),
              "<h3>FID</h3><ul>" + "".join(f"<li>{html.escape(x.removeprefix('- '))}</li>"
                                           for x in fid_lines(doc)) + "</ul>",
+             *_kshot_html(doc),
              "<h2>Contact sheets</h2>", sheets, "<h2>Pairs</h2>", _pair_rows(doc, result),
              "<h2>Metric definitions</h2><ul>", defs, "</ul>"]
     return "\n".join(parts) + "\n"

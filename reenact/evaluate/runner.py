@@ -7,6 +7,9 @@ itself. Engines that cannot be built (no trained weights) are reported, not fata
 Each output is measured against its pair (see `metrics` for the definitions): landmarks are found
 on the output with the image-mode landmarker; an output without a face counts against the
 detection rate and gets no landmark-based metric (pose, expression, identity, pixel metrics).
+
+With `EvalSettings.ks` (`reenact eval --k`) every pair is rendered once per k and mode from the
+reference's bank of photos (`kshot`): records then carry `k`, `multi` and `served`.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from reenact.auxnets.sface import SAME_PERSON_THRESHOLD
 from reenact.config import ENGINES, InferenceConfig
 from reenact.engines import Engine, build_engine
 from reenact.errors import MissingWeights, ReenactError, UsageError
+from reenact.evaluate import kshot, sheet
 from reenact.evaluate import metrics as M
-from reenact.evaluate import sheet
 from reenact.expression import expression_descriptor
 from reenact.evaluate.pictures import Pictures, read_items
 from reenact.evaluate.protocols import Item, Pair, Protocol
@@ -35,7 +38,7 @@ REFERENCE_ENGINE = "reference"
 ENGINE_CHOICES = (REFERENCE_ENGINE, *ENGINES)
 
 Progress = Callable[[str, int, "int | None"], None]
-Render = Callable[[Face], np.ndarray]
+Render = Callable[[Face], "tuple[np.ndarray, int | None]"]  # driver → (output, served reference)
 
 
 class ImageSink(TypingProtocol):
@@ -48,7 +51,8 @@ class ImageSink(TypingProtocol):
 class EvalSettings:
     """What to measure. `size`: the engines' crop side and the aligned-crop side for pixel
     metrics; `threshold`: SFace cosine above which two faces are the same person; `thumb`: side
-    of the report's thumbnails."""
+    of the report's thumbnails; `ks`: numbers of references per identity to compare (k-shot,
+    `kshot.parse_ks`; empty = one reference, the ordinary evaluation)."""
 
     engines: tuple[str, ...] = ENGINE_CHOICES
     size: int = 256
@@ -58,8 +62,11 @@ class EvalSettings:
     threshold: float = SAME_PERSON_THRESHOLD
     thumb: int = 128
     weights: str | None = None  # exported generator for gan/fusion (None: the bundled default)
+    ks: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.ks and (1 not in self.ks or list(self.ks) != sorted(set(self.ks))):
+            raise UsageError(f"k values {self.ks} must be ascending, distinct and include 1")
         bad = [e for e in self.engines if e not in ENGINE_CHOICES]
         if bad or not self.engines:
             raise UsageError(f"unknown engine(s) {', '.join(bad) or '(none given)'}",
@@ -70,7 +77,9 @@ class EvalSettings:
 @dataclass
 class Record:
     """Measurements of one output. `status` is "ok" or why there is no output; None = not
-    measured (no face on the output, or the metric does not apply / is switched off)."""
+    measured (no face on the output, or the metric does not apply / is switched off).
+    k-shot runs: `k` references, used as `multi` ("single", "select", "fuse"); `served`: index
+    of the reference that rendered it (0 = the primary; None = fused or not a k-shot run)."""
 
     engine: str
     pair: int
@@ -81,8 +90,12 @@ class Record:
     sequence: str | None
     order: int
     status: str = "ok"
+    k: int | None = None
+    multi: str | None = None
+    served: int | None = None
     detected: bool | None = None
     identity: float | None = None
+    identity_truth: float | None = None  # output ↔ driver photo, ground-truth pairs only
     pose_error: list[float] | None = None  # |Δyaw|, |Δpitch|, |Δroll| in degrees
     expression: list[float] | None = None  # output descriptor (expression.COMPONENTS)
     expression_driver: list[float] | None = None
@@ -93,10 +106,16 @@ class Record:
     def to_json(self) -> dict:
         return asdict(self)
 
+    @property
+    def variant(self) -> kshot.Variant:
+        return kshot.Variant(self.engine, self.k, self.multi)
+
 
 @dataclass
 class EvalResult:
-    """Everything the report needs. `engines`: name → "ok" or "unavailable: …"."""
+    """Everything the report needs. `engines`: name → "ok" or "unavailable: …"; k-shot runs:
+    `variants`, the outputs per pair with their status (`kshot.plan`), and `banks`, the reference
+    photos used per primary reference (label → labels; `Record.served` indexes them)."""
 
     protocol: Protocol
     settings: EvalSettings
@@ -107,6 +126,8 @@ class EvalResult:
     sheets: dict[str, np.ndarray]
     thumbs: dict[str, str]
     seconds: dict[str, float]
+    variants: list[tuple[kshot.Variant, str]] = field(default_factory=list)
+    banks: dict[str, list[str]] = field(default_factory=dict)
 
 
 def build(name: str, size: int, weights: str | None = None) -> tuple[Engine | None, str]:
@@ -132,6 +153,7 @@ class Evaluation:
         self.lpips = M.LPIPSMetric() if settings.lpips else None
         self._embeddings: dict[Item, np.ndarray] = {}
         self._banks: dict[str, M.FeatureBank] = {}
+        self._used: dict[str, list[str]] = {}  # k-shot: reference photos used per primary
 
     def run(self) -> EvalResult:
         t0 = time.perf_counter()
@@ -148,12 +170,13 @@ class Evaluation:
                 engine, statuses[name] = build(name, self.settings.size, self.settings.weights)
                 if statuses[name] == "ok":
                     engines[name] = engine
-            records = self._evaluate(engines)
+            variants = [vs for n in statuses for vs in kshot.plan(n, engines.get(n), statuses[n], self.settings.ks)]
+            records = self._evaluate(engines, [v for v, status in variants if status == "ok"])
             sheets = {n: g for n, e in engines.items() if (g := self._grid(n, e)) is not None}
         fid = self._fid() if self.settings.fid else {}
         seconds = dict(self.timer.seconds, total=time.perf_counter() - t0)
         return EvalResult(self.protocol, self.settings, statuses, records, sequences(records), fid,
-                          sheets, thumbs, seconds)
+                          sheets, thumbs, seconds, variants if self.settings.ks else [], self._used)
 
     def _fetch_aux(self) -> None:
         """Obtain the auxiliary networks the chosen metrics need before any work is done, so an
@@ -174,8 +197,8 @@ class Evaluation:
     # --- rendering --------------------------------------------------------------------------
 
     def _renderers(self, engines: dict[str, Engine | None], ref_item: Item) -> dict[str, Render] | None:
-        """Per engine, driver face → output frame for one reference (None: no face in it).
-        The reference baseline returns the reference photo itself."""
+        """Per engine, driver face → (output frame, None) for one reference (None: no face in
+        it). The reference baseline returns the reference photo itself."""
         image, face = self.pics.image(ref_item), self.pics.face(ref_item)
         if face is None:
             return None
@@ -183,52 +206,76 @@ class Evaluation:
         out: dict[str, Render] = {}
         for name, engine in engines.items():
             if engine is None:
-                out[name] = lambda driver, im=image: im
+                out[name] = lambda driver, im=image: (im, None)
             else:
                 cfg = InferenceConfig(engine=name, size=self.settings.size)
-                out[name] = Reenactor(ref, cfg, engine=engine, timer=self.timer).render
+                r = Reenactor(ref, cfg, engine=engine, timer=self.timer)
+                out[name] = lambda driver, r=r: (r.render(driver), None)
         return out
 
-    def _render(self, name: str, render: Render, driver: Face) -> tuple[np.ndarray | None, str]:
+    def _bank_renderers(self, engines: dict[str, Engine | None], variants: list[kshot.Variant],
+                        ref_item: Item) -> dict[kshot.Variant, Render] | None:
+        """k-shot runs: per variant, driver face → (output, served) for one reference's bank of
+        photos (the first max k with a face; None when the primary has none)."""
+        if self.pics.face(ref_item) is None:
+            return None
+        bank = [Reference(self.pics.image(it), f, 1, it.label) for it in self.protocol.bank(ref_item)
+                if (f := self.pics.face(it)) is not None][:max(self.settings.ks)]
+        self._used[ref_item.label] = [r.name for r in bank]
+        out: dict[kshot.Variant, Render] = {}
+        for name, engine in engines.items():
+            cfg = None if engine is None else InferenceConfig(engine=name, size=self.settings.size)
+            out |= kshot.renderers(bank, engine, cfg, [v for v in variants if v.engine == name], self.timer)
+        return out
+
+    def _render(self, name: str, render: Render, driver: Face) -> tuple[np.ndarray | None, str, int | None]:
+        """(output, status, served index)."""
         try:
             with self.timer(f"render:{name}"):
-                return render(driver), "ok"
+                image, served = render(driver)
         except ReenactError as e:  # an engine's user-facing failure on this pair: recorded, not fatal
-            return None, f"error: {e.message}"
+            return None, f"error: {e.message}", None
+        return image, "ok", served
 
-    def _evaluate(self, engines: dict[str, Engine | None]) -> list[Record]:
-        """All pairs × engines, reference by reference (each engine prepares a reference once)."""
+    def _evaluate(self, engines: dict[str, Engine | None], variants: list[kshot.Variant]) -> list[Record]:
+        """All pairs × variants, reference by reference (each engine prepares a reference once)."""
         by_ref: dict[Item, list[tuple[int, Pair]]] = defaultdict(list)
         for i, p in enumerate(self.protocol.pairs):
             by_ref[p.reference].append((i, p))
         records: list[Record] = []
-        total = len(self.protocol.pairs) * len(engines)
+        total = len(self.protocol.pairs) * len(variants)
         for ref_item, group in by_ref.items():
-            renders = self._renderers(engines, ref_item) if engines else {}
+            if not engines:
+                renders = {}
+            elif self.settings.ks:
+                renders = self._bank_renderers(engines, variants, ref_item)
+            else:
+                renders = self._renderers(engines, ref_item)
+                renders = renders and {kshot.Variant(n): r for n, r in renders.items()}
             for i, p in group:
-                records += self._evaluate_pair(i, p, list(engines), renders)
+                records += self._evaluate_pair(i, p, variants, renders)
                 self.progress("evaluating", len(records), total)
         return records
 
-    def _evaluate_pair(self, i: int, p: Pair, names: list[str], renders: dict | None) -> list[Record]:
-        """One record per engine for pair `i`; LPIPS of all outputs against the ground truth in
-        one batch (the truth's features are computed once)."""
+    def _evaluate_pair(self, i: int, p: Pair, variants: list[kshot.Variant], renders: dict | None) -> list[Record]:
+        """One record per variant (engine; k-shot runs: engine × k × mode) for pair `i`; LPIPS of
+        all outputs against the ground truth in one batch (the truth's features once)."""
         driver = self.pics.face(p.driver)
         status = "no face in the reference" if renders is None else "ok" if driver else "no face in the driver"
         recs, crops = [], []
-        for name in names:
-            rec = Record(name, i, p.reference.label, p.driver.label, p.kind, p.ground_truth,
-                         p.sequence, p.order, status=status)
+        for v in variants:
+            rec = Record(v.engine, i, p.reference.label, p.driver.label, p.kind, p.ground_truth,
+                         p.sequence, p.order, status=status, k=v.k, multi=v.multi)
             out = None
             if status == "ok":
-                out, rec.status = self._render(name, renders[name], driver)
+                out, rec.status, rec.served = self._render(v.engine, renders[v], driver)
             if out is not None:
                 if (aligned := self._measure(rec, out, p)) is not None:
                     crops.append((rec, aligned))
-                if self.settings.fid:
+                if self.settings.fid and v.one_shot:
                     with self.timer("fid"):
-                        self._banks.setdefault(name, M.FeatureBank()).add(out)
-                rec.image = self._save(f"out/{name}/{i:05d}.jpg", out, self._box(p.reference, out))
+                        self._banks.setdefault(v.engine, M.FeatureBank()).add(out)
+                rec.image = self._save(f"out/{v.folder}/{i:05d}.jpg", out, self._box(p.reference, out))
             recs.append(rec)
         if self.lpips is not None and crops:
             with self.timer("measure:lpips"):
@@ -255,7 +302,10 @@ class Evaluation:
         rec.expression_error = M.expression_error(d_out, d_drv)
         if self.identity is not None:
             with self.timer("measure:identity"):
-                rec.identity = M.identity_similarity(self.identity.embed(out, pts), self._embedding(pair.reference))
+                emb = self.identity.embed(out, pts)
+                rec.identity = M.identity_similarity(emb, self._embedding(pair.reference))
+                if pair.ground_truth and self.pics.face(pair.driver) is not None:
+                    rec.identity_truth = M.identity_similarity(emb, self._embedding(pair.driver))
         if not pair.ground_truth:
             return None
         with self.timer("measure:pixels"):
@@ -328,10 +378,10 @@ class Evaluation:
 
 
 def sequences(records: list[Record]) -> list[dict]:
-    """Expression correlation per (engine, sequence) over the outputs with a detected face."""
+    """Expression correlation per (engine, sequence) over the one-shot outputs with a detected face."""
     groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for r in records:
-        if r.sequence is not None and r.detected:
+        if r.sequence is not None and r.detected and r.variant.one_shot:
             groups[(r.engine, r.sequence)].append(r)
     out = []
     for (engine, seq), recs in groups.items():

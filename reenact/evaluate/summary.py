@@ -2,7 +2,8 @@
 
 `METRICS` is the single list of reported numbers: its keys are the JSON schema's summary keys,
 its titles the table columns and its definitions are printed in every report. Changing a key or
-a definition's meaning means bumping `SCHEMA`.
+a definition's meaning means bumping `SCHEMA`; adding one (as `id_truth`, or the `kshot` section
+of k-shot runs) does not.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 
 from reenact import __version__
 from reenact import expression
-from reenact.evaluate.metrics import FID_RELIABLE_N, SSIM_SIGMA, SSIM_WINDOW
+from reenact.evaluate.metrics import FID_RELIABLE_N, FidResult, SSIM_SIGMA, SSIM_WINDOW
 from reenact.evaluate.runner import EvalResult, Record
 
 SCHEMA = "reenact.eval/1"
@@ -47,6 +48,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("id_acc", "ID acc", "higher", ".0%",
            "Identity accuracy: fraction of outputs whose identity cosine exceeds {threshold} "
            "(OpenCV's same-person threshold for SFace)."),
+    Metric("id_truth", "ID truth", "higher", ".3f",
+           "Identity to the ground truth (self-reenactment pairs only): SFace cosine between output "
+           "and the driver photo, which shows the reference's person (celeba-id: another photo of "
+           "them), aligned as for ID cos. What more reference photos of the person should raise."),
     Metric("yaw_err", "yaw°", "lower", ".2f", "Mean |yaw(output) − yaw(driver)| in degrees, poses "
            "from a rigid 3-D fit of the canonical face to the face mesh (poses are compared, so the "
            "absolute-pitch bias cancels)."),
@@ -80,8 +85,11 @@ METRICS: tuple[Metric, ...] = (
 )
 KEYS = tuple(m.key for m in METRICS)
 ROW_KEYS = ("engine", "subset", "status", "pairs", "outputs", "metrics", "counts")
+# k-shot rows (`kshot.rows`): a summary row per engine × mode × k × subset, plus `served`: how
+# many outputs each reference rendered (index 0 = the primary; None when fused)
+KSHOT_ROW_KEYS = ("engine", "multi", "k", "subset", "status", "pairs", "outputs", "metrics", "counts", "served")
 TOP_KEYS = ("schema", "reenact_version", "created", "protocol", "settings", "definitions", "engines",
-            "summary", "fid", "sequences", "records", "seconds")
+            "summary", "fid", "sequences", "records", "seconds", "kshot")
 
 
 def definitions(result: EvalResult) -> dict[str, dict[str, str]]:
@@ -103,6 +111,7 @@ def _values(recs: list[Record], threshold: float) -> dict[str, list]:
     v: dict[str, list] = {"detect_rate": [float(bool(r.detected)) for r in ok]}
     v["id_cos"] = [r.identity for r in found]
     v["id_acc"] = [None if r.identity is None else float(r.identity > threshold) for r in found]
+    v["id_truth"] = [r.identity_truth for r in found]
     for i, k in enumerate(("yaw_err", "pitch_err", "roll_err")):
         v[k] = [r.pose_error[i] for r in found]
     v["pose_err"] = [float(np.mean(r.pose_error)) for r in found]
@@ -112,39 +121,85 @@ def _values(recs: list[Record], threshold: float) -> dict[str, list]:
     return v
 
 
-def _row(engine: str, subset: str, recs: list[Record], seqs: list[dict], result: EvalResult) -> dict:
+def _row(engine: str, subset: str, recs: list[Record], seqs: list[dict], result: EvalResult,
+         fid: FidResult | None = None) -> dict:
     metrics, counts = {}, {}
     for k, vals in _values(recs, result.settings.threshold).items():
         metrics[k], counts[k] = _mean(vals)
     metrics["expr_corr"], counts["expr_corr"] = _mean([s["expr_corr"] for s in seqs])
-    fid = result.fid.get(engine) if subset == ALL else None
     metrics["fid"], counts["fid"] = (fid.value, fid.n_outputs) if fid else (None, 0)
     return {"engine": engine, "subset": subset, "status": "ok",
             "pairs": len(recs), "outputs": sum(r.status == "ok" for r in recs),
             "metrics": {k: metrics[k] for k in KEYS}, "counts": {k: counts[k] for k in KEYS}}
 
 
+def _empty(engine: str, status: str) -> dict:
+    return {"engine": engine, "subset": ALL, "status": status, "pairs": 0, "outputs": 0,
+            "metrics": {k: None for k in KEYS}, "counts": {k: 0 for k in KEYS}}
+
+
+def _kinds(result: EvalResult) -> list[str]:
+    """Subsets of the summary: "all", and each pair kind when there are several."""
+    kinds = list(dict.fromkeys(p.kind for p in result.protocol.pairs))
+    return [ALL] + (kinds if len(kinds) > 1 else [])
+
+
 def aggregate(result: EvalResult) -> list[dict]:
     """One row per (engine, subset): subset "all" and each pair kind; unavailable engines get a
     row with their status and no numbers. Means ignore unmeasured (None) values; `counts` says
-    how many values each mean has."""
+    how many values each mean has. k-shot runs: the one-shot (k = 1) outputs, see `kshot_rows`."""
     by_engine: dict[str, list[Record]] = defaultdict(list)
     for r in result.records:
-        by_engine[r.engine].append(r)
-    kinds = list(dict.fromkeys(p.kind for p in result.protocol.pairs))
+        if r.variant.one_shot:
+            by_engine[r.engine].append(r)
     rows = []
     for engine, status in result.engines.items():
         if status != "ok":
-            rows.append({"engine": engine, "subset": ALL, "status": status, "pairs": 0, "outputs": 0,
-                         "metrics": {k: None for k in KEYS}, "counts": {k: 0 for k in KEYS}})
+            rows.append(_empty(engine, status))
             continue
         recs = by_engine[engine]
         seqs = [s for s in result.sequences if s["engine"] == engine]
-        rows.append(_row(engine, ALL, recs, seqs, result))
-        if len(kinds) > 1:
-            rows += [_row(engine, k, [r for r in recs if r.kind == k], [s for s in seqs if s["kind"] == k],
-                          result) for k in kinds]
+        for subset in _kinds(result):
+            rows.append(_row(engine, subset, [r for r in recs if subset in (ALL, r.kind)],
+                             [s for s in seqs if subset in (ALL, s["kind"])], result,
+                             result.fid.get(engine) if subset == ALL else None))
     return rows
+
+
+def kshot_rows(result: EvalResult) -> list[dict]:
+    """k-shot runs: one row per engine × subset × variant (`result.variants` order: single k = 1,
+    select per k, fuse per k), keys `KSHOT_ROW_KEYS`; a variant that is not "ok" (engine
+    unavailable, fusion not available) gets one row with its status, after the engine's other
+    rows. No FID, no expression
+    correlation (None). `served`: outputs per reference index (0 = primary); None when fused."""
+    by_variant: dict = defaultdict(list)
+    for r in result.records:
+        by_variant[r.variant].append(r)
+    rows = []
+    for engine in result.engines:
+        ok = [v for v, status in result.variants if v.engine == engine and status == "ok"]
+        for subset in _kinds(result):
+            for v in ok:
+                recs = [r for r in by_variant[v] if subset in (ALL, r.kind)]
+                rows.append(_kshot_row(v, _row(engine, subset, recs, [], result), _served(v, recs)))
+        rows += [_kshot_row(v, _empty(engine, status), None)
+                 for v, status in result.variants if v.engine == engine and status != "ok"]
+    return rows
+
+
+def _kshot_row(v, row: dict, served: list[int] | None) -> dict:
+    row = dict(row, multi=v.multi, k=v.k, served=served)
+    return {k: row[k] for k in KSHOT_ROW_KEYS}
+
+
+def _served(v, recs: list[Record]) -> list[int] | None:
+    if v.multi == "fuse":
+        return None
+    counts = [0] * v.k
+    for r in recs:
+        if r.status == "ok" and r.served is not None:
+            counts[r.served] += 1
+    return counts
 
 
 def document(result: EvalResult, rows: list[dict]) -> dict:
@@ -157,7 +212,8 @@ def document(result: EvalResult, rows: list[dict]) -> dict:
         "protocol": {"name": p.name, "description": p.description, "params": p.params,
                      "pairs": len(p.pairs), "real": len(p.real)},
         "settings": {"engines": list(s.engines), "size": s.size, "identity": s.identity,
-                     "lpips": s.lpips, "fid": s.fid, "identity_threshold": s.threshold},
+                     "lpips": s.lpips, "fid": s.fid, "identity_threshold": s.threshold,
+                     "ks": list(s.ks) or None},
         "definitions": definitions(result),
         "engines": dict(result.engines),
         "summary": rows,
@@ -166,5 +222,9 @@ def document(result: EvalResult, rows: list[dict]) -> dict:
         "sequences": result.sequences,
         "records": [r.to_json() for r in result.records],
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+        "kshot": None,
     }
+    if s.ks:
+        doc["protocol"]["banks"] = result.banks  # the photos used: the first max k with a face
+        doc["kshot"] = {"ks": list(s.ks), "rows": kshot_rows(result)}
     return doc
