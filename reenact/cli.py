@@ -712,6 +712,15 @@ def _check_interrupt() -> None:
         raise KeyboardInterrupt
 
 
+def _unraisable(info) -> None:
+    """sys.unraisablehook: the KeyboardInterrupt of `_on_signal` landing where Python cannot
+    raise it (e.g. logging's at-fork handler while ffmpeg starts) is re-raised by the next
+    progress update, so say nothing about it; anything else goes to Python's own hook."""
+    if isinstance(info.exc_value, KeyboardInterrupt):
+        return
+    sys.__unraisablehook__(info)
+
+
 def _silence_native_stderr() -> None:
     """mediapipe/TFLite log from C++ threads straight to file descriptor 2. Point fd 2 at
     /dev/null and give Python's sys.stderr a private duplicate of the real stderr, so our own
@@ -740,6 +749,7 @@ def main() -> None:
     _silence_native_stderr()
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    sys.unraisablehook = _unraisable
     app(prog_name="reenact")
 
 

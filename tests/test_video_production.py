@@ -323,3 +323,22 @@ def test_a_swallowed_ctrl_c_stops_at_the_next_progress_update(monkeypatch):
         pass  # as Python does when the signal lands in an at-fork handler (ffmpeg being started)
     with pytest.raises(KeyboardInterrupt):
         update("rendering", 2, 10)
+
+
+def test_a_swallowed_ctrl_c_prints_no_traceback():
+    """Where Python cannot raise the signal's KeyboardInterrupt (a finalizer, an at-fork handler),
+    it reports it through sys.unraisablehook as 'Exception ignored … Traceback'; the CLI's hook
+    keeps that quiet (the next progress update stops the render), and reports anything else."""
+    code = (
+        "import signal, sys, weakref\n"
+        "from reenact import cli\n"
+        "sys.unraisablehook = cli._unraisable\n"
+        "class A: pass\n"
+        "def boom(_): raise KeyboardInterrupt\n"
+        "def bad(_): raise ValueError('other')\n"
+        "a = A(); r = weakref.ref(a, boom); del a\n"
+        "b = A(); q = weakref.ref(b, bad); del b\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "KeyboardInterrupt" not in r.stderr and "ValueError: other" in r.stderr, r.stderr
