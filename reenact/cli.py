@@ -617,10 +617,10 @@ def bench(
         out.print(f"[green]wrote[/] {json_out}")
 
 
-def _wide() -> Console:
-    """stdout; when it is a pipe or a file (no terminal width), one 170 columns wide so wide
+def _wide(width: int = 170) -> Console:
+    """stdout; when it is a pipe or a file (no terminal width), one `width` columns wide so wide
     tables are written whole instead of squeezed to 80 columns."""
-    return out if out.is_terminal else Console(width=170, file=out.file)
+    return out if out.is_terminal else Console(width=width, file=out.file)
 
 
 def _eval_summary(doc: dict, folder: Path, wall: float) -> None:
@@ -657,7 +657,7 @@ def _bench_table(result: dict) -> None:
                       *[f"{r['stages_ms'][s]:.1f}" if s in r["stages_ms"] else "" for s in stages],
                       f"{r['warm_ms']:.1f}", f"{r['fps_warm']:.1f}", f"{r['end_to_end_ms']:.1f}",
                       f"{r['fps_end_to_end']:.1f}")
-    _wide().print(table)
+    _wide(230).print(table)  # 15 columns with every video stage
 
 
 def _note_faces(ref_faces: int, ref_choice, drv_faces: int, drv_choice, *, video: bool = False) -> None:
