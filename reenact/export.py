@@ -10,6 +10,10 @@ per frame, so a video or a k-shot bank computes F's features only once):
                                for grid_sample (align_corners=False) — only when feature_warp]
                         output image           N×3×S×S float32 RGB in [-1, 1]
 
+The region variant (`variant = "region"`, a mouth or eye generator) writes the same two files;
+NAME.onnx then takes `warped` N×3×S×S (the warp's render of the region, RGB in [-1, 1]) after
+pose_parsing instead of a warp grid.
+
 The k-shot variant (`ModelConfig.variant = "kshot"`) writes instead:
 
   NAME.embedder.onnx    inputs reference N×3×S×S, reference_parsing N×12×S×S (its own parsing
@@ -140,10 +144,19 @@ def export_generator(checkpoint: str | os.PathLike, output: str | os.PathLike, *
 
 
 def _inputs(cfg: ModelConfig, n: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(reference, parsing, D's third input): the warp grid (feature_warp), the warp render of the
+    region (region variant) or None."""
     s = cfg.size
     ref = torch.rand(n, 3, s, s) * 2 - 1
-    grid = identity_grid(n, s) if cfg.feature_warp else None
-    return ref, torch.rand(n, cfg.parsing_channels, s, s), grid
+    third = identity_grid(n, s) if cfg.feature_warp else None
+    if cfg.variant == "region":
+        third = torch.rand(n, 3, s, s) * 2 - 1
+    return ref, torch.rand(n, cfg.parsing_channels, s, s), third
+
+
+def third_input_name(cfg: ModelConfig) -> str | None:
+    """ONNX name of D's input after pose_parsing: warp_grid, warped (region variant) or none."""
+    return "warped" if cfg.variant == "region" else ("warp_grid" if cfg.feature_warp else None)
 
 
 def _export_graphs(g: Generator, app_path: Path, gen_path: Path, meta: dict, *, app_name: str, fp16: bool) -> None:
@@ -152,8 +165,8 @@ def _export_graphs(g: Generator, app_path: Path, gen_path: Path, meta: dict, *, 
     ref, parsing, grid = _inputs(cfg)
     with torch.no_grad():
         feats = AppearanceGraph(g)(ref)
-    dyn = {name: {0: "N"} for name in ["reference", *names, "pose_parsing", "warp_grid", "image"]}
-    gen_inputs = [*names, "pose_parsing"] + (["warp_grid"] if grid is not None else [])
+    dyn = {name: {0: "N"} for name in ["reference", *names, "pose_parsing", "warp_grid", "warped", "image"]}
+    gen_inputs = [*names, "pose_parsing"] + ([third_input_name(cfg)] if grid is not None else [])
     args = (*feats, parsing) + ((grid,) if grid is not None else ())
     _to_onnx(((AppearanceGraph(g), (ref,), ["reference"], names, app_path),
               (DecoderGraph(g), args, gen_inputs, ["image"], gen_path)), dyn)
@@ -250,6 +263,9 @@ def face_like_inputs(cfg: ModelConfig, n: int = 2) -> tuple[torch.Tensor, torch.
         shift = torch.nn.functional.interpolate(torch.randn(n, 2, 4, 4, generator=gen) * 4 / s, size=(s, s),
                                                 mode="bilinear", align_corners=False)
         grid = identity_grid(n, s) + shift.permute(0, 2, 3, 1)
+    if cfg.variant == "region":  # the warp render: another smooth image
+        grid = torch.nn.functional.interpolate(torch.rand(n, 3, 8, 8, generator=gen) * 2 - 1, size=(s, s),
+                                               mode="bicubic", align_corners=False).clamp(-1, 1)
     return ref, pm, grid
 
 
@@ -283,7 +299,7 @@ def parity(g: Generator, app_path: Path, gen_path: Path) -> tuple[dict[str, floa
         o_feats = app.run(names, {"reference": ref.numpy()})
         feed = {**dict(zip(names, o_feats)), "pose_parsing": pm.numpy()}
         if grid is not None:
-            feed["warp_grid"] = grid.numpy()
+            feed[third_input_name(g.config)] = grid.numpy()
         o_img = gen.run(["image"], feed)[0]
         diffs[label] = float(np.abs(o_img - t_img.numpy()).max())
         feat_diffs[label] = max(float(np.abs(o - t.numpy()).max()) for o, t in zip(o_feats, t_feats))

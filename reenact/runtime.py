@@ -111,7 +111,8 @@ class GeneratorRuntime:
 
     def appearance(self, reference: np.ndarray) -> list[np.ndarray]:
         """F on one reference crop (S×S×3 RGB uint8) → its features (1×C×r×r float32 each)."""
-        self._need("thesis", "appearance")
+        if self.variant != "region":
+            self._need("thesis", "appearance")
         self._check_image(reference)
         return self._app.run(self.feature_names, {"reference": _to_input(reference)})
 
@@ -120,6 +121,8 @@ class GeneratorRuntime:
         """D for one frame. pose_parsing: (12, S, S) float32 in [0, 1]; warp_grid: (S, S, 2)
         normalised backward map (required iff `feature_warp`). Returns S×S×3 RGB uint8."""
         self._need("thesis", "generate")
+        if self.variant == "region" or "warped" in self._gen_inputs:
+            raise ReenactError(f"{self.path.name} is a region generator", "use RegionRuntime.redraw()")
         feed = dict(zip(self.feature_names, features))
         feed["pose_parsing"] = np.ascontiguousarray(pose_parsing, np.float32)[None]
         if "warp_grid" in self._gen_inputs:
@@ -165,3 +168,31 @@ class GeneratorRuntime:
     def _check_image(self, image: np.ndarray) -> None:
         if image.shape != (self.size, self.size, 3) or image.dtype != np.uint8:
             raise ValueError(f"expected a {self.size}×{self.size}×3 uint8 crop, got {image.dtype} {image.shape}")
+
+
+class RegionRuntime(GeneratorRuntime):
+    """An exported region generator (mouth or eyes; `reenact.model.region`). `region` names the
+    part, `size` its crop side. `features = rt.appearance(reference_region)` once per reference
+    (and per eye), then `rt.redraw(features, parsings, warped)` per frame for a batch of crops.
+
+    Raises MissingWeights when the file is not a region generator (or not the `expect`ed one)."""
+
+    def __init__(self, path: str | os.PathLike, *, expect: str | None = None, device: str = "auto",
+                 threads: int = 0) -> None:
+        super().__init__(path, device=device, threads=threads)
+        self.region = self.config.get("region", "")
+        if self.variant != "region" or (expect is not None and self.region != expect):
+            what = f"the {expect} region model" if expect else "a region model"
+            raise MissingWeights(f"{self.path} is not {what} (it is a {self.variant} {self.region} generator)".replace("  ", " "),
+                                 "pass the NAME.onnx exported from a region config (configs/mouth-*.toml, configs/eyes-*.toml)")
+
+    def redraw(self, features: Sequence[list[np.ndarray]], parsings: Sequence[np.ndarray],
+               warped: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """D on a batch of crops: per crop its reference's features (`appearance`), the target's
+        parsing map ((12, S, S) float32) and the warp's render (S×S×3 uint8). → S×S×3 uint8 each."""
+        for image in warped:
+            self._check_image(image)
+        feed = {name: np.concatenate([f[k] for f in features]) for k, name in enumerate(self.feature_names)}
+        feed["pose_parsing"] = np.ascontiguousarray(np.stack(parsings), np.float32)
+        feed["warped"] = np.concatenate([_to_input(w) for w in warped])
+        return [_to_image(o) for o in self._gen.run(["image"], feed)[0]]

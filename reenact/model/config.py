@@ -9,7 +9,8 @@ appearance auto-encoder) downsamples to level `levels` (its compact latent) and 
 level 0; D (the SPADE decoder) starts from the parsing map at level `levels` and upsamples to
 level 0. F's decoder features at the `inject_levels` coarsest levels are handed to D.
 
-Variants: "thesis" (one reference: F + D, `reenact.model.generator`) and "kshot" (CainGAN-style
+Variants: "thesis" (one reference: F + D, `reenact.model.generator`), "region" (F + a SPADE U-Net
+D redrawing one face part on a small crop, `reenact.model.region`) and "kshot" (CainGAN-style
 multi-reference fusion: an embedder E_k gives every reference features and a responsibility map at
 the same scales, fused by a per-pixel softmax over the references; `reenact.model.kshot`).
 """
@@ -20,7 +21,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 INJECTIONS = ("concat", "adain", "spade")
-VARIANTS = ("thesis", "kshot")
+VARIANTS = ("thesis", "kshot", "region")
+REGION_NAMES = ("mouth", "eyes")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class ModelConfig:
     k_max: most references per training sample (k-shot variant; inference takes any K ≥ 1).
     targeted_embedder: the k-shot embedder also sees the target's parsing map, so a reference's
         responsibility can depend on the pose asked for (then E_k runs per frame, not per reference).
+    region: with variant "region", the face part the generator redraws ("mouth" or "eyes");
+        `size` is then the side of that part's region crop (`reenact.regions`).
     """
 
     size: int = 256
@@ -60,6 +64,7 @@ class ModelConfig:
     variant: str = "thesis"
     k_max: int = 5
     targeted_embedder: bool = False
+    region: str = ""
 
     def __post_init__(self) -> None:
         if self.injection not in INJECTIONS:
@@ -68,6 +73,10 @@ class ModelConfig:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.variant == "kshot" and self.feature_warp:
             raise ValueError("the kshot variant has no feature_warp (each reference would need its own warp grid)")
+        if (self.variant == "region") != (self.region in REGION_NAMES):
+            raise ValueError(f"variant \"region\" needs region = one of {REGION_NAMES} (and only it has one)")
+        if self.variant == "region" and self.feature_warp:
+            raise ValueError("the region variant has no feature_warp (its D sees the warp render itself)")
         if self.targeted_embedder and self.variant != "kshot":
             raise ValueError("targeted_embedder needs variant = \"kshot\"")
         if self.levels < 1 or self.size % (2 ** self.levels) or self.size // 2 ** self.levels < 4:

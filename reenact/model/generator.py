@@ -16,6 +16,7 @@ from reenact.model.appearance import AppearanceAE
 from reenact.model.config import ModelConfig
 from reenact.model.decoder import SpadeDecoder
 from reenact.model.kshot import KShotGenerator
+from reenact.model.region import RegionGenerator
 
 
 class Generator(nn.Module):
@@ -34,9 +35,12 @@ class Generator(nn.Module):
         return self.decoder(parsing, feats, warp_grid), recon
 
 
-def build_generator(config: ModelConfig) -> Generator | KShotGenerator:
-    """The generator of `config.variant`: "thesis" → Generator (F + D), "kshot" → KShotGenerator."""
-    return KShotGenerator(config) if config.variant == "kshot" else Generator(config)
+def build_generator(config: ModelConfig) -> Generator | KShotGenerator | RegionGenerator:
+    """The generator of `config.variant`: "thesis" → Generator (F + D), "kshot" → KShotGenerator,
+    "region" → RegionGenerator."""
+    if config.variant == "kshot":
+        return KShotGenerator(config)
+    return RegionGenerator(config) if config.variant == "region" else Generator(config)
 
 
 def feature_names(config: ModelConfig) -> list[str]:

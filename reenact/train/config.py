@@ -34,7 +34,10 @@ class DataConfig:
     scale jitter (shift up to half of it). workers: DataLoader processes (0 = in the main one).
     references (k-shot variant only): references per sample, all of the target's person (other
     photos; the sample's own photo when the person has no other); 0 = drawn per batch from
-    1..model.k_max."""
+    1..model.k_max. region_pack / identity_pairs / cache_size (region variant only): the region
+    pack (`reenact.train.regions`: round-trip and same-person pairs) built from `cache` on first
+    use, the share of photos that also get a same-person pair, and the face-crop side of `cache`
+    (the region crops are cut from it; 0 = the model's size)."""
 
     cache: str = ".cache/packs/celeba-id-train-256"
     source: str | None = None
@@ -47,12 +50,17 @@ class DataConfig:
     scale: float = 0.05
     workers: int = 2
     references: int = 0
+    region_pack: str = ""
+    identity_pairs: float = 0.3
+    cache_size: int = 0
 
     def __post_init__(self) -> None:
         if self.references < 0:
             raise UsageError("data.references must be ≥ 0 (0 = random per batch in 1..model.k_max)")
         if self.pairing not in PAIRINGS:
             raise UsageError(f"data.pairing {self.pairing!r} is unknown", f"use one of {', '.join(PAIRINGS)}")
+        if not 0 <= self.identity_pairs <= 1:
+            raise UsageError("data.identity_pairs must be in [0, 1]")
         if self.split == "test":
             raise UsageError("refusing to train on the test split", "use split = \"train\"")
 
@@ -64,7 +72,9 @@ class LossWeights:
     reference; gan: adversarial loss of the multi-scale PatchGAN conditioned on the pose guide (the
     pose discriminator); identity_gan: adversarial loss of the identity discriminator (the same
     PatchGAN conditioned on a reference photo of the person; it also learns to reject a real photo
-    shown with another person's reference); feature_matching: features of the discriminators."""
+    shown with another person's reference); feature_matching: features of the discriminators.
+    Region variant only: self_consistency (the reference driven by its own pose returns itself)
+    and triple_consistency (A driven to B, then to C, equals A driven to C)."""
 
     l1_ae: float = 1.0
     l1: float = 10.0
@@ -73,6 +83,8 @@ class LossWeights:
     gan: float = 1.0
     feature_matching: float = 0.0
     identity_gan: float = 0.0
+    self_consistency: float = 0.0
+    triple_consistency: float = 0.0
 
     def active(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if v > 0}
@@ -128,7 +140,13 @@ class TrainConfig:
                   (self.checkpoint_dtype in CHECKPOINT_DTYPES, f"checkpoint_dtype must be one of {CHECKPOINT_DTYPES}"),
                   (self.batch_size >= 1 and self.max_steps >= 0, "batch_size ≥ 1 and max_steps ≥ 0"),
                   (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
-                  (min(self.log_every, self.sample_every, self.checkpoint_every) >= 1, "*_every must be ≥ 1"))
+                  (min(self.log_every, self.sample_every, self.checkpoint_every) >= 1, "*_every must be ≥ 1"),
+                  (self.model.variant == "region" or not (self.losses.self_consistency or self.losses.triple_consistency),
+                   "self_consistency and triple_consistency need model.variant = \"region\""),
+                  (self.model.variant != "region" or bool(self.data.region_pack),
+                   "model.variant = \"region\" needs data.region_pack"),
+                  (self.model.variant != "region" or self.losses.identity == 0,
+                   "the identity loss needs whole faces: set losses.identity = 0 for a region model"))
         for ok, msg in checks:
             if not ok:
                 raise UsageError(f"bad training config: {msg}")
@@ -137,6 +155,11 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def cache_size(self) -> int:
+        """Side of the face crops in data.cache."""
+        return self.data.cache_size or self.model.size
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":

@@ -11,8 +11,8 @@ fp16 with GradScaler); fp32 on CPU. Under torchrun all networks are wrapped in
 DistributedDataParallel.
 
 Files in `out_dir` (rank 0 only): config.json, log.jsonl and log.csv (window means of every loss,
-unweighted values under raw/…), samples/step_XXXXXX.png (rows: reference(s) | pose guide | output |
-target), checkpoints/last.pt (+ step_XXXXXX.pt every `keep_every` steps).
+unweighted values under raw/…), samples/step_XXXXXX.png (rows: reference(s) [| warp render] | pose guide |
+output | target), checkpoints/last.pt (+ step_XXXXXX.pt every `keep_every` steps).
 The library never prints: progress goes to a callback with a `StepReport`.
 """
 
@@ -45,8 +45,10 @@ from reenact.train.config import TrainConfig
 from reenact.train.data import KShotBatchSampler, KShotDataset, ReenactDataset, StepBatchSampler, collate
 from reenact.train.ddp import DistInfo, any_rank, barrier
 from reenact.train.losses import GeneratorLoss, discriminator_loss
+from reenact.train.regions import RegionDataset, RegionPack
 
 PREVIEW_KEY = 2**40  # sample keys of the fixed preview batch (never reached by training)
+CONSISTENCY_SHARE = 4  # the region consistency losses see 1/4 of each batch
 
 
 @dataclass(frozen=True)
@@ -128,10 +130,35 @@ def _set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
 
 
 def generate(g: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run either variant's generator on a batch → (image, reconstruction(s))."""
+    """Run any variant's generator on a batch → (image, reconstruction(s))."""
     if "references" in batch:  # k-shot: N×K references with their parsing maps
         return g(batch["references"], batch["reference_parsing"], batch["parsing"])
+    if "warped" in batch:  # region: the warp's render of the region is D's input
+        return g(batch["reference"], batch["parsing"], batch["warped"])
     return g(batch["reference"], batch["parsing"], batch.get("grid"))
+
+
+def consistency_pairs(g: torch.nn.Module, batch: dict[str, torch.Tensor], output: torch.Tensor,
+                      weights) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Region variant: {loss name: (prediction, what it must equal, loss mask)} for the enabled
+    consistency losses. self: the reference driven by its own pose (its own region as the warp
+    render) returns itself. triple: the output B, warped to a third pose C and driven there,
+    equals the reference driven to C directly. Both use the first quarter of the batch (each costs
+    one or two more generator passes; on a CPU that quarter keeps a step ~30 % dearer, not 3×)."""
+    n = max(1, output.shape[0] // CONSISTENCY_SHARE)
+    batch, output = {k: v[:n] for k, v in batch.items()}, output[:n]
+    pairs = {}
+    if weights.self_consistency > 0:
+        ref = batch["reference"]
+        pred, _ = g(ref, batch["ref_parsing"], ref)
+        pairs["self_consistency"] = (pred, ref, torch.ones_like(ref[:, :1]))
+    if weights.triple_consistency > 0:
+        warped_bc = torch.nn.functional.grid_sample(output, batch["grid_c"], mode="bilinear",
+                                                    padding_mode="border", align_corners=False)
+        via_b, _ = g(output, batch["parsing_c"], warped_bc)
+        direct, _ = g(batch["reference"], batch["parsing_c"], batch["warped_c"])
+        pairs["triple_consistency"] = (via_b, direct, batch["mask_c"])
+    return pairs
 
 
 def mismatched(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -197,6 +224,9 @@ class Trainer:
 
     def _build_data(self) -> None:
         c = self.cfg
+        if c.model.variant == "region":
+            self._build_region_data(dict(start_step=self.step, rank=self.dist.rank, world=self.dist.world))
+            return
         cache = FaceCache(c.data.cache)
         if cache.size != c.model.size:
             raise UsageError(f"the cache {c.data.cache} holds {cache.size}² crops but the model is {c.model.size}²",
@@ -209,7 +239,20 @@ class Trainer:
         else:
             self.dataset = ReenactDataset(cache, c.data, seed=c.seed, grid=c.model.feature_warp)
             sampler = StepBatchSampler(len(cache), c.batch_size, seed=c.seed, **where)
-        workers = c.data.workers
+        self._make_loader(sampler)
+
+    def _build_region_data(self, where: dict) -> None:
+        c = self.cfg
+        pack = RegionPack(c.data.region_pack)
+        if pack.size != c.model.size or pack.region != c.model.region:
+            raise UsageError(f"the region pack {c.data.region_pack} holds {pack.region} crops at {pack.size}² but the "
+                             f"model draws the {c.model.region} at {c.model.size}²",
+                             "point data.region_pack elsewhere (it is built on first use)")
+        self.dataset = RegionDataset(pack, flip=c.data.flip, colour=c.data.colour, seed=c.seed)
+        self._make_loader(StepBatchSampler(len(pack), c.batch_size, seed=c.seed, **where))
+
+    def _make_loader(self, sampler) -> None:
+        workers = self.cfg.data.workers
         self.loader = DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers, collate_fn=collate,
                                  pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
                                  prefetch_factor=2 if workers > 0 else None)
@@ -251,7 +294,8 @@ class Trainer:
                 with torch.no_grad():
                     real_d = self.d(batch["target"], batch["parsing"])
                     real_id = self.d_id(batch["target"], batch["reference"]) if self.d_id is not None else None
-        losses = self.criteria(batch, output, recon, fake_d, real_d, fake_id, real_id)
+            extra = consistency_pairs(self.g_train, batch, output, w) if "warped" in batch else {}
+        losses = self.criteria(batch, output, recon, fake_d, real_d, fake_id, real_id, consistency=extra)
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler_g.scale(losses["total"]).backward()
         self.scaler_g.step(self.opt_g)
@@ -369,6 +413,8 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
 def sample_grid(batch: dict[str, torch.Tensor], output: torch.Tensor) -> np.ndarray:
     """Rows of [reference(s) | pose guide (colourised parsing) | output | target], RGB uint8."""
     refs = batch["references"] if "references" in batch else batch["reference"][:, None]  # N×K×3×S×S
+    if "warped" in batch:  # region variant: the warp's render is the input to beat
+        refs = torch.cat([refs, batch["warped"][:, None]], 1)
     rows = [np.hstack([*(_to_uint8(r) for r in refs[i]), parsing.colorize(batch["parsing"][i].numpy()),
                        _to_uint8(output[i]), _to_uint8(batch["target"][i])]) for i in range(len(output))]
     return np.vstack(rows)

@@ -63,8 +63,9 @@ class GeneratorLoss(nn.Module):
     batch: the dataset's tensors (reference, target, mask, masked, ref_five, target_five;
     references N×K×3×S×S with the k-shot variant, whose recon is then N×K×3×S×S);
     fake_d / real_d: pose-discriminator outputs for the output and the target (None without it);
-    fake_id / real_id: the same for the identity discriminator. Unweighted values are returned
-    under "raw/<name>" for logging.
+    fake_id / real_id: the same for the identity discriminator; consistency: {loss name:
+    (prediction, goal, mask)} of the region variant's consistency losses (masked L1 each).
+    Unweighted values are returned under "raw/<name>" for logging.
     """
 
     def __init__(self, weights: LossWeights, *, mask_all: bool = False, gan_loss: str = "lsgan") -> None:
@@ -90,7 +91,7 @@ class GeneratorLoss(nn.Module):
         return need * batch["mask"] + (1 - need)
 
     def forward(self, batch, output, recon, fake_d=None, real_d=None, fake_id=None,
-                real_id=None) -> dict[str, torch.Tensor]:
+                real_id=None, consistency=None) -> dict[str, torch.Tensor]:
         output, recon = output.float(), recon.float()
         mask = self.loss_mask(batch)
         raw: dict[str, torch.Tensor] = {}
@@ -109,6 +110,8 @@ class GeneratorLoss(nn.Module):
             raw["identity_gan"] = generator_adversarial(fake_id, self.gan_loss)
         if "feature_matching" in w:
             raw["feature_matching"] = feature_matching(fake_d + (fake_id or []), real_d + (real_id or []))
+        for name, (pred, goal, goal_mask) in (consistency or {}).items():
+            raw[name] = masked_l1(pred.float(), goal.float(), goal_mask)
         out = {k: w[k] * v for k, v in raw.items()}
         out["total"] = torch.stack(list(out.values())).sum()
         out.update({f"raw/{k}": v.detach() for k, v in raw.items()})

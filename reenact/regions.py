@@ -1,0 +1,241 @@
+"""Face regions that the learned half of FusionNet redraws: the mouth and the eyes.
+
+The classical warp cannot show what the reference does not: teeth and the inside of a mouth that
+opens, the eyeball under a lid that opens, the lid over an eye that closes. Small region
+generators (`reenact.model.region`) redraw just those parts, on a square *region crop* of the
+engine's face crop:
+
+* mouth: centred on the outer lip contour, side `MOUTH_SIDE` × the face scale (outer-eye-corner
+  distance of the head fit), one crop per face;
+* eyes: one crop per eye, centred on the eye contour, side `EYE_SIDE` × the face scale; the
+  subject's left eye is mirrored so that it looks like a right eye (one network draws both).
+
+Region crops are axis-aligned in the face crop (the face crop has already removed the head's
+roll). This module holds their geometry (`RegionBox`: extract, landmarks in, paste back), the
+blend masks (where a region's output replaces the warp), and the landmark edits that make
+training pairs (`close_mouth`, `close_eyes`: the round trip of `reenact.train.regions`).
+No torch, no ONNX here.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from reenact import align
+from reenact import geometry as g
+from reenact import parsing
+
+REGIONS = ("mouth", "eyes")
+MOUTH_SIDE = 1.0  # mouth crop side in face scales (outer-eye-corner distances)
+EYE_SIDE = 0.6  # eye crop side in face scales
+SPREAD_SIGMA = 0.06  # canonical units: how far a lip/lid edit spreads to neighbouring points
+
+# (upper, lower) pairs of an opening, in order along it (as `reenact.motion` uses them).
+LIP_PAIRS = ((191, 95), (80, 88), (81, 178), (82, 87), (13, 14), (312, 317), (311, 402), (310, 318), (415, 324))
+LID_PAIRS = {"right": ((246, 7), (161, 163), (160, 144), (159, 145), (158, 153), (157, 154), (173, 155)),
+             "left": ((466, 249), (388, 390), (387, 373), (386, 374), (385, 380), (384, 381), (398, 382))}
+EYE_POINTS = {"right": g.RIGHT_EYE + g.RIGHT_IRIS, "left": g.LEFT_EYE + g.LEFT_IRIS}
+EYE_WIDTH = {"right": (33, 133), "left": (263, 362)}
+
+
+@dataclass(frozen=True)
+class RegionBox:
+    """A square region of a face crop. `centre` (x, y) and `side` in face-crop pixels; `size`:
+    the region model's resolution; `mirrored`: the region crop is flipped left-right."""
+
+    centre: tuple[float, float]
+    side: float
+    size: int
+    mirrored: bool = False
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """2×3 float64, face-crop pixels → region pixels (pixel centres map to pixel centres)."""
+        s = self.size / self.side
+        cx, cy = self.centre
+        half = (self.size - 1) / 2
+        m = np.array([[s, 0.0, half - s * cx], [0.0, s, half - s * cy]])
+        if self.mirrored:
+            m[0] = [-s, 0.0, half + s * cx]
+        return m
+
+    def points(self, points: np.ndarray) -> np.ndarray:
+        """(478, 2|3) face-crop landmarks → region landmarks (re-indexed when mirrored, so each
+        index keeps its anatomical meaning: a mirrored left eye carries right-eye indices)."""
+        m = self.matrix
+        out = np.asarray(points, np.float64).copy()
+        out[:, :2] = out[:, :2] @ m[:, :2].T + m[:, 2]
+        if out.shape[1] == 3:
+            out[:, 2] *= self.size / self.side
+        return out[g.canonical().mirror] if self.mirrored else out
+
+    def extract(self, image: np.ndarray) -> np.ndarray:
+        """The region crop (size×size×C, same dtype) of a face-crop image; outside → edge pixels."""
+        if self.side > 2 * self.size:  # warpAffine has no area filter: blur before shrinking a lot
+            sigma = 0.5 * self.side / self.size
+            image = cv2.GaussianBlur(image, (0, 0), sigma)
+        return cv2.warpAffine(image, self.matrix, (self.size, self.size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+
+    def paste(self, base: np.ndarray, patch: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """`base` (face crop, H×W×3 uint8) with `patch` (size×size×3 uint8) blended in by `mask`
+        (size×size float32 in [0, 1]); only the box's bounding rectangle is touched."""
+        h, w = base.shape[:2]
+        half = self.side / 2 + 2
+        x0, y0 = max(0, int(np.floor(self.centre[0] - half))), max(0, int(np.floor(self.centre[1] - half)))
+        x1, y1 = min(w, int(np.ceil(self.centre[0] + half)) + 1), min(h, int(np.ceil(self.centre[1] + half)) + 1)
+        if x1 <= x0 or y1 <= y0 or not mask.any():
+            return base
+        inv = cv2.invertAffineTransform(self.matrix)
+        inv[:, 2] -= (x0, y0)  # region → rectangle pixels
+        size = (x1 - x0, y1 - y0)
+        up = cv2.warpAffine(patch, inv, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        alpha = cv2.warpAffine(mask.astype(np.float32), inv, size, flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)[..., None]
+        out = base.copy()
+        rect = out[y0:y1, x0:x1].astype(np.float32)
+        out[y0:y1, x0:x1] = np.clip(rect * (1 - alpha) + up * alpha + 0.5, 0, 255).astype(np.uint8)
+        return out
+
+
+def mouth_box(points: np.ndarray, size: int, scale: float | None = None) -> RegionBox:
+    """The mouth crop of (478, 3) face-crop landmarks. `scale`: the face scale when known."""
+    scale = g.face_scale(points) if scale is None else scale
+    c = np.asarray(points, np.float64)[list(g.LIPS_OUTER), :2].mean(0)
+    return RegionBox((float(c[0]), float(c[1])), MOUTH_SIDE * scale, size)
+
+
+def eye_boxes(points: np.ndarray, size: int, scale: float | None = None) -> dict[str, RegionBox]:
+    """The two eye crops ("right" as is, "left" mirrored) of (478, 3) face-crop landmarks."""
+    scale = g.face_scale(points) if scale is None else scale
+    pts = np.asarray(points, np.float64)
+    boxes = {}
+    for side, idx in (("right", g.RIGHT_EYE), ("left", g.LEFT_EYE)):
+        c = pts[list(idx), :2].mean(0)
+        boxes[side] = RegionBox((float(c[0]), float(c[1])), EYE_SIDE * scale, size, mirrored=side == "left")
+    return boxes
+
+
+def boxes(region: str, points: np.ndarray, size: int, scale: float | None = None) -> list[RegionBox]:
+    """Every crop of `region` ("mouth": one, "eyes": right then left) for face-crop landmarks."""
+    if region == "mouth":
+        return [mouth_box(points, size, scale)]
+    if region == "eyes":
+        return list(eye_boxes(points, size, scale).values())
+    raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
+
+
+# ---------------------------------------------------------------- openings and blend masks
+
+def _area(poly: np.ndarray) -> float:
+    x, y = poly[:, 0], poly[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+
+
+def mouth_opening(points: np.ndarray, scale: float | None = None) -> float:
+    """Area of the inner lip contour in face scales² (0 = closed; a wide-open mouth ≈ 0.1)."""
+    scale = g.face_scale(points) if scale is None else scale
+    return _area(np.asarray(points, np.float64)[list(g.LIPS_INNER), :2]) / max(scale, 1e-9) ** 2
+
+
+def eye_opening(points: np.ndarray, side: str) -> float:
+    """Mean lid gap of one eye ("right"/"left") in units of that eye's width (open ≈ 0.3)."""
+    pts = np.asarray(points, np.float64)
+    gap = np.mean([pts[lo, 1] - pts[up, 1] for up, lo in LID_PAIRS[side]])
+    a, b = EYE_WIDTH[side]
+    return float(max(gap, 0.0) / max(np.linalg.norm(pts[a, :2] - pts[b, :2]), 1e-9))
+
+
+def fill_polygon(size: int, poly: np.ndarray) -> np.ndarray:
+    """A polygon (K, 2+) filled anti-aliased on a size×size float32 canvas in [0, 1]."""
+    canvas = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(canvas, [np.round(poly[:, :2] * 16).astype(np.int32)], 255, lineType=cv2.LINE_AA, shift=4)
+    return canvas.astype(np.float32) / 255.0
+
+
+def _grow(mask: np.ndarray, radius: float, feather: float) -> np.ndarray:
+    r = max(1, int(round(radius)))
+    grown = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    return align.feathered_mask(grown, feather=feather)
+
+
+def mouth_mask(region_points: np.ndarray, size: int) -> np.ndarray:
+    """Where the mouth generator replaces the warp (size×size float32): the inner mouth opening
+    of the target, grown a little over the inner lip edge and feathered."""
+    return _grow(fill_polygon(size, np.asarray(region_points)[list(g.LIPS_INNER)]), size / 24, size / 40)
+
+
+def eye_mask(region_points: np.ndarray, size: int) -> np.ndarray:
+    """Where the eye generator may replace the warp in a (right-eye-indexed) eye crop: the eye
+    opening grown over the lids, feathered."""
+    return _grow(fill_polygon(size, np.asarray(region_points)[list(g.RIGHT_EYE)]), size / 10, size / 24)
+
+
+def eye_strength(ref_points: np.ndarray, target_points: np.ndarray, side: str) -> float:
+    """How much one eye needs the generator (0..1): the warp had to stretch the lids open — the
+    target's opening exceeds the reference's by more than 15 % (full weight at a factor 2). An
+    eye that closes is left to the warp (the generator was trained on opening lids)."""
+    ref, tgt = (max(eye_opening(p, side), 0.02) for p in (ref_points, target_points))
+    change = np.log(tgt / ref)
+    return float(np.clip((change - np.log(1.15)) / (np.log(2.0) - np.log(1.15)), 0.0, 1.0))
+
+
+# ---------------------------------------------------------------- landmark edits (training pairs)
+
+@functools.lru_cache(maxsize=None)
+def _spread(members: tuple[int, ...]) -> np.ndarray:
+    """(478, M) weights carrying member displacements to nearby landmarks (members one-hot)."""
+    canon = g.canonical().points[:, :2]
+    d2 = ((canon[:, None, :] - canon[None, list(members), :]) ** 2).sum(-1)
+    k = np.exp(-d2 / (2 * SPREAD_SIGMA ** 2))
+    w = k / k.sum(1, keepdims=True) * k.max(1, keepdims=True)
+    for j, m in enumerate(members):
+        w[m] = 0.0
+        w[m, j] = 1.0
+    return w
+
+
+def _close(points: np.ndarray, pairs: tuple[tuple[int, int], ...], amount: float,
+           follow: dict[int, tuple[int, ...]]) -> np.ndarray:
+    """Move each (upper, lower) pair towards its midpoint by `amount` of its gap (1 = touching);
+    points in `follow[i]` move with point i; the displacement spreads smoothly to neighbours."""
+    pts = np.asarray(points, np.float64)
+    delta: dict[int, np.ndarray] = {}
+    for up, lo in pairs:
+        gap = pts[lo] - pts[up]
+        delta[up], delta[lo] = gap * amount / 2, -gap * amount / 2
+    for lead, members in follow.items():
+        for m in members:
+            delta.setdefault(m, delta[lead])
+    members = tuple(delta)
+    return pts + _spread(members) @ np.array([delta[m] for m in members])
+
+
+# Outer lip points that follow an inner point when the lips close (upper lip down, lower lip up).
+_LIP_FOLLOW = {13: (0, 37, 267), 14: (17, 84, 314, 181, 405), 82: (39,), 312: (269,), 87: (84,), 317: (314,)}
+
+
+def close_mouth(points: np.ndarray, amount: float = 1.0) -> np.ndarray:
+    """(478, 3) landmarks with the inner lips brought together by `amount` (0..1) of their gap."""
+    return _close(points, LIP_PAIRS, amount, _LIP_FOLLOW)
+
+
+def close_eyes(points: np.ndarray, amount: float = 1.0) -> np.ndarray:
+    """(478, 3) landmarks with both eyes' lids brought together by `amount` of their gap; the
+    iris follows the upper lid half-way (it slides under it)."""
+    pairs = LID_PAIRS["right"] + LID_PAIRS["left"]
+    follow = {159: g.RIGHT_IRIS, 386: g.LEFT_IRIS}
+    out = _close(points, pairs, amount, {})
+    pts = np.asarray(points, np.float64)
+    for lead, iris in follow.items():
+        out[list(iris)] = pts[list(iris)] + (out[lead] - pts[lead]) * 0.5
+    return out
+
+
+def region_parsing(region_points: np.ndarray, size: int) -> np.ndarray:
+    """The target's parsing map (E) in a region crop: (12, size, size) float32."""
+    return parsing.parsing_map(region_points, size)
