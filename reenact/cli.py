@@ -91,7 +91,14 @@ SizeOpt = typer.Option(256, "--size", help="Model crop side in pixels (multiple 
 OverwriteOpt = typer.Option(False, "--overwrite", "-y", help="Replace an existing output file.")
 CropOpt = typer.Option(False, "--crop", help="Write only the aligned face crop.")
 CompareOpt = typer.Option(False, "--compare", help="Write \\[driver | result] side by side.")
-WeightsOpt = typer.Option(None, "--weights", help="Exported generator (.onnx) for gan/fusion.")
+WeightsOpt = typer.Option(None, "--weights", help="Exported whole-face generator (.onnx) for gan/fusion.")
+MouthOpt = typer.Option("auto", "--mouth", help="What fills a mouth opening wider than the reference's: "
+                        "generator (the learned mouth), driver (the driver's own mouth, colour-matched), "
+                        "cavity (a dark cavity), auto (generator with the fusion engine, else cavity).")
+EyesOpt = typer.Option("auto", "--eyes", help="Lids the warp stretches open: generator (the learned eyes "
+                       "redraw them), warp (keep the stretch), auto (generator with fusion, else warp).")
+MouthWeightsOpt = typer.Option(None, "--mouth-weights", help="Exported mouth generator (.onnx); default: the bundled one.")
+EyesWeightsOpt = typer.Option(None, "--eyes-weights", help="Exported eye generator (.onnx); default: the bundled one.")
 TransferOpt = typer.Option("all", "--transfer", help="What to copy: all, expression (keep the "
                            "reference's head pose and position) or pose (keep its expression).")
 RegionsOpt = typer.Option("mouth,eyes,brows", "--regions", help="Comma-separated parts that move "
@@ -126,14 +133,18 @@ def _default_out(ref: Path, driver: Path, suffix: str) -> Path:
 def _video_settings(engine: Optional[str], size: int, crop: bool, compare: bool, max_side: int,
                     weights: Optional[Path], motion: str, anchor: Optional[int], transfer: str,
                     regions: str, smooth: bool, face: str, driver_face: str, fps: Optional[float],
-                    chunk_frames: int, resume: bool, multi: str = "auto", **_) -> tuple[InferenceConfig, VideoOptions]:
+                    chunk_frames: int, resume: bool, multi: str = "auto", mouth: str = "auto", eyes: str = "auto",
+                    mouth_weights: Optional[Path] = None, eyes_weights: Optional[Path] = None,
+                    **_) -> tuple[InferenceConfig, VideoOptions]:
     """Options of `reenact video` (also each batch job's) → (config, video options); raises
     UsageError. engine None: the default engine (`engines.default_engine`)."""
     from reenact.config import MotionConfig, parse_face, parse_regions
     from reenact.engines import default_engine
 
     cfg = InferenceConfig(engine=engine or default_engine(), size=size, crop=crop, compare=compare, max_side=max_side,
-                          weights=str(weights) if weights else None)
+                          weights=str(weights) if weights else None, mouth=mouth, eyes=eyes,
+                          mouth_weights=str(mouth_weights) if mouth_weights else None,
+                          eyes_weights=str(eyes_weights) if eyes_weights else None)
     motion_cfg = MotionConfig(mode=motion, transfer=transfer, regions=parse_regions(regions),
                               anchor=anchor, smooth=smooth)
     return cfg, VideoOptions(motion=motion_cfg, ref_face=parse_face(face), driver_face=parse_face(driver_face),
@@ -149,7 +160,9 @@ def image(
     engine: Optional[str] = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
     transfer: str = TransferOpt, regions: str = RegionsOpt, face: str = FaceOpt,
     driver_face: str = DriverFaceOpt, ref: Optional[list[Path]] = MoreRefsOpt, multi: str = MultiOpt,
-    weights: Optional[Path] = WeightsOpt, overwrite: bool = OverwriteOpt,
+    weights: Optional[Path] = WeightsOpt, mouth: str = MouthOpt, eyes: str = EyesOpt,
+    mouth_weights: Optional[Path] = MouthWeightsOpt, eyes_weights: Optional[Path] = EyesWeightsOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Render REFERENCE with the head pose and expression of POSE.
 
@@ -159,7 +172,7 @@ def image(
     cfg, opts = run(_video_settings, engine=engine, size=size, crop=crop, compare=compare, max_side=0,
                     weights=weights, motion="absolute", anchor=None, transfer=transfer, regions=regions,
                     smooth=False, face=face, driver_face=driver_face, fps=None, chunk_frames=1, resume=False,
-                    multi=multi)
+                    multi=multi, mouth=mouth, eyes=eyes, mouth_weights=mouth_weights, eyes_weights=eyes_weights)
     if run(media.media_kind, pose) == "video":
         fail(UsageError(f"{pose} is a video", f"animate with it: reenact video {reference} {pose}"))
     target = output or _default_out(reference, pose, ".png")
@@ -199,7 +212,9 @@ def video(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted render of the same job "
                                 "from its last completed chunk."),
     chunk_frames: int = typer.Option(250, "--chunk-frames", help="Frames per resumable chunk."),
-    weights: Optional[Path] = WeightsOpt, overwrite: bool = OverwriteOpt,
+    weights: Optional[Path] = WeightsOpt, mouth: str = MouthOpt, eyes: str = EyesOpt,
+    mouth_weights: Optional[Path] = MouthWeightsOpt, eyes_weights: Optional[Path] = EyesWeightsOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Animate REFERENCE with DRIVER: same fps, frame count and audio as the driver.
 
@@ -412,7 +427,10 @@ def train(
     dist = run(dist_mod.init_distributed, cfg.device) if ddp else dist_mod.DistInfo()
     out_dir = out_dir or Path("runs") / config.stem
     if dist.main:
-        _ensure_cache(cfg)
+        if not (cfg.model.variant == "region" and Path(cfg.data.region_pack, "meta.json").is_file()):
+            _ensure_cache(cfg)
+        if cfg.model.variant == "region":
+            _ensure_region_pack(cfg)
     dist_mod.barrier(dist)
     checkpoint = run(loop.resolve_resume, resume, out_dir)
     with loop.StopSignals() as signals, _TrainDisplay(enabled=dist.main) as display:
@@ -432,9 +450,23 @@ def _ensure_cache(cfg) -> None:
     with progress_bar() as bar:
         task = bar.add_task("preparing the data cache", total=None)
         made = run(ensure_cache, d.cache, source=d.source, identities=d.identities, split=d.split,
-                   size=cfg.model.size, quality=d.quality, progress=lambda i, n: bar.update(task, completed=i, total=n))
+                   size=cfg.cache_size, quality=d.quality, progress=lambda i, n: bar.update(task, completed=i, total=n))
     if made is not None:
         _cache_summary(made)
+
+
+def _ensure_region_pack(cfg) -> None:
+    """Region variant: build the region pack from the face cache on first use."""
+    from reenact.train.regions import build_pack
+
+    d, m = cfg.data, cfg.model
+    if Path(d.region_pack, "meta.json").is_file():
+        return
+    with progress_bar() as bar:
+        task = bar.add_task(f"building the {m.region} training pairs", total=None)
+        path = run(build_pack, d.cache, d.region_pack, region=m.region, size=m.size, identity_pairs=d.identity_pairs,
+                   seed=cfg.seed, progress=lambda i, n: bar.update(task, completed=i, total=n))
+    out.print(f"[green]region pack[/] {path}")
 
 
 class _TrainDisplay:

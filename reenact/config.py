@@ -11,6 +11,8 @@ from dataclasses import dataclass, fields
 from reenact.errors import UsageError
 
 ENGINES = ("warp", "gan", "fusion")
+MOUTH_CHOICES = ("auto", "generator", "driver", "cavity")
+EYE_CHOICES = ("auto", "generator", "warp")
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,14 @@ class InferenceConfig:
     max_side: longest side of video output frames (larger references are downscaled; 0 = keep).
     crop: write only the aligned face crop (size×size) instead of pasting into the reference.
     compare: write driver and result side by side.
-    weights: path of an exported generator (.onnx) for gan/fusion; None = the bundled default.
+    weights: path of an exported whole-face generator (.onnx) for gan/fusion; None = the bundled
+        default (fusion without one = the warp + the region generators).
+    mouth: what fills a mouth that opens wider than the reference's: "generator" (the learned
+        mouth), "driver" (the driver's own mouth interior, colour-matched: the classical
+        baseline), "cavity" (a dark shaded cavity) or "auto" (generator for fusion, else cavity).
+    eyes: "generator" (the learned eyes redraw lids the warp stretched open), "warp" or "auto"
+        (generator for fusion, else warp).
+    mouth_weights / eyes_weights: exported region generators; None = the bundled ones.
     """
 
     engine: str = "warp"
@@ -34,8 +43,16 @@ class InferenceConfig:
     crop: bool = False
     compare: bool = False
     weights: str | None = None
+    mouth: str = "auto"
+    eyes: str = "auto"
+    mouth_weights: str | None = None
+    eyes_weights: str | None = None
 
     def __post_init__(self) -> None:
+        if self.mouth not in MOUTH_CHOICES:
+            raise UsageError(f"unknown --mouth {self.mouth!r}", f"choose one of {', '.join(MOUTH_CHOICES)}")
+        if self.eyes not in EYE_CHOICES:
+            raise UsageError(f"unknown --eyes {self.eyes!r}", f"choose one of {', '.join(EYE_CHOICES)}")
         if self.engine not in ENGINES:
             raise UsageError(f"unknown engine {self.engine!r}", f"choose one of {', '.join(ENGINES)}")
         if not 64 <= self.size <= 1024 or self.size % 16:
@@ -44,6 +61,13 @@ class InferenceConfig:
             raise UsageError(f"--max-side {self.max_side} is too small", "use 0 (keep) or ≥ 64")
         if self.crop and self.compare:
             raise UsageError("--crop and --compare cannot be combined")
+
+    def resolved_regions(self) -> tuple[str, str]:
+        """(mouth mode, eye mode) with "auto" resolved by the engine."""
+        learned = self.engine == "fusion"
+        mouth = self.mouth if self.mouth != "auto" else ("generator" if learned else "cavity")
+        eyes = self.eyes if self.eyes != "auto" else ("generator" if learned else "warp")
+        return mouth, eyes
 
     def replace(self, **changes) -> "InferenceConfig":
         values = {f.name: getattr(self, f.name) for f in fields(self)}

@@ -1,8 +1,10 @@
 """Rendering engines: given a prepared reference and target landmarks, produce a face crop.
 
 Engines: "warp" (classical landmark warp, no weights), "gan" (generator F + D, exported to ONNX,
-run by ONNX Runtime) and "fusion" (FusionNet: the GAN output with the warp blended in where the
-reference shows the face; see `reenact.fusion`). With a k-shot generator (`variant = "kshot"`)
+run by ONNX Runtime) and "fusion" (FusionNet: the warp where it can show the reference, a
+generator where it cannot — by default the shipped mouth and eye region generators redraw the
+mouth interior and opening lids (`reenact.redraw`); with a whole-face F + D (`--weights`) the
+GAN output with the warp blended in where the reference shows the face, `reenact.fusion`). With a k-shot generator (`variant = "kshot"`)
 "gan" and "fusion" are `KShotEngine` / `KShotFusionEngine`: the same rendering, but the generator
 fuses every reference of a bank (`KShotEngine.bank`).
 
@@ -21,11 +23,12 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from reenact import align, fusion, parsing, warp
+from reenact import align, fusion, parsing, redraw, warp
 from reenact.config import InferenceConfig
 from reenact.errors import MissingWeights
 from reenact.landmarks import Face
-from reenact.runtime import GeneratorRuntime
+from reenact.redraw import DriverFace, RegionRef, Redrawer
+from reenact.runtime import GeneratorRuntime, RegionRuntime
 
 
 @dataclass(frozen=True)
@@ -68,14 +71,31 @@ def paste_mask(head: np.ndarray, size: int) -> np.ndarray:
     return grown * align.edge_falloff(size, margin=size / 16)
 
 
+@dataclass(frozen=True)
+class WarpRef:
+    """`RefState.extra` of the warp engines: the warp source and the redrawer's per-reference
+    state (None when nothing is redrawn)."""
+
+    source: warp.WarpSource
+    regions: RegionRef | None
+
+
 class WarpEngine:
-    """Classical piecewise-affine landmark warp (no weights). Renders at the face's native
-    resolution (at least `config.size`), so the paste-back keeps the reference's detail."""
+    """Classical piecewise-affine landmark warp. Renders at the face's native resolution (at least
+    `config.size`), so the paste-back keeps the reference's detail. With a `Redrawer` it redraws
+    what the warp cannot show (mouth interior, opening lids): learned region generators — the
+    "fusion" engine when no whole-face generator is given — or the driver's mouth (baseline)."""
 
     name = "warp"
 
-    def __init__(self, config: InferenceConfig) -> None:
-        self.config = config
+    def __init__(self, config: InferenceConfig, redrawer: Redrawer | None = None, *, name: str = "warp") -> None:
+        self.config, self.name = config, name
+        self.redrawer = redrawer if redrawer is not None and redrawer.active else None
+
+    @property
+    def needs_driver(self) -> bool:
+        """Whether `render` needs the driver's frame (the driver-mouth baseline)."""
+        return self.redrawer is not None and self.redrawer.needs_driver
 
     def prepare(self, frame: np.ndarray, face: Face, size: int | None = None) -> RefState:
         if size is None:
@@ -83,21 +103,28 @@ class WarpEngine:
         crop = align.align(face.points, size)
         image = crop.extract(frame)
         points = crop.points_to_crop(face.points)
+        regions_ref = self.redrawer.prepare(image, points) if self.redrawer else None
         return RefState(crop=crop, image=image, points=points, head=warp.head_mask(points, size),
-                        extra=warp.prepare_source(image, points))
+                        extra=WarpRef(warp.prepare_source(image, points), regions_ref))
 
-    def render(self, state: RefState, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rgb, head = warp.warp(state.extra, state.crop.points_to_crop(target))
+    def render(self, state: RefState, target: np.ndarray, driver: DriverFace | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """`driver`: the driver's frame and landmarks, only for `needs_driver`."""
+        points = state.crop.points_to_crop(target)
+        rgb, head = warp.warp(state.extra.source, points)
+        if self.redrawer is not None:
+            rgb = self.redrawer.redraw(state.extra.regions, rgb, points, driver)
         return rgb, paste_mask(np.maximum(head, state.head), state.image.shape[0])
 
 
-# The bundled generator, once trained weights ship with the project (absent until then).
+# The bundled whole-face generator, once trained weights ship with the project (absent until then).
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "reenact-256.onnx"
 
 
 def default_engine() -> str:
-    """"fusion" when the bundled generator exists, else "warp" (no weights needed)."""
-    return "fusion" if DEFAULT_WEIGHTS.is_file() else "warp"
+    """"fusion" when a bundled generator exists (whole-face or the mouth region generator), else
+    "warp" (no weights needed)."""
+    return "fusion" if DEFAULT_WEIGHTS.is_file() or redraw.bundled("mouth").is_file() else "warp"
 
 
 @dataclass(frozen=True)
@@ -226,11 +253,33 @@ def resolve_weights(config: InferenceConfig) -> Path:
                          "or pass --weights NAME.onnx from `reenact export`")
 
 
+def region_model(region: str, path: str | None) -> RegionRuntime:
+    """The region generator of `region`: `path`, else the bundled one. Raises MissingWeights."""
+    where = Path(path) if path else redraw.bundled(region)
+    if not path and not where.is_file():
+        raise MissingWeights(f"the {region} generator is not installed ({where} is missing)",
+                             f"use --{region} {'cavity' if region == 'mouth' else 'warp'}, or pass "
+                             f"--{region}-weights NAME.onnx from `reenact export`")
+    return RegionRuntime(where, expect=region, threads=1)
+
+
+def build_redrawer(config: InferenceConfig) -> Redrawer:
+    """The mouth/eye redrawing of `config` (modes resolved: "auto" = the generators for fusion)."""
+    mouth, eyes = config.resolved_regions()
+    return Redrawer(mouth=mouth, eyes=eyes,
+                    mouth_model=region_model("mouth", config.mouth_weights) if mouth == "generator" else None,
+                    eyes_model=region_model("eyes", config.eyes_weights) if eyes == "generator" else None)
+
+
 def build_engine(config: InferenceConfig) -> Engine:
-    """The engine named by `config.engine` (gan/fusion load the exported generator)."""
-    if config.engine == "warp":
-        return WarpEngine(config)
+    """The engine named by `config.engine`: warp; fusion = the warp with the region generators
+    (or, with `--weights` or a bundled whole-face model, FusionNet over F + D); gan = F + D."""
+    if config.engine == "warp" or (config.engine == "fusion" and not config.weights and not DEFAULT_WEIGHTS.is_file()):
+        return WarpEngine(config, build_redrawer(config), name=config.engine)
     runtime = GeneratorRuntime(resolve_weights(config))
+    if runtime.variant == "region":
+        raise MissingWeights(f"{runtime.path} is a {runtime.config.get('region')} region generator, not a whole-face one",
+                             f"pass it as --{runtime.config.get('region')}-weights")
     if runtime.variant == "kshot":
         return KShotEngine(config, runtime) if config.engine == "gan" else KShotFusionEngine(config, runtime)
     return GanEngine(config, runtime) if config.engine == "gan" else FusionEngine(config, runtime)

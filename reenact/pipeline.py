@@ -21,6 +21,7 @@ from reenact import align, media, motion
 from reenact import references as refs
 from reenact.config import REGIONS, InferenceConfig, MotionConfig
 from reenact.engines import Engine, RefState, build_engine
+from reenact.redraw import DriverFace
 from reenact.errors import NoFaceFound, UsageError
 from reenact.landmarks import Face, Landmarker
 from reenact.tracking import describe_choice, select_face
@@ -164,8 +165,14 @@ class Reenactor:
             return self.selector.hold() or 0
         return self.selector.choose(refs.candidate(target))
 
-    def render(self, driver: Face | None) -> np.ndarray:
-        """Output frame (RGB uint8) for one driver face; None = the reference unchanged."""
+    @property
+    def needs_driver_image(self) -> bool:
+        """Whether `render` needs the driver's frame too (the driver-mouth baseline)."""
+        return bool(getattr(self.engine, "needs_driver", False))
+
+    def render(self, driver: Face | None, driver_image: np.ndarray | None = None) -> np.ndarray:
+        """Output frame (RGB uint8) for one driver face; None = the reference unchanged.
+        `driver_image`: the driver's frame, needed when `needs_driver_image`."""
         if driver is None:
             self.choose(None)
             return self._finish(self.states[0].image, None)
@@ -176,7 +183,12 @@ class Reenactor:
         if j:  # the same crop-space target, expressed in reference j's frame
             target = state.crop.points_to_frame(self.states[0].crop.points_to_crop(target))
         with self.timer("render"):
-            crop_rgb, mask = self.engine.render(state, target)
+            if self.needs_driver_image:
+                if driver_image is None:
+                    raise UsageError("--mouth driver needs the driver's frames", "use --mouth generator or cavity")
+                crop_rgb, mask = self.engine.render(state, target, DriverFace(driver_image, driver.points))
+            else:
+                crop_rgb, mask = self.engine.render(state, target)
         return self._finish(crop_rgb, mask)
 
     def advance(self, driver: Face | None) -> None:
@@ -253,7 +265,7 @@ def reenact_image(ref_path: str | Path | list, pose_path: str | Path, config: In
             driver, n_drv = find_face(pose_img, lm, name=str(pose_path), choice=driver_face)
     ref = references[0]
     r = Reenactor(references, config, timer=timer, retarget=retargeter(ref, motion_cfg), multi=multi)
-    out = r.render(driver)
+    out = r.render(driver, pose_img)
     if config.compare:
         out = side_by_side(pose_img, out)
     used = "all (fused)" if r.mode == "fuse" else next(n for n, k, _ in r.usage() if k) if r.mode == "select" else ref.name

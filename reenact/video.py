@@ -210,22 +210,24 @@ def _render_chunks(work: resume.WorkDir, r: Reenactor, status: np.ndarray, drive
     if progress:
         progress("rendering", finished, n)
     compare = r.config.compare
+    decode = compare or r.needs_driver_image  # pass 2 reads the driver's frames only when it must
     with temporal.FrameFile(work.file("points.f32")) as pts, \
-            media.open_frames(drive_path, fps=options.fps) if compare else contextlib.nullcontext() as frames:
+            media.open_frames(drive_path, fps=options.fps) if decode else contextlib.nullcontext() as frames:
         for k in range(math.ceil(n / c)):
             lo, hi = k * c, min(n, (k + 1) * c)
             if k in done:  # already rendered: keep the decoder and the reference choice in step
                 for i in range(lo, hi):
                     r.advance(None if status[i] == temporal.STILL else Face(points=pts[i]))
-                    if compare:
+                    if decode:
                         _next(frames, i, drive_path, timer)
                 continue
             with media.VideoWriter(work.segment(k), fps=fps, size=size, overwrite=True) as writer:
                 for i in range(lo, hi):
                     face = None if status[i] == temporal.STILL else Face(points=pts[i])
-                    out = r.render(face)
+                    frame = _next(frames, i, drive_path, timer) if decode else None
+                    out = r.render(face, frame)
                     if compare:
-                        out = side_by_side(_next(frames, i, drive_path, timer), out)
+                        out = side_by_side(frame, out)
                     with timer("encode"):
                         writer.write(_pad_to(out, size))
                     finished += 1

@@ -258,6 +258,18 @@ def _area(poly: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
 
 
+def new_mouth_opening(src_points: np.ndarray, dst_points: np.ndarray, *, scale: float | None = None) -> float:
+    """Share (0..1) of the target's mouth opening that the reference's mouth does not show (its
+    inner-lip area beyond 1.2× the reference's, scaled to the target face). `scale`: target face
+    scale / source face scale (computed when not given)."""
+    inner = list(g.LIPS_INNER)
+    if scale is None:
+        scale = g.face_scale(dst_points) / max(g.face_scale(src_points), 1e-6)
+    a_src = _area(np.asarray(src_points)[inner, :2]) * scale ** 2
+    a_dst = _area(np.asarray(dst_points)[inner, :2])
+    return 0.0 if a_dst <= 1e-6 else float(np.clip((a_dst - 1.2 * a_src) / a_dst, 0.0, 1.0))
+
+
 def mouth_cavity(rgb: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray, *,
                  scale: float | None = None) -> np.ndarray:
     """Shade the part of the target's mouth opening that the reference's mouth did not show.
@@ -266,11 +278,7 @@ def mouth_cavity(rgb: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray
     new (area ratio), blend in a dark cavity, darker towards its centre. `scale`: target face
     scale / source face scale (computed when not given). Returns a new array (or `rgb`)."""
     inner = list(g.LIPS_INNER)
-    if scale is None:
-        scale = g.face_scale(dst_points) / max(g.face_scale(src_points), 1e-6)
-    a_src = _area(np.asarray(src_points)[inner, :2]) * scale ** 2
-    a_dst = _area(np.asarray(dst_points)[inner, :2])
-    new = 0.0 if a_dst <= 1e-6 else float(np.clip((a_dst - 1.2 * a_src) / a_dst, 0.0, 1.0))
+    new = new_mouth_opening(src_points, dst_points, scale=scale)
     if new <= 0.0:
         return rgb
     size = rgb.shape[0]

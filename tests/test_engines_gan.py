@@ -77,11 +77,15 @@ def test_fusion_mask_is_exclusive_of_the_mouth_interior() -> None:
 
 
 def test_engine_selection_and_missing_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, weights: Path) -> None:
+    from reenact import redraw
+
     monkeypatch.setattr(engines, "DEFAULT_WEIGHTS", tmp_path / "absent.onnx")
+    monkeypatch.setattr(redraw, "bundled", lambda region: tmp_path / f"absent-{region}.onnx")
     assert engines.default_engine() == "warp"
-    for name in ("gan", "fusion"):
-        with pytest.raises(MissingWeights, match="needs trained generator weights"):
-            engines.build_engine(InferenceConfig(engine=name))
+    with pytest.raises(MissingWeights, match="needs trained generator weights"):
+        engines.build_engine(InferenceConfig(engine="gan"))
+    with pytest.raises(MissingWeights, match="mouth generator is not installed"):  # fusion = warp + regions
+        engines.build_engine(InferenceConfig(engine="fusion"))
     with pytest.raises(MissingWeights, match="not found"):
         engines.build_engine(InferenceConfig(engine="gan", weights=str(tmp_path / "nope.onnx")))
     monkeypatch.setattr(engines, "DEFAULT_WEIGHTS", weights)

@@ -1,0 +1,186 @@
+"""Redraw the parts of a warp render that the warp cannot show: FusionNet's learned half on a CPU.
+
+`Redrawer` works on an engine's face crop after the classical warp (`reenact.warp`):
+
+* mouth — "generator": the mouth region generator (`reenact.model.region`, run by ONNX Runtime)
+  redraws the mouth crop and its output replaces the warp inside the target's mouth opening
+  (`regions.mouth_mask`); "driver": the classical baseline — the driver's own mouth interior,
+  mapped onto the target's opening by an affine fit of the inner lip contours and colour-matched
+  to the reference's lips; "cavity": the warp's dark cavity, unchanged.
+* eyes — "generator": each eye whose lids the warp had to stretch open (`regions.eye_strength`)
+  is redrawn by the eye generator and blended in over the lids in proportion; "warp": unchanged.
+
+A region is only computed when it is needed (a mouth opening the reference's mouth does not show
+— where the warp draws its cavity —, an eye opening wider than the reference's), so a frame
+without one costs nothing extra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from reenact import geometry as g
+from reenact import parsing, regions, warp
+from reenact.errors import UsageError
+
+MOUTH_MODES = ("generator", "driver", "cavity")
+EYE_MODES = ("generator", "warp")
+MIN_MOUTH_PIXELS = 4.0  # inner-mouth area (region pixels) below which a mouth counts as closed
+
+
+@dataclass(frozen=True)
+class RegionRef:
+    """Per reference: its crop landmarks and face scale, and the region generators' features of
+    its own mouth and eyes (None where that generator is not used)."""
+
+    points: np.ndarray
+    scale: float
+    mouth: list | None
+    eyes: dict[str, list] | None
+    image: np.ndarray
+
+
+@dataclass(frozen=True)
+class DriverFace:
+    """The driver's frame (RGB uint8) and its (478, 3) landmarks in that frame (driver-mouth
+    baseline only)."""
+
+    image: np.ndarray
+    points: np.ndarray
+
+
+class Redrawer:
+    """See module doc. `mouth` / `eyes`: the modes; `mouth_model` / `eyes_model`: the loaded
+    `runtime.RegionRuntime` of each generator mode in use (None otherwise)."""
+
+    def __init__(self, *, mouth: str = "cavity", eyes: str = "warp", mouth_model=None, eyes_model=None) -> None:
+        if mouth not in MOUTH_MODES or eyes not in EYE_MODES:
+            raise UsageError(f"unknown --mouth {mouth!r} or --eyes {eyes!r}",
+                             f"--mouth: {', '.join(MOUTH_MODES)}; --eyes: {', '.join(EYE_MODES)}")
+        if (mouth == "generator") != (mouth_model is not None) or (eyes == "generator") != (eyes_model is not None):
+            raise ValueError("a generator mode needs its region model (and only it)")
+        self.mouth, self.eyes = mouth, eyes
+        self.mouth_model, self.eyes_model = mouth_model, eyes_model
+
+    @property
+    def active(self) -> bool:
+        return self.mouth != "cavity" or self.eyes != "warp"
+
+    @property
+    def needs_driver(self) -> bool:
+        return self.mouth == "driver"
+
+    def prepare(self, image: np.ndarray, points: np.ndarray) -> RegionRef:
+        """Per reference: `image` its face crop (S×S×3 uint8), `points` its (478, 3) crop landmarks."""
+        scale = g.face_scale(points)
+        mouth = eyes = None
+        if self.mouth_model is not None:
+            box = regions.mouth_box(points, self.mouth_model.size, scale)
+            mouth = self.mouth_model.appearance(box.extract(image))
+        if self.eyes_model is not None:
+            eyes = {side: self.eyes_model.appearance(box.extract(image))
+                    for side, box in regions.eye_boxes(points, self.eyes_model.size, scale).items()}
+        return RegionRef(np.asarray(points, np.float64), scale, mouth, eyes, image)
+
+    def redraw(self, ref: RegionRef, rgb: np.ndarray, target: np.ndarray,
+               driver: DriverFace | None = None) -> np.ndarray:
+        """The warp render `rgb` (face crop, uint8) of target landmarks `target` (478, 3 crop
+        coordinates) with its mouth and eyes redrawn as configured."""
+        scale = g.face_scale(target)
+        if self.mouth == "generator":
+            rgb = self._mouth_generator(ref, rgb, target, scale)
+        elif self.mouth == "driver":
+            if driver is None:
+                raise UsageError("--mouth driver needs the driver's frame", "use --mouth generator or cavity")
+            rgb = driver_mouth(rgb, target, ref, driver, scale)
+        if self.eyes == "generator":
+            rgb = self._eyes_generator(ref, rgb, target, scale)
+        return rgb
+
+    def _mouth_generator(self, ref: RegionRef, rgb: np.ndarray, target: np.ndarray, scale: float) -> np.ndarray:
+        size = self.mouth_model.size
+        strength = mouth_strength(ref, target, scale, size)
+        if strength <= 0:
+            return rgb
+        box = regions.mouth_box(target, size, scale)
+        pts = box.points(target)
+        out = self.mouth_model.redraw([ref.mouth], [parsing.parsing_map(pts, size)], [box.extract(rgb)])[0]
+        return box.paste(rgb, out, regions.mouth_mask(pts, size) * strength)
+
+    def _eyes_generator(self, ref: RegionRef, rgb: np.ndarray, target: np.ndarray, scale: float) -> np.ndarray:
+        size = self.eyes_model.size
+        todo = []
+        for side, box in regions.eye_boxes(target, size, scale).items():
+            strength = regions.eye_strength(ref.points, target, side)
+            if strength > 0:
+                todo.append((side, box, box.points(target), strength))
+        if not todo:
+            return rgb
+        outs = self.eyes_model.redraw([ref.eyes[side] for side, *_ in todo],
+                                      [parsing.parsing_map(pts, size) for _, _, pts, _ in todo],
+                                      [box.extract(rgb) for _, box, _, _ in todo])
+        for (side, box, pts, strength), out in zip(todo, outs):
+            rgb = box.paste(rgb, out, regions.eye_mask(pts, size) * strength)
+        return rgb
+
+
+def mouth_strength(ref: RegionRef, target: np.ndarray, scale: float, size: int) -> float:
+    """How much of the target's mouth opening must be drawn (0..1): none when the opening is tiny
+    or the reference's own mouth shows it; full once ≥ 25 % of it is new (the warp's cavity)."""
+    if regions.mouth_opening(target, scale) * (size / regions.MOUTH_SIDE) ** 2 < MIN_MOUTH_PIXELS:
+        return 0.0
+    new = warp.new_mouth_opening(ref.points, target, scale=scale / max(ref.scale, 1e-6))
+    return float(np.clip(new / 0.25, 0.0, 1.0))
+
+
+def driver_mouth(rgb: np.ndarray, target: np.ndarray, ref: RegionRef, driver: DriverFace,
+                 scale: float) -> np.ndarray:
+    """The classical baseline: the driver's mouth interior, affinely fitted from the driver's inner
+    lip contour onto the target's, its colours matched (mean and spread per channel in Lab) from the
+    driver's lips to the reference's lips, blended into the target's mouth opening."""
+    size = 64
+    strength = mouth_strength(ref, target, scale, size)
+    if strength <= 0:
+        return rgb
+    box = regions.mouth_box(target, size, scale)
+    pts = box.points(target)
+    inner = list(g.LIPS_INNER)
+    d_box = regions.mouth_box(driver.points, size * 2)
+    d_pts = d_box.points(driver.points)
+    d_crop = d_box.extract(driver.image)
+    fit, _ = cv2.estimateAffine2D(d_pts[inner, :2].astype(np.float32), pts[inner, :2].astype(np.float32),
+                                  method=cv2.LMEDS)
+    if fit is None:
+        return rgb
+    mouth = cv2.warpAffine(d_crop, fit, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    r_box = regions.mouth_box(ref.points, size * 2, ref.scale)
+    lips = lambda p, n: regions.fill_polygon(n, p[list(g.LIPS_OUTER)]) - regions.fill_polygon(n, p[inner])  # noqa: E731
+    mouth = _match_colours(mouth, d_crop, lips(d_pts, size * 2), r_box.extract(ref.image),
+                           lips(r_box.points(ref.points), size * 2))
+    return box.paste(rgb, mouth, regions.mouth_mask(pts, size) * strength)
+
+
+def _match_colours(image: np.ndarray, source: np.ndarray, source_mask: np.ndarray, goal: np.ndarray,
+                   goal_mask: np.ndarray) -> np.ndarray:
+    """`image` with Lab statistics moved from `source`'s masked pixels to `goal`'s."""
+    def stats(img, m):
+        lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float32)
+        w = m.reshape(-1) > 0.5
+        px = lab[w] if w.sum() >= 8 else lab
+        return px.mean(0), px.std(0) + 1.0
+    (ms, ss), (mg, sg) = stats(source, source_mask), stats(goal, goal_mask)
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    lab = (lab - ms) * np.clip(sg / ss, 0.5, 2.0) + mg
+    return cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+
+def bundled(region: str) -> Path:
+    """Where the shipped region generator of `region` lives (it may be absent)."""
+    return Path(__file__).resolve().parents[1] / "weights" / f"{region}-{REGION_SIZES[region]}.onnx"
+
+
+REGION_SIZES = {"mouth": 64, "eyes": 48}

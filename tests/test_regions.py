@@ -1,0 +1,253 @@
+"""Region generators (mouth, eyes): crop geometry, the training-pair maker, tiny training, export
+parity, the redrawing engine and its CLI options. Synthetic faces only (no shared data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from reenact import geometry as g
+from reenact import regions, warp
+from tests import synth
+from tests.gen_helpers import CacheWriter, REPO, synthetic_face
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_region_crop_and_paste_round_trip() -> None:
+    pts = synth.face(256, yaw=12, roll=6)
+    img = synth.textured(256, seed=1)
+    for box in [regions.mouth_box(pts, 64), *regions.eye_boxes(pts, 48).values()]:
+        patch = box.extract(img)
+        assert patch.shape == (box.size, box.size, 3)
+        back = box.paste(np.zeros_like(img), patch, np.ones((box.size, box.size), np.float32))
+        # Inside the box the pasted patch reproduces the image (up to resampling); outside: untouched.
+        cx, cy = (int(round(v)) for v in box.centre)
+        r = int(box.side / 4)
+        inner = (slice(cy - r, cy + r), slice(cx - r, cx + r))
+        assert np.abs(back[inner].astype(int) - img[inner]).mean() < 6
+        assert back[: max(0, cy - int(box.side)), :].max(initial=0) == 0
+
+
+def test_mirrored_eye_box_maps_the_left_eye_onto_right_eye_indices() -> None:
+    pts = synth.face(256)
+    boxes = regions.eye_boxes(pts, 48)
+    right, left = boxes["right"].points(pts), boxes["left"].points(pts)
+    # A frontal face is symmetric: the mirrored left eye lands where the right eye does.
+    assert np.abs(right[list(g.RIGHT_EYE), :2] - left[list(g.RIGHT_EYE), :2]).max() < 0.5
+
+
+def test_closing_edits_close_and_keep_the_rest() -> None:
+    pts = synth.open_mouth(synth.face(256), 0.25)
+    assert regions.mouth_opening(pts) > 0.03
+    closed = regions.close_mouth(pts, 1.0)
+    assert regions.mouth_opening(closed) < 0.1 * regions.mouth_opening(pts)
+    eyes = regions.close_eyes(pts, 1.0)
+    assert regions.eye_opening(eyes, "right") < 0.02 and regions.eye_opening(pts, "right") > 0.1
+    far = [i for i in g.FACE_OVAL[:5]]  # the forehead does not move with the lips or lids
+    assert np.allclose(closed[far], pts[far]) and np.allclose(eyes[far], pts[far])
+
+
+def _open_mouth_photo(size: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic face with an open mouth whose inside is bright (white 'teeth')."""
+    img, pts = synthetic_face(size, np.random.default_rng(seed))
+    pts = synth.open_mouth(pts, 0.22)
+    inner = np.round(pts[list(g.LIPS_INNER), :2] * 16).astype(np.int32)
+    img = img.copy()
+    cv2.fillPoly(img, [inner], (235, 235, 230), lineType=cv2.LINE_AA, shift=4)
+    return img, pts
+
+
+def test_round_trip_pair_opens_a_dark_cavity_where_the_truth_is_bright() -> None:
+    from reenact.train.regions import PairSpec, make_pairs, round_trip
+
+    img, pts = _open_mouth_photo()
+    spec = PairSpec("mouth", 64)
+    ref_img, ref_pts = round_trip(spec, img, pts, 1.0)
+    assert regions.mouth_opening(ref_pts) < 0.005  # the reference's mouth is closed
+    (sample,) = make_pairs(spec, img, pts, ref_img, ref_pts, np.random.default_rng(0))
+    inside = regions.fill_polygon(64, regions.mouth_box(pts, 64).points(pts)[list(g.LIPS_INNER)]) > 0.9
+    lum = lambda a: a.astype(float).mean(-1)[inside].mean()  # noqa: E731
+    assert lum(sample["target"]) > 200  # the truth shows the teeth
+    assert lum(sample["warped"]) < 90  # the warp's render: the dark cavity, the artefact to undo
+    assert sample["mask"][inside].min() > 0.9 and sample["mask"][0, 0] < 0.01
+    assert sample["grid_c"].shape == (64, 64, 2) and np.abs(sample["grid_c"]).max() <= 1.5
+
+
+def _region_cache(path: Path, n: int = 6) -> Path:
+    writer = CacheWriter(path, size=128, quality=90)
+    for i in range(n):
+        img, pts = _open_mouth_photo(128, seed=i)
+        writer.add(f"synth_{i:03d}.png", i % 3, img, pts)
+    writer.finish({"source": "synthetic", "identities": None, "split": "train"})
+    return path
+
+
+def _tiny_region_config(tmp: Path, region: str):
+    from reenact.train.config import TrainConfig
+
+    base = TrainConfig.from_toml(REPO / "configs" / "region-tiny.toml").to_dict()
+    base["model"]["region"] = region
+    base["data"].update(cache=str(_region_cache(tmp / "cache")) if not (tmp / "cache").exists() else str(tmp / "cache"),
+                        region_pack=str(tmp / f"pack-{region}"))
+    return TrainConfig.from_dict(base)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Per region: a 2-step training on synthetic faces, exported → {region: NAME.onnx}."""
+    from reenact.export import export_generator
+    from reenact.train import loop
+    from reenact.train.regions import build_pack
+
+    tmp = tmp_path_factory.mktemp("regions")
+    out = {}
+    for region in ("mouth", "eyes"):
+        cfg = _tiny_region_config(tmp, region)
+        build_pack(cfg.data.cache, cfg.data.region_pack, region=region, size=cfg.model.size)
+        result = loop.train(cfg, tmp / f"run-{region}")
+        assert result.step == 2 and (tmp / f"run-{region}" / "samples").is_dir()
+        logged = result.history[-1]
+        assert {"raw/l1", "raw/gan", "raw/self_consistency", "raw/triple_consistency"} <= set(logged)
+        out[region] = export_generator(result.checkpoint, tmp / f"{region}.onnx").generator
+    return out
+
+
+def test_tiny_region_training_exports_with_ort_parity(tiny_models: dict[str, Path]) -> None:
+    from reenact.runtime import RegionRuntime
+
+    for region, path in tiny_models.items():
+        rt = RegionRuntime(path, expect=region)
+        assert rt.region == region and rt.size == 32
+        assert path.with_name(f"{region}.appearance.onnx").is_file()
+        other = "eyes" if region == "mouth" else "mouth"
+        with pytest.raises(Exception, match="not the"):
+            RegionRuntime(path, expect=other)
+
+
+def test_export_parity_is_checked_for_region_models(tiny_models, tmp_path: Path) -> None:
+    from reenact.export import export_generator
+
+    ckpt = tiny_models["mouth"].parent / "run-mouth" / "checkpoints" / "last.pt"
+    report = export_generator(ckpt, tmp_path / "m.onnx")
+    assert report.variant == "region" and max(report.max_abs_diff.values()) < 1e-3
+
+
+def _frame_and_target(open_amount: float = 0.25):
+    from reenact.landmarks import Face
+
+    pts = synth.face(240, yaw=8, scale=0.6)
+    frame = synth.textured(240, seed=3)
+    return frame, Face(points=pts.astype(np.float32)), synth.open_mouth(pts, open_amount)
+
+
+def test_fusion_engine_redraws_only_the_opening_mouth(tiny_models: dict[str, Path]) -> None:
+    from reenact import engines
+    from reenact.config import InferenceConfig
+
+    cfg = InferenceConfig(engine="fusion", mouth_weights=str(tiny_models["mouth"]), eyes="warp")
+    fusion = engines.build_engine(cfg)
+    plain = engines.build_engine(InferenceConfig(engine="warp"))
+    assert fusion.name == "fusion" and fusion.redrawer is not None and plain.redrawer is None
+    frame, face, target = _frame_and_target()
+    a, b = fusion.prepare(frame, face), plain.prepare(frame, face)
+    out, mask = fusion.render(a, target)
+    ref, _ = plain.render(b, target)
+    diff = np.abs(out.astype(int) - ref).sum(-1) > 0
+    pts = a.crop.points_to_crop(target)
+    mouth = regions.mouth_box(pts, 64)
+    ys, xs = np.nonzero(diff)
+    assert diff.any()
+    assert np.all(np.abs(xs - mouth.centre[0]) <= mouth.side / 2 + 2)
+    assert np.all(np.abs(ys - mouth.centre[1]) <= mouth.side / 2 + 2)
+    closed_out, _ = fusion.render(a, face.points)  # the reference's own (closed) mouth: untouched
+    closed_ref, _ = plain.render(b, face.points)
+    assert np.array_equal(closed_out, closed_ref)
+
+
+def test_eyes_are_redrawn_only_where_the_lids_open_wider(tiny_models: dict[str, Path]) -> None:
+    from reenact import engines
+    from reenact.config import InferenceConfig
+    from reenact.landmarks import Face
+
+    cfg = InferenceConfig(engine="fusion", eyes_weights=str(tiny_models["eyes"]), mouth="cavity")
+    engine, plain = engines.build_engine(cfg), engines.build_engine(InferenceConfig(engine="warp"))
+    pts = synth.face(240, scale=0.6)
+    half_closed = Face(points=synth.close_eyes(pts, 0.6).astype(np.float32))
+    frame = synth.textured(240, seed=4)
+    a, b = engine.prepare(frame, half_closed), plain.prepare(frame, half_closed)
+    opened, _ = engine.render(a, pts)  # the target opens the eyes: redrawn
+    assert not np.array_equal(opened, plain.render(b, pts)[0])
+    closing = synth.close_eyes(pts, 0.8)  # the target closes them further: the warp's own
+    assert np.array_equal(engine.render(a, closing)[0], plain.render(b, closing)[0])
+
+
+def test_driver_mouth_baseline_fills_the_opening_with_the_drivers_mouth() -> None:
+    from reenact import engines
+    from reenact.config import InferenceConfig
+    from reenact.redraw import DriverFace
+
+    frame, face, target = _frame_and_target()
+    driver_img, driver_pts = _open_mouth_photo(256, seed=5)  # bright teeth inside the driver's mouth
+    engine = engines.build_engine(InferenceConfig(engine="warp", mouth="driver"))
+    assert engine.needs_driver
+    state = engine.prepare(frame, face)
+    out, _ = engine.render(state, target, DriverFace(driver_img, driver_pts))
+    cavity, _ = engines.build_engine(InferenceConfig(engine="warp")).render(
+        engines.build_engine(InferenceConfig(engine="warp")).prepare(frame, face), target)
+    pts = state.crop.points_to_crop(target)
+    size = out.shape[0]
+    inside = regions.fill_polygon(size, pts[list(g.LIPS_INNER)]) > 0.9
+    assert out[inside].mean() > cavity[inside].mean() + 40  # brighter than the dark cavity
+
+
+def test_region_model_given_as_whole_face_weights_is_refused(tiny_models: dict[str, Path]) -> None:
+    from reenact import engines
+    from reenact.config import InferenceConfig
+    from reenact.errors import MissingWeights
+
+    with pytest.raises(MissingWeights, match="region generator"):
+        engines.build_engine(InferenceConfig(engine="gan", weights=str(tiny_models["mouth"])))
+
+
+def test_default_engine_is_fusion_once_the_mouth_generator_ships(tmp_path: Path, monkeypatch) -> None:
+    from reenact import engines, redraw
+
+    monkeypatch.setattr(engines, "DEFAULT_WEIGHTS", tmp_path / "absent.onnx")
+    monkeypatch.setattr(redraw, "bundled", lambda region: tmp_path / f"{region}.onnx")
+    assert engines.default_engine() == "warp"
+    (tmp_path / "mouth.onnx").write_bytes(b"")
+    assert engines.default_engine() == "fusion"
+
+
+def test_bundled_models_are_picked_by_default(tiny_models: dict[str, Path], monkeypatch) -> None:
+    from reenact import engines, redraw
+    from reenact.config import InferenceConfig
+
+    monkeypatch.setattr(redraw, "bundled", lambda region: tiny_models[region])
+    engine = engines.build_engine(InferenceConfig(engine="fusion"))
+    assert engine.redrawer.mouth_model.path == tiny_models["mouth"]
+    assert engine.redrawer.eyes_model.path == tiny_models["eyes"]
+
+
+@pytest.mark.parametrize("content", [b"", b"not an onnx file", None])
+def test_corrupt_or_foreign_region_weights_exit_6(tmp_path: Path, content, tiny_models) -> None:
+    from typer.testing import CliRunner
+
+    from reenact.cli import app
+
+    bad = tmp_path / "bad.onnx"
+    if content is None:  # a real ONNX file of the other region
+        bad = tiny_models["eyes"]
+    else:
+        bad.write_bytes(content)
+    frame, _, _ = _frame_and_target()
+    ref = tmp_path / "ref.png"
+    cv2.imwrite(str(ref), frame)
+    result = CliRunner().invoke(app, ["image", str(ref), str(ref), "-o", str(tmp_path / "o.png"),
+                                      "--engine", "fusion", "--mouth-weights", str(bad)])
+    assert result.exit_code in (3, 6), result.output  # 3 when no face is found first (synthetic frame)
+    assert "Traceback" not in result.output and not (tmp_path / "o.png").exists()
