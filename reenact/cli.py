@@ -406,7 +406,25 @@ def info() -> None:
 
     table.add_row("engines", ", ".join(ENGINES) + f" (default: {default_engine()})")
     table.add_row("generator weights", str(DEFAULT_WEIGHTS) if DEFAULT_WEIGHTS.is_file() else "none bundled")
+    for region in ("mouth", "eyes"):
+        table.add_row(f"{region} generator", _bundled_model(region))
     out.print(table)
+
+
+def _bundled_model(region: str) -> str:
+    """One line on a shipped region generator: file, training steps and wall time, integrity."""
+    from reenact import redraw
+
+    path = redraw.bundled(region)
+    if not path.is_file():
+        return "[yellow]not installed[/]"
+    try:
+        redraw.verify_bundled(path)
+        entry = redraw.manifest()["models"][path.stem]
+        return (f"{path} (trained {entry['steps']} steps, {entry['wall_time_s'] / 60:.0f} min on "
+                f"{entry['machine']}; sha256 ok)")
+    except ReenactError as e:
+        return f"[red]{e.message}[/]"
 
 
 @app.command()
@@ -581,7 +599,7 @@ def _cache_summary(s) -> None:
     out.print(table)
 
 
-EVAL_ENGINES = "reference,warp,gan,fusion"
+EVAL_ENGINES = "reference,warp,driver-mouth,gan,fusion"
 
 
 @app.command("eval")
@@ -593,7 +611,7 @@ def eval_(
     drivers: Optional[list[Path]] = typer.Option(None, "--drivers", metavar="PATH",
                                                  help="Driver photos/videos or folders (repeatable)."),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="Same-identity CSV: reference,driver or file,identity."),
-    engines: str = typer.Option(EVAL_ENGINES, "--engines", help="Comma-separated: reference, warp, gan, fusion."),
+    engines: str = typer.Option(EVAL_ENGINES, "--engines", help="Comma-separated: reference, warp, driver-mouth (warp + the driver's own mouth, the classical baseline), gan, fusion."),
     data: Optional[Path] = typer.Option(None, "--data", help="Folder holding celeba-id/ and clips/ "
                                         "(default $REENACT_DATA or ../shared/data)."),
     limit: int = typer.Option(0, "--limit", help="Evaluate at most N pairs (seeded subset; 0 = all)."),

@@ -256,10 +256,12 @@ def resolve_weights(config: InferenceConfig) -> Path:
 def region_model(region: str, path: str | None) -> RegionRuntime:
     """The region generator of `region`: `path`, else the bundled one. Raises MissingWeights."""
     where = Path(path) if path else redraw.bundled(region)
-    if not path and not where.is_file():
-        raise MissingWeights(f"the {region} generator is not installed ({where} is missing)",
-                             f"use --{region} {'cavity' if region == 'mouth' else 'warp'}, or pass "
-                             f"--{region}-weights NAME.onnx from `reenact export`")
+    if not path:
+        if not where.is_file():
+            raise MissingWeights(f"the {region} generator is not installed ({where} is missing)",
+                                 f"use --{region} {'cavity' if region == 'mouth' else 'warp'}, or pass "
+                                 f"--{region}-weights NAME.onnx from `reenact export`")
+        redraw.verify_bundled(where)
     return RegionRuntime(where, expect=region, threads=1)
 
 

@@ -17,6 +17,8 @@ without one costs nothing extra.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,7 @@ import numpy as np
 
 from reenact import geometry as g
 from reenact import parsing, regions, warp
-from reenact.errors import UsageError
+from reenact.errors import MissingWeights, UsageError
 
 MOUTH_MODES = ("generator", "driver", "cavity")
 EYE_MODES = ("generator", "warp")
@@ -178,9 +180,39 @@ def _match_colours(image: np.ndarray, source: np.ndarray, source_mask: np.ndarra
     return cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
+REGION_SIZES = {"mouth": 64, "eyes": 48}
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
 def bundled(region: str) -> Path:
     """Where the shipped region generator of `region` lives (it may be absent)."""
-    return Path(__file__).resolve().parents[1] / "weights" / f"{region}-{REGION_SIZES[region]}.onnx"
+    return WEIGHTS_DIR / f"{region}-{REGION_SIZES[region]}.onnx"
 
 
-REGION_SIZES = {"mouth": 64, "eyes": 48}
+def manifest() -> dict:
+    """weights/manifest.json ({"models": {name: entry}}), or an empty one when absent."""
+    path = WEIGHTS_DIR / "manifest.json"
+    if not path.is_file():
+        return {"models": {}}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise MissingWeights(f"{path} is unreadable ({e})", "restore it: git checkout weights/") from None
+
+
+def verify_bundled(path: Path) -> None:
+    """Check a shipped model's files (NAME.onnx and NAME.appearance.onnx) against the sha256 in
+    weights/manifest.json. Raises MissingWeights on a missing entry or a mismatch."""
+    entry = manifest().get("models", {}).get(path.name[: -len(".onnx")])
+    if entry is None:
+        raise MissingWeights(f"{path} is not listed in weights/manifest.json", "restore weights/ (git checkout weights/)")
+    for name, expected in entry["files"].items():
+        if not name.endswith(".onnx"):
+            continue  # the .pt checkpoint is for training, not inference
+        f = path.parent / name
+        if not f.is_file():
+            raise MissingWeights(f"{f} is missing", "restore weights/ (git checkout weights/)")
+        if hashlib.sha256(f.read_bytes()).hexdigest() != expected["sha256"]:
+            raise MissingWeights(f"{f} does not match its sha256 in weights/manifest.json (damaged or replaced)",
+                                 "restore weights/ (git checkout weights/), or pass your own model with "
+                                 "--mouth-weights / --eyes-weights")

@@ -290,10 +290,12 @@ def test_report_files_and_schema(tiny_result):
     assert set(summary.TOP_KEYS) <= set(saved)
     assert tuple(saved["definitions"]) == summary.KEYS
     # schema reenact.eval/1; additions since: the metric id_truth, record keys k, multi, served
-    # and identity_truth, settings.ks, and the top-level "kshot" (null unless --k; see test_kshot_*)
+    # and identity_truth, settings.ks, the top-level "kshot" (null unless --k; see test_kshot_*),
+    # the mouth/eye region metrics and the top-level "mouth_kid"
     assert summary.KEYS == ("detect_rate", "id_cos", "id_acc", "id_truth", "yaw_err", "pitch_err", "roll_err",
                             "pose_err", "expr_err", "expr_corr", "l1", "psnr", "ssim", "lpips",
-                            "l1_face", "psnr_face", "ssim_face", "fid")
+                            "l1_face", "psnr_face", "ssim_face", "mouth_lpips", "mouth_psnr", "mouth_ssim",
+                            "eyes_lpips", "eyes_psnr", "eyes_ssim", "mouth_kid", "fid")
     for row in saved["summary"]:
         assert tuple(row) == summary.ROW_KEYS and tuple(row["metrics"]) == summary.KEYS
     assert set(saved["records"][0]) >= {"engine", "pair", "reference", "driver", "kind", "ground_truth",

@@ -112,8 +112,27 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
         assert result.step == 2 and (tmp / f"run-{region}" / "samples").is_dir()
         logged = result.history[-1]
         assert {"raw/l1", "raw/gan", "raw/self_consistency", "raw/triple_consistency"} <= set(logged)
-        out[region] = export_generator(result.checkpoint, tmp / f"{region}.onnx").generator
+        out[region] = export_generator(result.checkpoint, tmp / f"{region}-32.onnx").generator
     return out
+
+
+def _ship(models: dict[str, Path], monkeypatch) -> Path:
+    """Make the tiny models the bundled ones: weights dir, sizes and a manifest with their sha256."""
+    import hashlib
+    import json
+
+    from reenact import redraw
+
+    folder = next(iter(models.values())).parent
+    monkeypatch.setattr(redraw, "WEIGHTS_DIR", folder)
+    monkeypatch.setattr(redraw, "REGION_SIZES", {"mouth": 32, "eyes": 32})
+    entries = {}
+    for region, path in models.items():
+        files = [path, path.with_name(path.name.replace(".onnx", ".appearance.onnx"))]
+        entries[path.stem] = {"files": {f.name: {"sha256": hashlib.sha256(f.read_bytes()).hexdigest()}
+                                        for f in files}}
+    (folder / "manifest.json").write_text(json.dumps({"models": entries}))
+    return folder
 
 
 def test_tiny_region_training_exports_with_ort_parity(tiny_models: dict[str, Path]) -> None:
@@ -122,7 +141,7 @@ def test_tiny_region_training_exports_with_ort_parity(tiny_models: dict[str, Pat
     for region, path in tiny_models.items():
         rt = RegionRuntime(path, expect=region)
         assert rt.region == region and rt.size == 32
-        assert path.with_name(f"{region}.appearance.onnx").is_file()
+        assert path.with_name(f"{region}-32.appearance.onnx").is_file()
         other = "eyes" if region == "mouth" else "mouth"
         with pytest.raises(Exception, match="not the"):
             RegionRuntime(path, expect=other)
@@ -224,13 +243,37 @@ def test_default_engine_is_fusion_once_the_mouth_generator_ships(tmp_path: Path,
 
 
 def test_bundled_models_are_picked_by_default(tiny_models: dict[str, Path], monkeypatch) -> None:
-    from reenact import engines, redraw
+    from reenact import engines
     from reenact.config import InferenceConfig
 
-    monkeypatch.setattr(redraw, "bundled", lambda region: tiny_models[region])
+    _ship(tiny_models, monkeypatch)
+    monkeypatch.setattr(engines, "DEFAULT_WEIGHTS", tiny_models["mouth"].parent / "absent.onnx")
+    assert engines.default_engine() == "fusion"
     engine = engines.build_engine(InferenceConfig(engine="fusion"))
     assert engine.redrawer.mouth_model.path == tiny_models["mouth"]
     assert engine.redrawer.eyes_model.path == tiny_models["eyes"]
+
+
+def test_a_damaged_bundled_model_is_refused_by_its_manifest(tiny_models, tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    from reenact import engines
+    from reenact.config import InferenceConfig
+    from reenact.errors import MissingWeights
+
+    copies = {}
+    for region, path in tiny_models.items():
+        for f in (path, path.with_name(path.name.replace(".onnx", ".appearance.onnx"))):
+            shutil.copy(f, tmp_path / f.name)
+        copies[region] = tmp_path / path.name
+    _ship(copies, monkeypatch)
+    engines.build_engine(InferenceConfig(engine="fusion"))  # intact: fine
+    data = bytearray(copies["mouth"].read_bytes())
+    data[-100] ^= 0xFF
+    copies["mouth"].write_bytes(bytes(data))
+    with pytest.raises(MissingWeights, match="sha256"):
+        engines.build_engine(InferenceConfig(engine="fusion"))
+    engines.build_engine(InferenceConfig(engine="warp"))  # the warp engine still works
 
 
 @pytest.mark.parametrize("content", [b"", b"not an onnx file", None])

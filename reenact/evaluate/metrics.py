@@ -231,6 +231,41 @@ def pixel_metrics(pair: AlignedPair) -> dict[str, float]:
             "l1_face": l1(o, t, m), "psnr_face": psnr(o, t, m), "ssim_face": ssim(o, t, m)}
 
 
+# --- mouth and eyes -----------------------------------------------------------------------------
+
+REGION_SIZE = 64  # side of the region crops compared (the mouth generator's resolution)
+
+
+def region_crops(image: np.ndarray, points: np.ndarray) -> dict[str, np.ndarray]:
+    """The mouth and both eye crops (`reenact.regions` geometry, left eye mirrored) of a frame,
+    located by its own (478, 3) landmarks, each REGION_SIZE² RGB uint8."""
+    from reenact import regions
+
+    scale = geometry.face_scale(points)
+    out = {"mouth": regions.mouth_box(points, REGION_SIZE, scale).extract(image)}
+    for side, box in regions.eye_boxes(points, REGION_SIZE, scale).items():
+        out[f"eye_{side}"] = box.extract(image)
+    return out
+
+
+def region_metrics(output: dict[str, np.ndarray], truth: dict[str, np.ndarray]) -> dict[str, float]:
+    """PSNR and SSIM of the mouth crop and of the eye crops (mean of both eyes); LPIPS separately."""
+    eyes = ("eye_right", "eye_left")
+    return {"mouth_psnr": psnr(output["mouth"], truth["mouth"]), "mouth_ssim": ssim(output["mouth"], truth["mouth"]),
+            "eyes_psnr": float(np.mean([psnr(output[e], truth[e]) for e in eyes])),
+            "eyes_ssim": float(np.mean([ssim(output[e], truth[e]) for e in eyes]))}
+
+
+def kid(a: np.ndarray, b: np.ndarray) -> float:
+    """Kernel Inception Distance: the unbiased MMD² between two (N, d) feature sets with the cubic
+    polynomial kernel k(x, y) = (x·y / d + 1)³ (Bińkowski et al. 2018). Needs ≥ 2 rows each."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    d, m, n = a.shape[1], len(a), len(b)
+    kaa, kbb, kab = ((x @ y.T / d + 1) ** 3 for x, y in ((a, a), (b, b), (a, b)))
+    return float((kaa.sum() - np.trace(kaa)) / (m * (m - 1)) + (kbb.sum() - np.trace(kbb)) / (n * (n - 1))
+                 - 2 * kab.mean())
+
+
 # --- FID ----------------------------------------------------------------------------------------
 
 class FeatureBank:

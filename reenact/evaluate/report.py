@@ -45,6 +45,7 @@ KSHOT_NOTE = ("Each identity has {kmax} reference photos of the person; the firs
               "ID cos compares the output with the primary reference, ID truth with the driver photo "
               "(another photo of the same person; same-identity pairs only). served: % of the outputs "
               "rendered from reference 1 (the primary) / 2 / … k.")
+REGION_TABLE_KEYS = ("mouth_lpips", "mouth_psnr", "mouth_ssim", "mouth_kid", "eyes_lpips", "eyes_psnr", "eyes_ssim")
 _BY_KEY = {m.key: m for m in summary.METRICS}
 
 
@@ -190,6 +191,7 @@ def markdown(doc: dict) -> str:
     lines += ["## Summary", ""] + _md_table(*table(doc["summary"])) + [""]
     face_keys = ("l1_face", "psnr_face", "ssim_face")
     lines += ["### Pixel metrics inside the face mask", ""] + _md_table(*table(doc["summary"], face_keys)) + [""]
+    lines += ["### Mouth and eyes", ""] + _md_table(*table(doc["summary"], REGION_TABLE_KEYS)) + [""]
     lines += ["### FID", ""] + fid_lines(doc) + [""]
     if doc.get("kshot"):
         note = KSHOT_NOTE.format(kmax=max(doc["kshot"]["ks"]))

@@ -35,7 +35,10 @@ from reenact.landmarks import Face, Landmarker
 from reenact.pipeline import Reenactor, Reference, StageTimer
 
 REFERENCE_ENGINE = "reference"
-ENGINE_CHOICES = (REFERENCE_ENGINE, *ENGINES)
+DRIVER_MOUTH = "driver-mouth"  # the classical baseline: warp + the driver's own mouth (--mouth driver)
+ENGINE_CHOICES = (REFERENCE_ENGINE, *ENGINES, DRIVER_MOUTH)
+OPEN_MOUTH = 0.02  # driver mouth opening (face scales²) above which its mouth crop counts as open (KID)
+SHEET_ROWS = 12  # pairs in the mouth-crop sheet
 
 Progress = Callable[[str, int, "int | None"], None]
 Render = Callable[[Face], "tuple[np.ndarray, int | None]"]  # driver → (output, served reference)
@@ -128,6 +131,15 @@ class EvalResult:
     seconds: dict[str, float]
     variants: list[tuple[kshot.Variant, str]] = field(default_factory=list)
     banks: dict[str, list[str]] = field(default_factory=dict)
+    mouth_kid: dict[str, dict] = field(default_factory=dict)  # engine → value (KID ×1000), n_outputs, n_real
+
+
+def engine_config(name: str, size: int, weights: str | None = None) -> InferenceConfig:
+    """The inference config of an evaluated engine name (the driver-mouth baseline is the warp
+    engine with `--mouth driver`; the whole-face `weights` only apply to gan/fusion)."""
+    if name == DRIVER_MOUTH:
+        return InferenceConfig(engine="warp", size=size, mouth="driver")
+    return InferenceConfig(engine=name, size=size, weights=weights if name in ("gan", "fusion") else None)
 
 
 def build(name: str, size: int, weights: str | None = None) -> tuple[Engine | None, str]:
@@ -135,7 +147,7 @@ def build(name: str, size: int, weights: str | None = None) -> tuple[Engine | No
     if name == REFERENCE_ENGINE:
         return None, "ok"
     try:
-        return build_engine(InferenceConfig(engine=name, size=size, weights=weights)), "ok"
+        return build_engine(engine_config(name, size, weights)), "ok"
     except MissingWeights as e:
         return None, f"unavailable: no weights ({e.message})"
 
@@ -153,6 +165,11 @@ class Evaluation:
         self.lpips = M.LPIPSMetric() if settings.lpips else None
         self._embeddings: dict[Item, np.ndarray] = {}
         self._banks: dict[str, M.FeatureBank] = {}
+        self._truth_regions: dict[int, dict[str, np.ndarray]] = {}  # pair → truth's region crops
+        self._out_regions: dict[tuple, dict[str, np.ndarray]] = {}  # (pair, variant) → output's
+        self._mouth_banks: dict[str, M.FeatureBank] = {}  # engine → open-mouth output crops
+        self._mouth_real, self._real_mouths = M.FeatureBank(), set()
+        self._sheet: dict[int, dict[str, np.ndarray]] = {}
         self._used: dict[str, list[str]] = {}  # k-shot: reference photos used per primary
 
     def run(self) -> EvalResult:
@@ -174,9 +191,24 @@ class Evaluation:
             records = self._evaluate(engines, [v for v, status in variants if status == "ok"])
             sheets = {n: g for n, e in engines.items() if (g := self._grid(n, e)) is not None}
         fid = self._fid() if self.settings.fid else {}
+        mouth_kid = self._mouth_kid() if self.settings.fid else {}
+        if self._sheet:
+            columns = [("reference", "reference"), *((e, e) for e in engines if e != REFERENCE_ENGINE),
+                       ("driver", "driver = truth" if self.protocol.pairs[0].ground_truth else "driver")]
+            sheets["mouths"] = sheet.crop_rows([r for _, r in sorted(self._sheet.items())], columns)
         seconds = dict(self.timer.seconds, total=time.perf_counter() - t0)
         return EvalResult(self.protocol, self.settings, statuses, records, sequences(records), fid,
-                          sheets, thumbs, seconds, variants if self.settings.ks else [], self._used)
+                          sheets, thumbs, seconds, variants if self.settings.ks else [], self._used, mouth_kid)
+
+    def _mouth_kid(self) -> dict[str, dict]:
+        """KID (×1000) of each engine's open-mouth output crops against the drivers' real ones."""
+        real = self._mouth_real.features()
+        out = {}
+        for engine, bank in self._mouth_banks.items():
+            feats = bank.features()
+            if len(feats) >= 2 and len(real) >= 2:
+                out[engine] = {"value": 1000 * M.kid(feats, real), "n_outputs": len(feats), "n_real": len(real)}
+        return out
 
     def _fetch_aux(self) -> None:
         """Obtain the auxiliary networks the chosen metrics need before any work is done, so an
@@ -206,11 +238,11 @@ class Evaluation:
         out: dict[str, Render] = {}
         for name, engine in engines.items():
             if engine is None:
-                out[name] = lambda driver, im=image: (im, None)
+                out[name] = lambda driver, driver_image=None, im=image: (im, None)
             else:
-                cfg = InferenceConfig(engine=name, size=self.settings.size)
+                cfg = engine_config(name, self.settings.size, self.settings.weights)
                 r = Reenactor(ref, cfg, engine=engine, timer=self.timer)
-                out[name] = lambda driver, r=r: (r.render(driver), None)
+                out[name] = lambda driver, image=None, r=r: (r.render(driver, image), None)
         return out
 
     def _bank_renderers(self, engines: dict[str, Engine | None], variants: list[kshot.Variant],
@@ -224,15 +256,17 @@ class Evaluation:
         self._used[ref_item.label] = [r.name for r in bank]
         out: dict[kshot.Variant, Render] = {}
         for name, engine in engines.items():
-            cfg = None if engine is None else InferenceConfig(engine=name, size=self.settings.size)
+            cfg = None if engine is None else engine_config(name, self.settings.size, self.settings.weights)
             out |= kshot.renderers(bank, engine, cfg, [v for v in variants if v.engine == name], self.timer)
         return out
 
-    def _render(self, name: str, render: Render, driver: Face) -> tuple[np.ndarray | None, str, int | None]:
-        """(output, status, served index)."""
+    def _render(self, name: str, render: Render, driver: Face,
+                driver_image: np.ndarray | None = None) -> tuple[np.ndarray | None, str, int | None]:
+        """(output, status, served index). `driver_image`: the driver photo (one-shot runs: the
+        driver-mouth baseline needs it)."""
         try:
             with self.timer(f"render:{name}"):
-                image, served = render(driver)
+                image, served = render(driver) if driver_image is None else render(driver, driver_image)
         except ReenactError as e:  # an engine's user-facing failure on this pair: recorded, not fatal
             return None, f"error: {e.message}", None
         return image, "ok", served
@@ -268,10 +302,13 @@ class Evaluation:
                          p.sequence, p.order, status=status, k=v.k, multi=v.multi)
             out = None
             if status == "ok":
-                out, rec.status, rec.served = self._render(v.engine, renders[v], driver)
+                image = None if self.settings.ks else self.pics.image(p.driver)
+                out, rec.status, rec.served = self._render(v.engine, renders[v], driver, image)
             if out is not None:
                 if (aligned := self._measure(rec, out, p)) is not None:
                     crops.append((rec, aligned))
+                if v.one_shot and rec.detected:
+                    self._mouths(i, p, v.engine, out)
                 if self.settings.fid and v.one_shot:
                     with self.timer("fid"):
                         self._banks.setdefault(v.engine, M.FeatureBank()).add(out)
@@ -280,9 +317,22 @@ class Evaluation:
         if self.lpips is not None and crops:
             with self.timer("measure:lpips"):
                 dists = self.lpips.against(crops[0][1].truth, [a.output for _, a in crops])
-            for (rec, _), d in zip(crops, dists, strict=True):
-                rec.pixel["lpips"] = d
+                for (rec, _), d in zip(crops, dists, strict=True):
+                    rec.pixel["lpips"] = d
+                self._region_lpips(i, [rec for rec, _ in crops])
         return recs
+
+    def _region_lpips(self, i: int, recs: list[Record]) -> None:
+        """LPIPS of the mouth crop and of the eye crops (mean of both) against the truth's."""
+        truth = self._truth_regions.get(i)
+        outs = [(rec, self._out_regions.pop((i, rec.engine, rec.k, rec.multi), None)) for rec in recs]
+        outs = [(rec, o) for rec, o in outs if o is not None]
+        if truth is None or not outs:
+            return
+        for key, parts in (("mouth_lpips", ("mouth",)), ("eyes_lpips", ("eye_right", "eye_left"))):
+            per_part = [self.lpips.against(truth[part], [o[part] for _, o in outs]) for part in parts]
+            for j, (rec, _) in enumerate(outs):
+                rec.pixel[key] = float(np.mean([d[j] for d in per_part]))
 
     # --- measuring --------------------------------------------------------------------------
 
@@ -311,7 +361,37 @@ class Evaluation:
         with self.timer("measure:pixels"):
             aligned = M.aligned_pair(out, pts, self.pics.image(pair.driver), drv, self.settings.size)
             rec.pixel = M.pixel_metrics(aligned)
+            truth = self._truth_regions.setdefault(rec.pair, M.region_crops(self.pics.image(pair.driver), drv))
+            mine = M.region_crops(out, pts)
+            rec.pixel.update(M.region_metrics(mine, truth))
+            self._out_regions[(rec.pair, rec.engine, rec.k, rec.multi)] = mine
         return aligned
+
+    def _mouths(self, i: int, pair: Pair, engine: str, out: np.ndarray) -> None:
+        """Mouth crops of outputs whose driver's mouth is open: the KID banks (and the real
+        open-mouth crops of those drivers) and the first SHEET_ROWS pairs' sheet row."""
+        from reenact import regions
+
+        drv = self.pics.face(pair.driver)
+        if regions.mouth_opening(drv.points) < OPEN_MOUTH:
+            return
+        faces = self.lm.detect(out)
+        if not faces:
+            return
+        crop = M.region_crops(out, faces[0].points)["mouth"]
+        if self.settings.fid:
+            with self.timer("kid"):
+                self._mouth_banks.setdefault(engine, M.FeatureBank()).add(crop)
+                if pair.driver not in self._real_mouths:
+                    self._real_mouths.add(pair.driver)
+                    self._mouth_real.add(M.region_crops(self.pics.image(pair.driver), drv.points)["mouth"])
+        if i in self._sheet or len(self._sheet) < SHEET_ROWS:
+            row = self._sheet.setdefault(i, {})
+            if not row:
+                ref = self.pics.face(pair.reference)
+                row["reference"] = M.region_crops(self.pics.image(pair.reference), ref.points)["mouth"]
+                row["driver"] = M.region_crops(self.pics.image(pair.driver), drv.points)["mouth"]
+            row[engine] = crop
 
     def _embedding(self, item: Item) -> np.ndarray:
         if item not in self._embeddings:

@@ -74,3 +74,20 @@ def contact_sheet(references: list[np.ndarray], drivers: list[np.ndarray],
         cv2.putText(sheet, text, (gap + 2, head + gap + side // 2 + 16 * i), cv2.FONT_HERSHEY_SIMPLEX,
                     0.35 * side / 128, (200, 200, 200), 1, cv2.LINE_AA)
     return sheet
+
+
+def crop_rows(rows: list[dict[str, np.ndarray]], columns: list[tuple[str, str]], *, side: int = 96,
+              gap: int = 4) -> np.ndarray:
+    """A sheet of small crops: one row per dict, one column per (key, label); the first row holds
+    the labels. Missing crops stay grey."""
+    header = [_label(np.full((side // 3 * 2, side, 3), GREY, np.uint8), label) for _, label in columns]
+    lines = [np.hstack([np.pad(h, ((0, 0), (gap, 0), (0, 0)), constant_values=GREY) for h in header])]
+    for row in rows:
+        tiles = []
+        for key, _ in columns:
+            crop = row.get(key)
+            tile = np.full((side, side, 3), GREY, np.uint8) if crop is None else \
+                cv2.resize(crop, (side, side), interpolation=cv2.INTER_CUBIC)
+            tiles.append(np.pad(tile, ((gap, 0), (gap, 0), (0, 0)), constant_values=GREY))
+        lines.append(np.hstack(tiles))
+    return np.vstack(lines)

