@@ -174,7 +174,8 @@ def _run_job(job: Job, config: InferenceConfig, options: VideoOptions, *, overwr
     if job.kind == "image":
         m = options.motion
         motion_cfg = MotionConfig(mode="absolute", transfer=m.transfer, regions=m.regions)
-        media.check_output_path(job.output, overwrite=overwrite, kinds=media.WRITABLE_IMAGE_SUFFIXES)
+        media.check_output_path(job.output, overwrite=overwrite, kinds=media.WRITABLE_IMAGE_SUFFIXES,
+                                inputs=(job.reference, job.driver))
         result = pipeline.reenact_image(job.reference, job.driver, config, motion_cfg=motion_cfg,
                                         ref_face=options.ref_face, driver_face=options.driver_face)
         media.write_image(job.output, result.image, overwrite=overwrite)

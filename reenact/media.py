@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
+import glob
 import logging
 import math
 import numbers
@@ -49,6 +51,7 @@ from reenact.errors import (
     ReenactError,
     UnsupportedMedia,
     UsageError,
+    from_os_error,
 )
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -69,6 +72,7 @@ _OTHER_IMAGES = {"gif": "GIF", "heif": "HEIF/AVIF"}
 _VIDEO_FORMATS = {"isobmff": "MP4/MOV", "matroska": "Matroska/WebM", "avi": "AVI"}
 _HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
 _QUICKTIME_ATOMS = {b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}
+_NAME_MAX = 255  # bytes per path component on ext4, XFS, APFS, NTFS (UTF-16 units)
 _FASTSTART = {".mp4", ".m4v", ".mov"}
 
 
@@ -88,7 +92,11 @@ logging.getLogger("imageio_ffmpeg").addFilter(_DropResizeNotice())
 def _input_path(path: str | os.PathLike) -> Path:
     """An existing, non-empty regular file, or MediaError / CorruptMedia naming it."""
     p = Path(path).expanduser()
-    if not p.exists():
+    try:
+        exists = p.exists()
+    except OSError as e:  # a name over the file system's limit, a loop of links…
+        raise from_os_error(e, "input") from None
+    if not exists:
         raise MediaError(f"{p}: no such file", hint="check the path and its spelling")
     if p.is_dir():
         raise MediaError(f"{p} is a folder, not a file", hint="give one image or video inside it")
@@ -471,14 +479,52 @@ def _check_rgb(rgb: object, size: tuple[int, int] | None = None) -> None:
 # ───────────────────────────────────── outputs ─────────────────────────────────────
 
 
-def check_output_path(path: str | os.PathLike, *, overwrite: bool, kinds: frozenset[str]) -> Path:
+def check_output_path(path: str | os.PathLike, *, overwrite: bool, kinds: frozenset[str],
+                      inputs: tuple = ()) -> Path:
     """Validate an output path before any long work; returns it with its folder resolved.
 
     The suffix (any case) must be in `kinds`; the folder must exist (it is not created: the
     error says how) and accept a new file (tried for real, so read-only mounts are caught);
     the target must not exist unless `overwrite`. Raises OutputError with a hint.
     """
-    p = Path(path).expanduser()
+    try:
+        target = _check_output_path(Path(path).expanduser(), overwrite=overwrite, kinds=kinds)
+    except OSError as e:  # a name too long, a folder we may not look into…
+        raise from_os_error(e, "output") from None
+    for source in _input_files(inputs):
+        if _same_file(target, source):
+            raise OutputError(f"{target} is also an input ({source}); it is never overwritten",
+                              hint="choose another output name with -o")
+    return target
+
+
+def _input_files(inputs) -> Iterator[Path]:
+    """Existing files among `inputs` (paths, lists of paths, quoted globs); folders skipped."""
+    for item in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
+        if isinstance(item, (list, tuple)):
+            yield from _input_files(item)
+            continue
+        text = os.fspath(item)
+        yield from (Path(m) for m in glob.glob(text)) if glob.has_magic(text) else [Path(text)]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths are one file (same device and inode: links and other spellings too)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is missing: an output that does not exist yet is no input
+        return False
+
+
+def check_input_names(*paths: str | os.PathLike) -> None:
+    """MediaError for an input whose path has a name longer than the file system allows (such
+    a file cannot exist; checked before an output name is derived from it)."""
+    for path in paths:
+        if any(len(os.fsencode(part)) > _NAME_MAX for part in Path(path).parts):
+            raise from_os_error(OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(path)), "input")
+
+
+def _check_output_path(p: Path, *, overwrite: bool, kinds: frozenset[str]) -> Path:
     p = p.parent.resolve() / p.name
     suffix = p.suffix.lower()
     if p.is_dir():

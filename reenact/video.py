@@ -75,7 +75,8 @@ def reenact_video(ref_path: str | Path | list, drive_path: str | Path, out_path:
     unfinished render without `options.resume`; Interrupted (exit 130) on Ctrl-C/SIGTERM once a
     chunk is complete (the work folder is kept)."""
     timer = StageTimer()
-    target = media.check_output_path(out_path, overwrite=overwrite, kinds=media.WRITABLE_VIDEO_SUFFIXES)
+    target = media.check_output_path(out_path, overwrite=overwrite, kinds=media.WRITABLE_VIDEO_SUFFIXES,
+                                     inputs=(ref_path, drive_path))
     with Landmarker(mode="image") as lm, timer("landmarks"):
         refs = load_references(ref_path, lm, max_side=config.max_side, choice=options.ref_face)
     inputs = {f"reference{i or ''}": resume.input_signature(r.name) for i, r in enumerate(refs)}
