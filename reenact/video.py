@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ import numpy as np
 
 from reenact import media, motion, resume, temporal, tracking
 from reenact.config import InferenceConfig, MotionConfig, VideoOptions
-from reenact.errors import CorruptMedia, Interrupted, NoFaceFound, UsageError
+from reenact.errors import CorruptMedia, Interrupted, NoFaceFound, UsageError, from_os_error
 from reenact.landmarks import Face, Landmarker
 from reenact.pipeline import Reenactor, Reference, StageTimer, load_references, retargeter, side_by_side
 
@@ -91,12 +92,21 @@ def reenact_video(ref_path: str | Path | list, drive_path: str | Path, out_path:
             raise Interrupted(f"interrupted — {done} completed chunk{'s' if done != 1 else ''} kept in {work.path}",
                               "run the same command with --resume to continue") from None
         raise
+    except OSError as e:  # disk full, a folder gone or read-only: keep what can be resumed
+        kept = work.finish_failed()
+        raise from_os_error(e, "output", hint=_resume_hint(e, work) if kept else None) from None
     except BaseException:
         work.finish_failed()
         raise
     work.remove()
     summary.seconds = dict(timer.seconds)
     return summary
+
+
+def _resume_hint(e: OSError, work: resume.WorkDir) -> str:
+    done = len(work.completed_chunks())
+    fix = "free some space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "fix that"
+    return f"{fix}, then run the same command with --resume ({done} completed chunk(s) kept in {work.path})"
 
 
 def _job_hash(config: InferenceConfig, options: VideoOptions) -> str:
