@@ -338,16 +338,14 @@ def batch(
     """Render many reference × driver pairs with one progress view; a failed job never stops the batch.
 
     Video jobs take the options of `reenact video`; image jobs (a photo as driver) use those that apply to `reenact image` (motion is absolute). A CSV row's options column adds options for that job. Exit code: 0 when every job succeeded (or was skipped), 1 when any failed (summary.csv says which and why), 130 when interrupted."""
-    import shlex
-
     from reenact import batch as batch_mod
 
     if (jobs is None) == (refs is None and drivers is None) or (refs is None) != (drivers is None):
         fail(UsageError("give either a JOBS.csv file or both --refs and --drivers"))
-    base = shlex.split(job_options)
+    base = run(batch_mod.split_options, job_options, "--job-options")
     run(_parse_video_options, base)  # a typo stops the batch before any work
     job_list = run(batch_mod.read_jobs, jobs, output) if jobs else run(batch_mod.pair_jobs, refs, drivers, output)
-    run(_make_folder, output)
+    run(batch_mod.prepare_output, output)
     results = _run_batch(job_list, lambda job: _video_settings(**_parse_video_options([*base, *job.options])),
                          output, overwrite=overwrite, resume=resume)
     _batch_report(results, output / "summary.csv")
@@ -362,15 +360,6 @@ def _parse_video_options(tokens: list[str]) -> dict:
         return cmd.make_context("video", ["REF", "DRIVER", *tokens]).params
     except TyperException as e:
         raise UsageError(f"bad job option: {e.format_message()}", "job options are those of `reenact video`") from None
-
-
-def _make_folder(path: Path) -> None:
-    from reenact.errors import OutputError
-
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create the output folder {path}: {e.strerror}") from None
 
 
 def _run_batch(jobs: list, settings, output: Path, *, overwrite: bool, resume: bool) -> list:
