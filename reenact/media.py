@@ -72,6 +72,9 @@ _OTHER_IMAGES = {"gif": "GIF", "heif": "HEIF/AVIF"}
 _VIDEO_FORMATS = {"isobmff": "MP4/MOV", "matroska": "Matroska/WebM", "avi": "AVI"}
 _HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
 _QUICKTIME_ATOMS = {b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}
+MAX_PIXELS_ENV = "REENACT_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 64_000_000  # see max_pixels()
+MIN_SIDE = 16  # pixels: a thinner picture cannot show a face (and upsets the face detector)
 _NAME_MAX = 255  # bytes per path component on ext4, XFS, APFS, NTFS (UTF-16 units)
 _FASTSTART = {".mp4", ".m4v", ".mov"}
 
@@ -265,10 +268,108 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise MediaError(f"cannot read {p}: {e.strerror}", hint="check its permissions") from None
     fmt = _sniff(data[:64])
     _check_image_format(p, fmt)
+    _check_size(p, image_size(data, fmt), "image")  # from the header: nothing decoded yet
     img = _decode(p, data, fmt)
     if fmt != "tiff":  # OpenCV's TIFF decoder orients the image itself, whatever the flags
         img = _apply_orientation(img, _exif_orientation(data, fmt))
     return np.ascontiguousarray(_to_rgb8(p, img))
+
+
+def max_pixels() -> int:
+    """The largest image or video frame read, in pixels: REENACT_MAX_PIXELS, default 64 MP
+    (a decoded 64 MP RGB image takes 192 MiB; a 30000² "decompression bomb" would take 2.5 GiB)."""
+    value = os.environ.get(MAX_PIXELS_ENV, "")
+    try:
+        return int(float(value)) if value.strip() else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise UsageError(f"{MAX_PIXELS_ENV}={value!r} is not a number",
+                         f"give a pixel count, e.g. {MAX_PIXELS_ENV}=100000000") from None
+
+
+def _check_size(p: Path, size: tuple[int, int] | None, what: str) -> None:
+    """Refuse, before decoding, pictures whose header is unreadable, that exceed max_pixels(),
+    or that are too thin to show a face (MIN_SIDE)."""
+    if size is None:
+        raise CorruptMedia(f"{p}: its {what} header is damaged (no readable width and height)",
+                           hint="re-export or re-download it")
+    w, h = size
+    if w * h > max_pixels():
+        raise UnsupportedMedia(f"{p} is {w}×{h} pixels ({w * h / 1e6:.0f} MP), above the limit of "
+                               f"{max_pixels() / 1e6:g} MP", hint=f"scale it down, or raise {MAX_PIXELS_ENV}")
+    if min(w, h) < MIN_SIDE:
+        raise UnsupportedMedia(f"{p} is {w}×{h} pixels: too small to show a face",
+                               hint=f"give a picture at least {MIN_SIDE} pixels on each side")
+
+
+def image_size(data: bytes, fmt: str) -> tuple[int, int] | None:
+    """(width, height) from an image file's header bytes, or None when it is unreadable.
+    `fmt`: a key of _IMAGE_FORMATS (from `_sniff`). Nothing is decoded."""
+    try:
+        size = _HEADER_READERS[fmt](data)
+    except (struct.error, IndexError, KeyError, ValueError):
+        return None
+    return size if size and size[0] > 0 and size[1] > 0 else None
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if data[12:16] != b"IHDR":  # the first chunk, right after the 8-byte signature
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Walk the markers to the first SOFn (baseline, progressive, lossless, arithmetic)."""
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:  # stray bytes between segments: decoders skip them too
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker == 0xFF or 0xD0 <= marker <= 0xD9 or marker == 0x01:  # fill byte, RSTn/SOI/EOI, TEM
+            i += 1 if marker == 0xFF else 2
+            continue
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            return w, h
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8 ":  # lossy: 14-bit sizes after the frame tag and start code
+        w, h = struct.unpack("<HH", data[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    if chunk == b"VP8L":  # lossless: 14-bit (size − 1) fields after the signature byte
+        bits = struct.unpack("<I", data[21:25])[0]
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":  # extended: 24-bit (size − 1) canvas
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    return None
+
+
+def _bmp_size(data: bytes) -> tuple[int, int] | None:
+    if struct.unpack("<I", data[14:18])[0] == 12:  # OS/2 core header: 16-bit sizes
+        return struct.unpack("<HH", data[18:22])
+    w, h = struct.unpack("<ii", data[18:26])
+    return w, abs(h)  # a negative height means top-down rows
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth (256) and ImageLength (257) of the first IFD."""
+    end = "<" if data[:2] == b"II" else ">"
+    ifd = struct.unpack(end + "I", data[4:8])[0]
+    found = {}
+    for k in range(struct.unpack(end + "H", data[ifd:ifd + 2])[0]):
+        tag, kind, _, value = struct.unpack(end + "HHI4s", data[ifd + 2 + 12 * k:ifd + 14 + 12 * k])
+        if tag in (256, 257):
+            found[tag] = struct.unpack(end + ("H" if kind == 3 else "I"), value[:2 if kind == 3 else 4])[0]
+    return (found[256], found[257]) if len(found) == 2 else None
+
+
+_HEADER_READERS = {"png": _png_size, "jpeg": _jpeg_size, "webp": _webp_size, "bmp": _bmp_size, "tiff": _tiff_size}
 
 
 def _check_image_format(p: Path, fmt: str | None) -> None:
@@ -728,6 +829,7 @@ def _probe(path: str | os.PathLike) -> tuple[VideoInfo, _Streams, bool]:
         raise CorruptMedia(f"{p}: the video stream has no usable size or frame rate",
                            hint="the file is damaged; re-export it")
     w, h = int(size[1]), int(size[2])
+    _check_size(p, (w, h), "video")
     rotation = _rotation(s.video_block)
     if rotation in (90, 270):
         w, h = h, w
