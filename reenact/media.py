@@ -193,10 +193,20 @@ def _suffix_list(suffixes: frozenset[str]) -> str:
 def ffmpeg_exe() -> str:
     """Path of the ffmpeg executable bundled with imageio-ffmpeg (or IMAGEIO_FFMPEG_EXE)."""
     try:
-        return imageio_ffmpeg.get_ffmpeg_exe()
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError as e:
         raise ReenactError(f"ffmpeg is not available: {e}",
                            hint="reinstall imageio-ffmpeg, or set IMAGEIO_FFMPEG_EXE") from None
+    # Once per process: a broken ffmpeg must be blamed, not the input it fails to open.
+    try:
+        probe = subprocess.run([exe, "-version"], stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+        works = probe.returncode == 0 and probe.stdout.startswith(b"ffmpeg version")
+    except (OSError, subprocess.TimeoutExpired):
+        works = False
+    if not works:
+        raise ReenactError(f"ffmpeg at {exe} does not work (`{exe} -version` fails)",
+                           hint="unset IMAGEIO_FFMPEG_EXE, or reinstall imageio-ffmpeg")
+    return exe
 
 
 _NOISE = re.compile(r"^(frame=|size=|video:|\[out#|Press \[q\]|Exiting normally|"
