@@ -9,6 +9,7 @@ unexpected error…) never stops the batch. `write_summary` writes summary.csv a
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -122,12 +123,16 @@ def prepare_output(out_dir: str | Path) -> Path:
     """Create the batch's output folder if missing and check that files can be written in it
     (summary.csv is written there even when every job fails). Raises OutputError."""
     out = Path(out_dir).expanduser()
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".reenact-probe-", dir=out)
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
+        if created:  # leave nothing behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
         raise from_os_error(e, "output", hint="choose an output folder you can write to") from None
     return out
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
@@ -51,6 +52,8 @@ def input_signature(path: str | os.PathLike) -> dict:
         st = p.stat()
     except OSError as e:  # missing, a name too long, no permission: an input problem (exit 4)
         raise from_os_error(e, "input") from None
+    except RuntimeError:  # Path.resolve on a loop of symbolic links
+        raise from_os_error(OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)), "input") from None
     return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 

@@ -24,7 +24,6 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import random
 import warnings
 from pathlib import Path
@@ -165,11 +164,14 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         raise MissingWeights(f"checkpoint {path} does not exist") from None
     except OSError as e:
         raise MissingWeights(f"cannot read checkpoint {path}: {e.strerror or e}") from None
-    except (RuntimeError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as e:
+    except MissingWeights:
+        raise
+    except Exception as e:  # noqa: BLE001 — unpickling foreign bytes fails in many ways (IndexError, …)
         # PyTorch's own explanation (weights_only, zip records…) runs to dozens of lines
         raise MissingWeights(f"{path} is not a PyTorch checkpoint reenact can read ({_first_line(e)})",
                              "pass RUN/checkpoints/last.pt written by `reenact train`") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT \
+            or not isinstance(payload.get("version", 0), int):
         raise MissingWeights(f"{path} is not a reenact training checkpoint")
     if payload.get("version", 0) > FORMAT_VERSION:
         raise MissingWeights(f"{path} was written by a newer reenact", "upgrade reenact")
