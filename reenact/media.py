@@ -74,7 +74,6 @@ _HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b
 _QUICKTIME_ATOMS = {b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}
 MAX_PIXELS_ENV = "REENACT_MAX_PIXELS"
 DEFAULT_MAX_PIXELS = 64_000_000  # see max_pixels()
-MIN_SIDE = 16  # pixels: a thinner picture cannot show a face (and upsets the face detector)
 _NAME_MAX = 255  # bytes per path component on ext4, XFS, APFS, NTFS (UTF-16 units)
 _FASTSTART = {".mp4", ".m4v", ".mov"}
 
@@ -297,8 +296,7 @@ def max_pixels() -> int:
 
 
 def _check_size(p: Path, size: tuple[int, int] | None, what: str) -> None:
-    """Refuse, before decoding, pictures whose header is unreadable, that exceed max_pixels(),
-    or that are too thin to show a face (MIN_SIDE)."""
+    """Refuse, before decoding, pictures whose header is unreadable or that exceed max_pixels()."""
     if size is None:
         raise CorruptMedia(f"{p}: its {what} header is damaged (no readable width and height)",
                            hint="re-export or re-download it")
@@ -306,9 +304,6 @@ def _check_size(p: Path, size: tuple[int, int] | None, what: str) -> None:
     if w * h > max_pixels():
         raise UnsupportedMedia(f"{p} is {w}×{h} pixels ({w * h / 1e6:.0f} MP), above the limit of "
                                f"{max_pixels() / 1e6:g} MP", hint=f"scale it down, or raise {MAX_PIXELS_ENV}")
-    if min(w, h) < MIN_SIDE:
-        raise UnsupportedMedia(f"{p} is {w}×{h} pixels: too small to show a face",
-                               hint=f"give a picture at least {MIN_SIDE} pixels on each side")
 
 
 def image_size(data: bytes, fmt: str) -> tuple[int, int] | None:

@@ -108,8 +108,9 @@ def _hostile_images() -> dict:
         "gif": (lambda d: _write(d / "anim.jpg", b"GIF89a" + bytes(100)), {4}),
         "name-too-long": (lambda d: d / f"{LONG}.jpg", {4}),
         "decompression-bomb": (lambda d: _write(d / "bomb.png", png_bytes(30000, 30000)), {4}),
-        "20000x1": (lambda d: _write(d / "thin.png", _encode(".png", np.full((1, 20000, 3), 90, np.uint8))), {4}),
-        "8x8": (lambda d: _write(d / "tiny.png", _encode(".png", np.zeros((8, 8, 3), np.uint8))), {4}),
+        "20000x1": (lambda d: _write(d / "thin.png", _encode(".png", np.full((1, 20000, 3), 90, np.uint8))), {3}),
+        "16x90000": (lambda d: _write(d / "strip.png", _encode(".png", np.full((16, 90000, 3), 90, np.uint8))), {3}),
+        "8x8": (lambda d: _write(d / "tiny.png", _encode(".png", np.zeros((8, 8, 3), np.uint8))), {3}),
         "zero-width-png": (lambda d: _write(d / "zero.png", png_bytes(1, 1).replace(
             struct.pack(">II", 1, 1), struct.pack(">II", 0, 1), 1)), {4}),
         "no-face": (lambda d: _write(d / "grey.png", _encode(".png", np.full((64, 64, 3), 128, np.uint8))), {3}),
@@ -146,6 +147,7 @@ def _hostile_videos() -> dict:
     mp4 = (EXAMPLES / "drive.mp4").read_bytes()
     # (a video named .jpg is a valid driver: the content decides)
     cases = {k: v for k, v in HOSTILE_IMAGES.items() if k not in ("no-face", "folder-named-jpg", "video-named-jpg")}
+    cases.update({k: (HOSTILE_IMAGES[k][0], {4}) for k in ("20000x1", "16x90000", "8x8")})  # photos, not videos
     cases.update({
         "truncated-mp4": (lambda d: _write(d / "cut.mp4", mp4[: len(mp4) // 2]), {4}),
         "mp4-header-only": (lambda d: _write(d / "head.mp4", mp4[:64]), {4}),
