@@ -766,6 +766,9 @@ def _video_summary(target: Path, s, wall: float) -> None:
     for name, frames, runs in s.usage:
         shown = ", ".join(f"{a}–{b}" if b > a else str(a) for a, b in runs[:6]) + (" …" if len(runs) > 6 else "")
         table.add_row(f"reference {Path(name).name}", f"{frames} frames" + (f" ({shown})" if runs else ""))
+    if s.repeated or s.dropped:
+        table.add_row("damaged driver frames", f"{s.repeated} undecodable (previous frame repeated), "
+                      f"{s.dropped} surplus dropped: output stays in step with the driver's audio")
     if s.chunks_resumed:
         table.add_row("resumed", f"{s.chunks_resumed} of {s.chunks} chunks were already rendered")
     table.add_row("audio", "copied from the driver" if s.audio else "none in the driver")

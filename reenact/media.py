@@ -859,9 +859,14 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
 
 def _generator_process(gen: object, name: str) -> subprocess.Popen | None:
     """The ffmpeg Popen held by an imageio-ffmpeg generator, to reap it for sure (best effort)."""
-    frame = getattr(gen, "gi_frame", None)
-    proc = frame.f_locals.get(name) if frame is not None else None
+    proc = _generator_local(gen, name)
     return proc if isinstance(proc, subprocess.Popen) else None
+
+
+def _generator_local(gen: object, name: str) -> object:
+    """A local variable of a generator (imageio-ffmpeg's process or log catcher), or None."""
+    frame = getattr(gen, "gi_frame", None)
+    return frame.f_locals.get(name) if frame is not None else None
 
 
 def _reap(proc: subprocess.Popen | None) -> int | None:
@@ -880,10 +885,11 @@ class VideoReader:
 
     Constant memory: one frame at a time from an ffmpeg pipe (imageio_ffmpeg.read_frames).
     Rotation metadata is applied by ffmpeg, and `info.width/height` are those of the frames.
-    Constant-rate sources are delivered frame for frame; variable-rate ones are resampled to
-    `info.fps` (their average rate) so that frame i belongs at time i / fps and stays in sync
-    with the audio. One pass only. Use as a context manager, or call close(): ffmpeg is
-    stopped and reaped even when the loop is left early.
+    Frames come at the constant rate `info.fps` (a variable-rate source's average) so that frame
+    i belongs at time i / fps and stays in sync with the audio: where the decoder cannot produce
+    a frame (corrupt data), ffmpeg repeats the previous one, and surplus frames are dropped; once
+    the stream is exhausted `repeated` and `dropped` count them. One pass only. Use as a context
+    manager, or call close(): ffmpeg is stopped and reaped even when the loop is left early.
 
         with VideoReader("driver.mp4") as video:
             for rgb in video: ...
@@ -894,11 +900,12 @@ class VideoReader:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self._gen = None
-        self.frames_read = 0
-        info, streams, variable = _probe(path)
+        self.frames_read = self.repeated = self.dropped = 0
+        info, streams, _ = _probe(path)
         self.path = Path(path).expanduser()
         fps = Fraction(info.fps).limit_denominator(100_000)
-        timing = ["-fps_mode", "cfr", "-r", str(fps)] if variable else ["-fps_mode", "passthrough"]
+        # cfr also for constant-rate sources: frames lost to corrupt data are filled, not skipped
+        timing = ["-fps_mode", "cfr", "-r", str(fps)]
         self._gen = imageio_ffmpeg.read_frames(
             _ffmpeg_path(self.path), output_params=["-map", f"0:{streams.video_index}", *timing])
         try:
@@ -909,6 +916,7 @@ class VideoReader:
                                hint="the file is damaged or uses a codec this ffmpeg lacks") from None
         self._w, self._h = meta["size"]
         self.info = dataclasses.replace(info, width=self._w, height=self._h)
+        self._log = _generator_local(self._gen, "log_catcher")  # ffmpeg's stderr: dup=/drop= counts
 
     def __iter__(self) -> VideoReader:
         return self
@@ -919,6 +927,7 @@ class VideoReader:
         try:
             raw = next(self._gen)
         except StopIteration:
+            self._count_repairs()
             self.close()
             if self.frames_read == 0:
                 raise CorruptMedia(f"{self.path}: no frame could be decoded",
@@ -930,6 +939,13 @@ class VideoReader:
                                hint="the file is truncated or damaged") from None
         self.frames_read += 1
         return np.frombuffer(raw, np.uint8).reshape(self._h, self._w, 3).copy()
+
+    def _count_repairs(self) -> None:
+        """`repeated` / `dropped` from ffmpeg's final statistics line (…dup=N drop=M…)."""
+        get_text = getattr(self._log, "get_text", None)
+        found = re.findall(r"dup=\s*(\d+)\s+drop=\s*(\d+)", get_text(0.5)) if get_text else []
+        if found:
+            self.repeated, self.dropped = map(int, found[-1])
 
     def close(self) -> None:
         """Stop ffmpeg (killed if it does not quit) and reap it. Idempotent."""

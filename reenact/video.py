@@ -44,7 +44,9 @@ class VideoSummary:
     (short gaps between faces), `held` (the nearest face reused: long gaps, the end, a short
     lead-in) and `still` (a long lead-in before the first face: the reference unchanged).
     `driver_faces`: the most faces seen in one driver frame; `anchor`: the driver frame used as
-    the anchor (relative motion); `chunks_resumed`: segments reused from an interrupted run."""
+    the anchor (relative motion); `chunks_resumed`: segments reused from an interrupted run;
+    `repeated` / `dropped`: driver frames repaired to keep the output one to one with the
+    driver's timeline (and its audio)."""
 
     frames: int = 0
     with_face: int = 0
@@ -61,6 +63,8 @@ class VideoSummary:
     smoothed: bool = True
     chunks: int = 0
     chunks_resumed: int = 0
+    repeated: int = 0  # driver frames that could not be decoded: the previous frame was used
+    dropped: int = 0  # surplus driver frames dropped to keep the driver's frame rate
     multi: str = "single"
     usage: list = field(default_factory=list)  # selection: (reference, frames, [(first, last)])
     seconds: dict[str, float] = field(default_factory=dict)
@@ -153,7 +157,9 @@ def _track(src, work: resume.WorkDir, options: VideoOptions, timer: StageTimer,
     with temporal.FrameFile(work.file("track.f32"), mode="w") as track:
         s = tracking.track_driver(src, track, choice=options.driver_face, fps=src.info.fps,
                                   progress=report, timer=timer)
-    work.state.track = dataclasses.asdict(s)
+    # frames ffmpeg repeated for undecodable ones (or dropped) to keep the driver's timing
+    work.state.track = {**dataclasses.asdict(s), "repeated": getattr(src, "repeated", 0),
+                        "dropped": getattr(src, "dropped", 0)}
     work.state.processed = False
     work.save()
 
@@ -208,7 +214,8 @@ def _summary(status: np.ndarray, track: dict, info: media.VideoInfo, size: tuple
         held=int(counts[temporal.HELD]), still=int(counts[temporal.STILL]), fps=info.fps, size=size,
         audio=info.has_audio, reference_faces=ref.n_faces, driver_faces=int(track["max_faces"]),
         motion=options.motion.mode, anchor=None if anchor is None else anchor[0],
-        smoothed=options.motion.smooth, chunks=math.ceil(len(status) / options.chunk))
+        smoothed=options.motion.smooth, chunks=math.ceil(len(status) / options.chunk),
+        repeated=int(track.get("repeated", 0)), dropped=int(track.get("dropped", 0)))
 
 
 def _render_chunks(work: resume.WorkDir, r: Reenactor, status: np.ndarray, drive_path: Path,

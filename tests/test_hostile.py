@@ -622,3 +622,26 @@ def test_os_errors_on_an_output_map_by_errno_and_path(tmp_path, monkeypatch, cod
         OSError(code, os.strerror(code), where)))
     text = run_hostile(tmp_path, ["image", EXAMPLES / "ref.jpg", EXAMPLES / "pose.jpg", "-o", target], expected)
     assert Path(where).name in text
+
+
+# ───────────────────────────── frame count and sync ─────────────────────────────
+
+
+def _corrupt_middle(src: Path, dst: Path) -> Path:
+    """A copy of `src` with 6 KB of noise in the middle: the decoder loses a few frames there."""
+    data = bytearray(src.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 6000] = np.random.default_rng(0).integers(0, 256, 6000, np.uint8).tobytes()
+    return _write(dst, bytes(data))
+
+
+def test_corrupt_driver_frames_are_repeated_not_skipped(tmp_path):
+    """Cause 15: frames lost to corrupt data were skipped (114 of 120), so the audio drifted."""
+    bad = _corrupt_middle(EXAMPLES / "drive.mp4", tmp_path / "bad.mp4")
+    with media.VideoReader(bad) as video:
+        n = sum(1 for _ in video)
+    assert n == media.probe_video(EXAMPLES / "drive.mp4").n_frames == 120
+    assert video.repeated > 0
+    r = invoke("video", EXAMPLES / "ref.jpg", bad, "-o", tmp_path / "o.mp4", "--size", "128", "--max-side", "256")
+    assert r.exit_code == 0, r.output
+    assert "undecodable" in r.output and media.probe_video(tmp_path / "o.mp4").n_frames == 120
