@@ -41,7 +41,7 @@ class _Command(TyperCommand):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (typer.Exit, TyperException):
+        except (typer.Exit, typer.Abort, TyperException):  # Click's own control flow
             raise
         except ReenactError as e:
             fail(e)
