@@ -9,10 +9,13 @@ unexpected error…) never stops the batch. `write_summary` writes summary.csv a
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
+import os
 import shlex
+import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -21,7 +24,7 @@ from typing import Callable
 
 from reenact import media
 from reenact.config import InferenceConfig, MotionConfig, VideoOptions
-from reenact.errors import Interrupted, MediaError, ReenactError, UsageError
+from reenact.errors import Interrupted, MediaError, ReenactError, UsageError, from_os_error
 
 COLUMNS = ("reference", "driver", "output", "options")
 
@@ -88,11 +91,50 @@ def read_jobs(csv_path: str | Path, out_dir: str | Path | None = None) -> list[J
                              f"columns: {', '.join(COLUMNS)}")
         ref, drv = base / cells[0], base / cells[1]
         name = cells[2] if len(cells) > 2 and cells[2] else default_name(ref, drv)
-        options = tuple(shlex.split(cells[3])) if len(cells) > 3 else ()
+        options = split_options(cells[3], f"{path}, line {n}") if len(cells) > 3 else ()
         jobs.append(Job(ref, drv, out / name, options))
     if not jobs:
         raise UsageError(f"{path} lists no jobs", f"one row per job: {', '.join(COLUMNS)}")
+    _check_distinct_outputs(jobs, path)
     return jobs
+
+
+def split_options(text: str, where: str) -> tuple[str, ...]:
+    """Shell-quoted option words → a tuple; UsageError (naming `where`) for unbalanced quotes."""
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as e:
+        raise UsageError(f"{where}: cannot split the options {text!r}: {e}",
+                         "balance the quotes, e.g. --ref \"my photo.jpg\"") from None
+
+
+def _check_distinct_outputs(jobs: list[Job], source: Path) -> None:
+    """UsageError when two jobs would write one file (one result would be silently lost)."""
+    seen: dict[str, int] = {}
+    for i, job in enumerate(jobs):
+        key = os.path.normcase(os.path.abspath(job.output))
+        if key in seen:
+            raise UsageError(f"{source}: jobs {seen[key] + 1} and {i + 1} would both write {job.output}",
+                             "give every job its own output name")
+        seen[key] = i
+
+
+def prepare_output(out_dir: str | Path) -> Path:
+    """Create the batch's output folder if missing and check that files can be written in it
+    (summary.csv is written there even when every job fails). Raises OutputError."""
+    out = Path(out_dir).expanduser()
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".reenact-probe-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        if created:  # leave nothing behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise from_os_error(e, "output", hint="choose an output folder you can write to") from None
+    return out
 
 
 def pair_jobs(refs: str | Path, drivers: str | Path, out_dir: str | Path) -> list[Job]:
@@ -174,7 +216,8 @@ def _run_job(job: Job, config: InferenceConfig, options: VideoOptions, *, overwr
     if job.kind == "image":
         m = options.motion
         motion_cfg = MotionConfig(mode="absolute", transfer=m.transfer, regions=m.regions)
-        media.check_output_path(job.output, overwrite=overwrite, kinds=media.WRITABLE_IMAGE_SUFFIXES)
+        media.check_output_path(job.output, overwrite=overwrite, kinds=media.WRITABLE_IMAGE_SUFFIXES,
+                                inputs=(job.reference, job.driver))
         result = pipeline.reenact_image(job.reference, job.driver, config, motion_cfg=motion_cfg,
                                         ref_face=options.ref_face, driver_face=options.driver_face)
         media.write_image(job.output, result.image, overwrite=overwrite)

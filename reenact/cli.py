@@ -19,12 +19,90 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColum
     TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperCommand, TyperGroup
+from typer.exceptions import TyperException
 
 from reenact import __version__
 from reenact.config import ENGINES, InferenceConfig, VideoOptions
-from reenact.errors import ReenactError, UsageError
+from reenact.errors import ReenactError, UsageError, from_os_error
+
+# Parameters naming files the command reads, and files or folders it writes: an OSError on one
+# of these paths (or, for outputs, beside them: temp files, the video work folder) is blamed on it.
+_INPUT_PARAMS = {"reference", "pose", "driver", "photo", "ref", "jobs", "refs", "drivers", "checkpoint",
+                 "config", "pairs", "weights", "source", "identities", "data", "resume"}
+_OUTPUT_PARAMS = {"output", "out_dir", "json_out"}
+_debug = os.environ.get("REENACT_DEBUG") == "1"  # or --debug: let unexpected errors show a traceback
+
+
+class _Command(TyperCommand):
+    """Every command runs inside this error boundary: user errors, OS errors (mapped by errno
+    and path), Ctrl-C and unexpected exceptions become one red line and a documented exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException):  # Click's own control flow
+            raise
+        except ReenactError as e:
+            fail(e)
+        except KeyboardInterrupt:
+            err.print("[red]interrupted[/] — nothing was written")
+            raise typer.Exit(code=130)
+        except OSError as e:
+            if _debug:
+                raise
+            fail(from_os_error(e, _path_role(e.filename, ctx.params)))
+        except MemoryError:
+            fail(ReenactError("out of memory", "use smaller inputs, or a smaller --size / --max-side"))
+        except Exception as e:  # a bug: say so, show the traceback only when asked
+            if _debug:
+                raise
+            fail(ReenactError(f"internal error: {type(e).__name__}: {e}",
+                              "please report it with the output of the same command run with --debug"))
+
+
+class _App(TyperGroup):
+    """The root group: command-line parsing errors follow the `error:` line convention (exit 2)
+    instead of Click's framed usage box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except TyperException as e:  # Click's UsageError family (typer vendors click)
+            ctx = getattr(e, "ctx", None)
+            if type(e).__name__ == "NoArgsIsHelpError":  # `reenact` alone: the help
+                err.print(e.format_message(), markup=False, highlight=False)
+                sys.exit(e.exit_code)
+            where = f"see: {ctx.command_path} --help" if ctx is not None else "see: reenact --help"
+            _print_error(ReenactError(e.format_message(), where))
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _path_role(filename, params: dict) -> str | None:
+    """"input", "output" or None: which of the command's paths an OSError's file is."""
+    if not filename:
+        return None
+    p = Path(os.path.abspath(os.fsdecode(filename)))
+    found = None
+    for name, value in params.items():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if not isinstance(v, (Path, str)) or name not in _INPUT_PARAMS | _OUTPUT_PARAMS:
+                continue
+            q = Path(os.path.abspath(v))
+            if name in _INPUT_PARAMS and (p == q or q in p.parents):
+                return "input"
+            if name in _OUTPUT_PARAMS and (p == q or q in p.parents or p.parent == q.parent):
+                found = "output"
+    return found
+
 
 app = typer.Typer(
+    cls=_App,
     name="reenact",
     help="One-shot face reenactment: render a reference face with a driver's head pose and expression.",
     no_args_is_help=True,
@@ -45,16 +123,24 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
+                                       help="Print the version and exit."),
+          debug: bool = typer.Option(False, "--debug", help="Show the traceback of unexpected errors "
+                                     "(for bug reports; also REENACT_DEBUG=1).")) -> None:
     """Face reenactment: landmarks → parsing maps → warp / generators → FusionNet → paste-back."""
+    global _debug
+    _debug = _debug or debug
 
 
-def fail(e: ReenactError) -> None:
-    """Print one red line and exit with the error's code."""
+def _print_error(e: ReenactError) -> None:
     msg = Text("error: ", style="bold red") + Text(e.message, style="red")
     if e.hint:
         msg += Text(f"\n  hint: {e.hint}", style="dim")
     err.print(msg, soft_wrap=True)
+
+
+def fail(e: ReenactError) -> None:
+    """Print one red line and exit with the error's code."""
+    _print_error(e)
     raise typer.Exit(code=e.exit_code)
 
 
@@ -151,7 +237,7 @@ def _video_settings(engine: Optional[str], size: int, crop: bool, compare: bool,
                              fps=fps, chunk=chunk_frames, resume=resume, multi=multi)
 
 
-@app.command()
+@app.command(cls=_Command)
 def image(
     reference: Path = typer.Argument(..., help="Photo of the person to animate (or a folder / quoted glob of photos)."),
     pose: Path = typer.Argument(..., help="Photo whose head pose and expression to copy."),
@@ -173,10 +259,12 @@ def image(
                     weights=weights, motion="absolute", anchor=None, transfer=transfer, regions=regions,
                     smooth=False, face=face, driver_face=driver_face, fps=None, chunk_frames=1, resume=False,
                     multi=multi, mouth=mouth, eyes=eyes, mouth_weights=mouth_weights, eyes_weights=eyes_weights)
+    run(media.check_input_names, reference, pose, *(ref or []))
     if run(media.media_kind, pose) == "video":
         fail(UsageError(f"{pose} is a video", f"animate with it: reenact video {reference} {pose}"))
     target = output or _default_out(reference, pose, ".png")
-    run(media.check_output_path, target, overwrite=overwrite, kinds=media.WRITABLE_IMAGE_SUFFIXES)
+    run(media.check_output_path, target, overwrite=overwrite, kinds=media.WRITABLE_IMAGE_SUFFIXES,
+        inputs=(reference, pose, *(ref or [])))
     with err.status("reenacting…"):
         result = run(pipeline.reenact_image, [reference, *(ref or [])], pose, cfg, motion_cfg=opts.motion,
                      ref_face=opts.ref_face, driver_face=opts.driver_face, multi=opts.multi)
@@ -188,7 +276,7 @@ def image(
               f"{sum(result.seconds.values()):.2f} s)")
 
 
-@app.command()
+@app.command(cls=_Command)
 def video(
     reference: Path = typer.Argument(..., help="Photo of the person to animate (or a folder / quoted glob of photos)."),
     driver: Path = typer.Argument(..., help="Video (or folder of frames) whose head motion and expressions to copy."),
@@ -223,8 +311,10 @@ def video(
     from reenact import media, video as video_mod
 
     cfg, opts = run(_video_settings, **params)
+    run(media.check_input_names, reference, driver, *(ref or []))
     target = output or _default_out(reference, driver, ".mp4")
-    run(media.check_output_path, target, overwrite=overwrite, kinds=media.WRITABLE_VIDEO_SUFFIXES)
+    run(media.check_output_path, target, overwrite=overwrite, kinds=media.WRITABLE_VIDEO_SUFFIXES,
+        inputs=(reference, driver, *(ref or [])))
     t0 = time.perf_counter()
     with progress_bar() as bar:
         s = run(video_mod.reenact_video, [reference, *(ref or [])], driver, target, cfg, options=opts, overwrite=overwrite,
@@ -249,7 +339,7 @@ def _stage_progress(bar: Progress, prefix: str = "", created: list | None = None
     return update
 
 
-@app.command()
+@app.command(cls=_Command)
 def batch(
     jobs: Optional[Path] = typer.Argument(None, help="CSV with columns reference, driver[, output[, options]]."),
     refs: Optional[Path] = typer.Option(None, "--refs", help="Folder of reference photos (with --drivers: all pairs)."),
@@ -263,16 +353,14 @@ def batch(
     """Render many reference × driver pairs with one progress view; a failed job never stops the batch.
 
     Video jobs take the options of `reenact video`; image jobs (a photo as driver) use those that apply to `reenact image` (motion is absolute). A CSV row's options column adds options for that job. Exit code: 0 when every job succeeded (or was skipped), 1 when any failed (summary.csv says which and why), 130 when interrupted."""
-    import shlex
-
     from reenact import batch as batch_mod
 
     if (jobs is None) == (refs is None and drivers is None) or (refs is None) != (drivers is None):
         fail(UsageError("give either a JOBS.csv file or both --refs and --drivers"))
-    base = shlex.split(job_options)
+    base = run(batch_mod.split_options, job_options, "--job-options")
     run(_parse_video_options, base)  # a typo stops the batch before any work
     job_list = run(batch_mod.read_jobs, jobs, output) if jobs else run(batch_mod.pair_jobs, refs, drivers, output)
-    run(_make_folder, output)
+    run(batch_mod.prepare_output, output)
     results = _run_batch(job_list, lambda job: _video_settings(**_parse_video_options([*base, *job.options])),
                          output, overwrite=overwrite, resume=resume)
     _batch_report(results, output / "summary.csv")
@@ -287,15 +375,6 @@ def _parse_video_options(tokens: list[str]) -> dict:
         return cmd.make_context("video", ["REF", "DRIVER", *tokens]).params
     except TyperException as e:
         raise UsageError(f"bad job option: {e.format_message()}", "job options are those of `reenact video`") from None
-
-
-def _make_folder(path: Path) -> None:
-    from reenact.errors import OutputError
-
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create the output folder {path}: {e.strerror}") from None
 
 
 def _run_batch(jobs: list, settings, output: Path, *, overwrite: bool, resume: bool) -> list:
@@ -344,7 +423,7 @@ def _batch_report(results: list, summary: Path) -> None:
         raise typer.Exit(code=1)
 
 
-@app.command()
+@app.command(cls=_Command)
 def landmarks(
     photo: Path = typer.Argument(..., help="Photo to analyse."),
     output: Optional[Path] = typer.Option(None, "-o", "--output",
@@ -357,7 +436,7 @@ def landmarks(
     from reenact.tracking import left_to_right
 
     target = output or Path(f"{photo.stem}-landmarks.png")
-    run(media.check_output_path, target, overwrite=overwrite, kinds=media.WRITABLE_IMAGE_SUFFIXES)
+    run(media.check_output_path, target, overwrite=overwrite, kinds=media.WRITABLE_IMAGE_SUFFIXES, inputs=(photo,))
     img = run(media.read_image, photo)
     with Landmarker(mode="image") as lm:
         faces = lm.detect(img)
@@ -380,7 +459,7 @@ def landmarks(
     out.print(f"[green]wrote[/] {target}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def info() -> None:
     """Versions, execution providers, bundled weights and cached helper networks."""
     import importlib.metadata as md
@@ -427,7 +506,7 @@ def _bundled_model(region: str) -> str:
         return f"[red]{e.message}[/]"
 
 
-@app.command()
+@app.command(cls=_Command)
 def train(
     config: Path = typer.Option(..., "--config", "-c", help="Training config (TOML), e.g. configs/small-128.toml."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: runs/CONFIG-NAME)."),
@@ -535,7 +614,7 @@ def _train_summary(result) -> None:
     out.print(table)
 
 
-@app.command("export")
+@app.command("export", cls=_Command)
 def export_model(
     checkpoint: Path = typer.Argument(..., help="Training checkpoint (RUN/checkpoints/last.pt)."),
     output: Path = typer.Option(..., "-o", "--output",
@@ -567,7 +646,7 @@ data_app = typer.Typer(help="Training data: a prepared cache of aligned face cro
 app.add_typer(data_app, name="data")
 
 
-@data_app.command("prepare")
+@data_app.command("prepare", cls=_Command)
 def data_prepare(
     source: Path = typer.Argument(..., help="Folder of face photos."),
     output: Path = typer.Option(..., "-o", "--output", help="Cache folder to create (must not exist)."),
@@ -602,7 +681,7 @@ def _cache_summary(s) -> None:
 EVAL_ENGINES = "reference,warp,driver-mouth,gan,fusion"
 
 
-@app.command("eval")
+@app.command("eval", cls=_Command)
 def eval_(
     output: Path = typer.Option(..., "-o", "--output", help="Report folder (metrics.json, report.md/html, PNGs)."),
     protocol: Optional[str] = typer.Option(None, "--protocol", help="Ready-made protocol: celeba-id or clips."),
@@ -645,7 +724,7 @@ def eval_(
     _eval_summary(doc, output, time.perf_counter() - t0)
 
 
-@app.command()
+@app.command(cls=_Command)
 def bench(
     reference: Path = typer.Option(..., "--ref", help="Reference photo (centre square → 256²)."),
     driver: Path = typer.Option(..., "--driver", help="Driver video (first frames → 256²)."),
@@ -737,6 +816,9 @@ def _video_summary(target: Path, s, wall: float) -> None:
     for name, frames, runs in s.usage:
         shown = ", ".join(f"{a}–{b}" if b > a else str(a) for a, b in runs[:6]) + (" …" if len(runs) > 6 else "")
         table.add_row(f"reference {Path(name).name}", f"{frames} frames" + (f" ({shown})" if runs else ""))
+    if s.repeated or s.dropped:
+        table.add_row("damaged driver frames", f"{s.repeated} undecodable (previous frame repeated), "
+                      f"{s.dropped} surplus dropped: output stays in step with the driver's audio")
     if s.chunks_resumed:
         table.add_row("resumed", f"{s.chunks_resumed} of {s.chunks} chunks were already rendered")
     table.add_row("audio", "copied from the driver" if s.audio else "none in the driver")

@@ -50,10 +50,11 @@ import numpy as np
 import torch
 
 from reenact import __version__
-from reenact.errors import OutputError, ReenactError
+from reenact.errors import MissingWeights, OutputError, ReenactError, from_os_error
 from reenact.model import (AppearanceGraph, DecoderGraph, EmbedderGraph, Generator, KShotDecoderGraph,
                            KShotGenerator, ModelConfig, build_generator, embedding_names, feature_names)
 from reenact.model.kshot import per_reference
+from reenact.validate import type_problem
 
 OPSET = 17
 TOLERANCE = 1e-3
@@ -102,9 +103,18 @@ def load_generator(checkpoint: str | os.PathLike, *,
     from reenact.train.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
-    g = build_generator(ModelConfig.from_dict(state["model_config"]))
-    weights = state["ema"] if use_ema and state.get("ema") is not None else state["generator"]
-    g.load_state_dict({k: v.float() for k, v in weights.items()})
+    problem = type_problem(ModelConfig, state.get("model_config"), "model_config.")
+    try:
+        if problem:
+            raise TypeError(problem)
+        g = build_generator(ModelConfig.from_dict(state["model_config"]))
+        weights = state["ema"] if use_ema and state.get("ema") is not None else state["generator"]
+        g.load_state_dict({k: v.float() for k, v in weights.items()})
+        int(state["step"])
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:  # a damaged or forged dict
+        reason = next(iter(str(e).strip().splitlines()), "")[:200] or type(e).__name__
+        raise MissingWeights(f"{checkpoint} is not a usable reenact checkpoint ({reason})",
+                             "pass RUN/checkpoints/last.pt written by `reenact train`") from None
     return g.eval(), state
 
 
@@ -115,6 +125,10 @@ def export_generator(checkpoint: str | os.PathLike, output: str | os.PathLike, *
     gen_path = Path(output)
     if gen_path.suffix != ".onnx":
         raise OutputError(f"{gen_path} must end in .onnx")
+    if not gen_path.parent.is_dir():  # as every command: a missing folder is not created
+        raise OutputError(f"output folder {gen_path.parent} does not exist",
+                          hint=f"create it first: mkdir -p {gen_path.parent}")
+    _probe_writable(gen_path.parent)  # before the minutes of export, not after
     g, state = load_generator(checkpoint, use_ema=use_ema)
     cfg, tol = g.config, tolerance if tolerance is not None else (TOLERANCE_FP16 if fp16 else TOLERANCE)
     kshot = cfg.variant == "kshot"
@@ -122,7 +136,6 @@ def export_generator(checkpoint: str | os.PathLike, output: str | os.PathLike, *
     for p in (gen_path, app_path):
         if p.exists() and not overwrite:
             raise OutputError(f"{p} already exists", "pass --overwrite to replace it")
-    gen_path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"version": __version__, "opset": str(OPSET), "model_config": cfg.to_json(), "step": str(state["step"]),
             "precision": "fp16-weights" if fp16 else "fp32", "variant": cfg.variant,
             "weights": "ema" if use_ema and state.get("ema") is not None else "raw"}
@@ -136,11 +149,23 @@ def export_generator(checkpoint: str | os.PathLike, output: str | os.PathLike, *
                                "nothing was written; report this with the checkpoint, or raise --tolerance knowingly")
         os.replace(tmp_app, app_path)
         os.replace(tmp_gen, gen_path)
+    except OSError as e:  # read-only folder, disk full: nothing is left behind
+        raise from_os_error(e, "output") from None
     finally:
         tmp_gen.unlink(missing_ok=True)
         tmp_app.unlink(missing_ok=True)
     sizes = {"generator": gen_path.stat().st_size, "appearance": app_path.stat().st_size}
     return ExportReport(gen_path, app_path, diffs, feat, tol, OPSET, fp16, int(state["step"]), sizes, cfg.variant)
+
+
+def _probe_writable(folder: Path) -> None:
+    """OutputError unless a file can be created in `folder` (read-only mounts, permissions)."""
+    probe = folder / f".reenact-export-probe.{os.getpid()}"
+    try:
+        probe.touch(exist_ok=False)
+        probe.unlink()
+    except OSError as e:
+        raise from_os_error(e, "output", hint="choose a folder you can write to") from None
 
 
 def _inputs(cfg: ModelConfig, n: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

@@ -160,6 +160,8 @@ class Landmarker:
         view = rgb[y0:y1, x0:x1]
         h, w = view.shape[:2]
         factor = min(1.0, DETECT_MAX_SIDE / max(h, w))
+        if min(h, w) * factor < 2:  # a sliver (e.g. 20000×1) shrinks to nothing and holds no face
+            return []
         small = view if factor == 1.0 else cv2.resize(
             view, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA)
         offset = np.array([x0, y0, 0], np.float32)

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
+import glob
 import logging
 import math
 import numbers
@@ -49,6 +51,7 @@ from reenact.errors import (
     ReenactError,
     UnsupportedMedia,
     UsageError,
+    from_os_error,
 )
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -69,6 +72,9 @@ _OTHER_IMAGES = {"gif": "GIF", "heif": "HEIF/AVIF"}
 _VIDEO_FORMATS = {"isobmff": "MP4/MOV", "matroska": "Matroska/WebM", "avi": "AVI"}
 _HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"}
 _QUICKTIME_ATOMS = {b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"}
+MAX_PIXELS_ENV = "REENACT_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 64_000_000  # see max_pixels()
+_NAME_MAX = 255  # bytes per path component on ext4, XFS, APFS, NTFS (UTF-16 units)
 _FASTSTART = {".mp4", ".m4v", ".mov"}
 
 
@@ -88,7 +94,11 @@ logging.getLogger("imageio_ffmpeg").addFilter(_DropResizeNotice())
 def _input_path(path: str | os.PathLike) -> Path:
     """An existing, non-empty regular file, or MediaError / CorruptMedia naming it."""
     p = Path(path).expanduser()
-    if not p.exists():
+    try:
+        exists = p.exists()
+    except OSError as e:  # a name over the file system's limit, a loop of links…
+        raise from_os_error(e, "input") from None
+    if not exists:
         raise MediaError(f"{p}: no such file", hint="check the path and its spelling")
     if p.is_dir():
         raise MediaError(f"{p} is a folder, not a file", hint="give one image or video inside it")
@@ -182,10 +192,20 @@ def _suffix_list(suffixes: frozenset[str]) -> str:
 def ffmpeg_exe() -> str:
     """Path of the ffmpeg executable bundled with imageio-ffmpeg (or IMAGEIO_FFMPEG_EXE)."""
     try:
-        return imageio_ffmpeg.get_ffmpeg_exe()
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
     except RuntimeError as e:
         raise ReenactError(f"ffmpeg is not available: {e}",
                            hint="reinstall imageio-ffmpeg, or set IMAGEIO_FFMPEG_EXE") from None
+    # Once per process: a broken ffmpeg must be blamed, not the input it fails to open.
+    try:
+        probe = subprocess.run([exe, "-version"], stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+        works = probe.returncode == 0 and probe.stdout.startswith(b"ffmpeg version")
+    except (OSError, subprocess.TimeoutExpired):
+        works = False
+    if not works:
+        raise ReenactError(f"ffmpeg at {exe} does not work (`{exe} -version` fails)",
+                           hint="unset IMAGEIO_FFMPEG_EXE, or reinstall imageio-ffmpeg")
+    return exe
 
 
 _NOISE = re.compile(r"^(frame=|size=|video:|\[out#|Press \[q\]|Exiting normally|"
@@ -257,10 +277,104 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise MediaError(f"cannot read {p}: {e.strerror}", hint="check its permissions") from None
     fmt = _sniff(data[:64])
     _check_image_format(p, fmt)
+    _check_size(p, image_size(data, fmt), "image")  # from the header: nothing decoded yet
     img = _decode(p, data, fmt)
     if fmt != "tiff":  # OpenCV's TIFF decoder orients the image itself, whatever the flags
         img = _apply_orientation(img, _exif_orientation(data, fmt))
     return np.ascontiguousarray(_to_rgb8(p, img))
+
+
+def max_pixels() -> int:
+    """The largest image or video frame read, in pixels: REENACT_MAX_PIXELS, default 64 MP
+    (a decoded 64 MP RGB image takes 192 MiB; a 30000² "decompression bomb" would take 2.5 GiB)."""
+    value = os.environ.get(MAX_PIXELS_ENV, "")
+    try:
+        return int(float(value)) if value.strip() else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise UsageError(f"{MAX_PIXELS_ENV}={value!r} is not a number",
+                         f"give a pixel count, e.g. {MAX_PIXELS_ENV}=100000000") from None
+
+
+def _check_size(p: Path, size: tuple[int, int] | None, what: str) -> None:
+    """Refuse, before decoding, pictures whose header is unreadable or that exceed max_pixels()."""
+    if size is None:
+        raise CorruptMedia(f"{p}: its {what} header is damaged (no readable width and height)",
+                           hint="re-export or re-download it")
+    w, h = size
+    if w * h > max_pixels():
+        raise UnsupportedMedia(f"{p} is {w}×{h} pixels ({w * h / 1e6:.0f} MP), above the limit of "
+                               f"{max_pixels() / 1e6:g} MP", hint=f"scale it down, or raise {MAX_PIXELS_ENV}")
+
+
+def image_size(data: bytes, fmt: str) -> tuple[int, int] | None:
+    """(width, height) from an image file's header bytes, or None when it is unreadable.
+    `fmt`: a key of _IMAGE_FORMATS (from `_sniff`). Nothing is decoded."""
+    try:
+        size = _HEADER_READERS[fmt](data)
+    except (struct.error, IndexError, KeyError, ValueError):
+        return None
+    return size if size and size[0] > 0 and size[1] > 0 else None
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if data[12:16] != b"IHDR":  # the first chunk, right after the 8-byte signature
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """Walk the markers to the first SOFn (baseline, progressive, lossless, arithmetic)."""
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:  # stray bytes between segments: decoders skip them too
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker == 0xFF or 0xD0 <= marker <= 0xD9 or marker == 0x01:  # fill byte, RSTn/SOI/EOI, TEM
+            i += 1 if marker == 0xFF else 2
+            continue
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            return w, h
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8 ":  # lossy: 14-bit sizes after the frame tag and start code
+        w, h = struct.unpack("<HH", data[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    if chunk == b"VP8L":  # lossless: 14-bit (size − 1) fields after the signature byte
+        bits = struct.unpack("<I", data[21:25])[0]
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":  # extended: 24-bit (size − 1) canvas
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    return None
+
+
+def _bmp_size(data: bytes) -> tuple[int, int] | None:
+    if struct.unpack("<I", data[14:18])[0] == 12:  # OS/2 core header: 16-bit sizes
+        return struct.unpack("<HH", data[18:22])
+    w, h = struct.unpack("<ii", data[18:26])
+    return w, abs(h)  # a negative height means top-down rows
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth (256) and ImageLength (257) of the first IFD."""
+    end = "<" if data[:2] == b"II" else ">"
+    ifd = struct.unpack(end + "I", data[4:8])[0]
+    found = {}
+    for k in range(struct.unpack(end + "H", data[ifd:ifd + 2])[0]):
+        tag, kind, _, value = struct.unpack(end + "HHI4s", data[ifd + 2 + 12 * k:ifd + 14 + 12 * k])
+        if tag in (256, 257):
+            found[tag] = struct.unpack(end + ("H" if kind == 3 else "I"), value[:2 if kind == 3 else 4])[0]
+    return (found[256], found[257]) if len(found) == 2 else None
+
+
+_HEADER_READERS = {"png": _png_size, "jpeg": _jpeg_size, "webp": _webp_size, "bmp": _bmp_size, "tiff": _tiff_size}
 
 
 def _check_image_format(p: Path, fmt: str | None) -> None:
@@ -471,14 +585,52 @@ def _check_rgb(rgb: object, size: tuple[int, int] | None = None) -> None:
 # ───────────────────────────────────── outputs ─────────────────────────────────────
 
 
-def check_output_path(path: str | os.PathLike, *, overwrite: bool, kinds: frozenset[str]) -> Path:
+def check_output_path(path: str | os.PathLike, *, overwrite: bool, kinds: frozenset[str],
+                      inputs: tuple = ()) -> Path:
     """Validate an output path before any long work; returns it with its folder resolved.
 
     The suffix (any case) must be in `kinds`; the folder must exist (it is not created: the
     error says how) and accept a new file (tried for real, so read-only mounts are caught);
     the target must not exist unless `overwrite`. Raises OutputError with a hint.
     """
-    p = Path(path).expanduser()
+    try:
+        target = _check_output_path(Path(path).expanduser(), overwrite=overwrite, kinds=kinds)
+    except OSError as e:  # a name too long, a folder we may not look into…
+        raise from_os_error(e, "output") from None
+    for source in _input_files(inputs):
+        if _same_file(target, source):
+            raise OutputError(f"{target} is also an input ({source}); it is never overwritten",
+                              hint="choose another output name with -o")
+    return target
+
+
+def _input_files(inputs) -> Iterator[Path]:
+    """Existing files among `inputs` (paths, lists of paths, quoted globs); folders skipped."""
+    for item in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
+        if isinstance(item, (list, tuple)):
+            yield from _input_files(item)
+            continue
+        text = os.fspath(item)
+        yield from (Path(m) for m in glob.glob(text)) if glob.has_magic(text) else [Path(text)]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths are one file (same device and inode: links and other spellings too)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is missing: an output that does not exist yet is no input
+        return False
+
+
+def check_input_names(*paths: str | os.PathLike) -> None:
+    """MediaError for an input whose path has a name longer than the file system allows (such
+    a file cannot exist; checked before an output name is derived from it)."""
+    for path in paths:
+        if any(len(os.fsencode(part)) > _NAME_MAX for part in Path(path).parts):
+            raise from_os_error(OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), str(path)), "input")
+
+
+def _check_output_path(p: Path, *, overwrite: bool, kinds: frozenset[str]) -> Path:
     p = p.parent.resolve() / p.name
     suffix = p.suffix.lower()
     if p.is_dir():
@@ -682,6 +834,7 @@ def _probe(path: str | os.PathLike) -> tuple[VideoInfo, _Streams, bool]:
         raise CorruptMedia(f"{p}: the video stream has no usable size or frame rate",
                            hint="the file is damaged; re-export it")
     w, h = int(size[1]), int(size[2])
+    _check_size(p, (w, h), "video")
     rotation = _rotation(s.video_block)
     if rotation in (90, 270):
         w, h = h, w
@@ -706,9 +859,14 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
 
 def _generator_process(gen: object, name: str) -> subprocess.Popen | None:
     """The ffmpeg Popen held by an imageio-ffmpeg generator, to reap it for sure (best effort)."""
-    frame = getattr(gen, "gi_frame", None)
-    proc = frame.f_locals.get(name) if frame is not None else None
+    proc = _generator_local(gen, name)
     return proc if isinstance(proc, subprocess.Popen) else None
+
+
+def _generator_local(gen: object, name: str) -> object:
+    """A local variable of a generator (imageio-ffmpeg's process or log catcher), or None."""
+    frame = getattr(gen, "gi_frame", None)
+    return frame.f_locals.get(name) if frame is not None else None
 
 
 def _reap(proc: subprocess.Popen | None) -> int | None:
@@ -727,10 +885,11 @@ class VideoReader:
 
     Constant memory: one frame at a time from an ffmpeg pipe (imageio_ffmpeg.read_frames).
     Rotation metadata is applied by ffmpeg, and `info.width/height` are those of the frames.
-    Constant-rate sources are delivered frame for frame; variable-rate ones are resampled to
-    `info.fps` (their average rate) so that frame i belongs at time i / fps and stays in sync
-    with the audio. One pass only. Use as a context manager, or call close(): ffmpeg is
-    stopped and reaped even when the loop is left early.
+    Frames come at the constant rate `info.fps` (a variable-rate source's average) so that frame
+    i belongs at time i / fps and stays in sync with the audio: where the decoder cannot produce
+    a frame (corrupt data), ffmpeg repeats the previous one, and surplus frames are dropped; once
+    the stream is exhausted `repeated` and `dropped` count them. One pass only. Use as a context
+    manager, or call close(): ffmpeg is stopped and reaped even when the loop is left early.
 
         with VideoReader("driver.mp4") as video:
             for rgb in video: ...
@@ -741,11 +900,12 @@ class VideoReader:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self._gen = None
-        self.frames_read = 0
-        info, streams, variable = _probe(path)
+        self.frames_read = self.repeated = self.dropped = 0
+        info, streams, _ = _probe(path)
         self.path = Path(path).expanduser()
         fps = Fraction(info.fps).limit_denominator(100_000)
-        timing = ["-fps_mode", "cfr", "-r", str(fps)] if variable else ["-fps_mode", "passthrough"]
+        # cfr also for constant-rate sources: frames lost to corrupt data are filled, not skipped
+        timing = ["-fps_mode", "cfr", "-r", str(fps)]
         self._gen = imageio_ffmpeg.read_frames(
             _ffmpeg_path(self.path), output_params=["-map", f"0:{streams.video_index}", *timing])
         try:
@@ -756,6 +916,7 @@ class VideoReader:
                                hint="the file is damaged or uses a codec this ffmpeg lacks") from None
         self._w, self._h = meta["size"]
         self.info = dataclasses.replace(info, width=self._w, height=self._h)
+        self._log = _generator_local(self._gen, "log_catcher")  # ffmpeg's stderr: dup=/drop= counts
 
     def __iter__(self) -> VideoReader:
         return self
@@ -766,6 +927,7 @@ class VideoReader:
         try:
             raw = next(self._gen)
         except StopIteration:
+            self._count_repairs()
             self.close()
             if self.frames_read == 0:
                 raise CorruptMedia(f"{self.path}: no frame could be decoded",
@@ -777,6 +939,13 @@ class VideoReader:
                                hint="the file is truncated or damaged") from None
         self.frames_read += 1
         return np.frombuffer(raw, np.uint8).reshape(self._h, self._w, 3).copy()
+
+    def _count_repairs(self) -> None:
+        """`repeated` / `dropped` from ffmpeg's final statistics line (…dup=N drop=M…)."""
+        get_text = getattr(self._log, "get_text", None)
+        found = re.findall(r"dup=\s*(\d+)\s+drop=\s*(\d+)", get_text(0.5)) if get_text else []
+        if found:
+            self.repeated, self.dropped = map(int, found[-1])
 
     def close(self) -> None:
         """Stop ffmpeg (killed if it does not quit) and reap it. Idempotent."""

@@ -57,7 +57,8 @@ def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
     if not max_side or max(h, w) <= max_side:
         return image
     f = max_side / max(h, w)
-    return cv2.resize(image, (round(w * f), round(h * f)), interpolation=cv2.INTER_AREA)
+    size = (max(1, round(w * f)), max(1, round(h * f)))  # a 20000×1 sliver keeps one row
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def find_face(image: np.ndarray, landmarker: Landmarker, *, name: str,

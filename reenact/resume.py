@@ -16,6 +16,10 @@ without re-encoding and the folder is deleted.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -23,7 +27,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from reenact.errors import OutputError
+from reenact.errors import OutputError, from_os_error
+from reenact.validate import type_problem
 
 FORMAT = 1  # bump when the folder's layout or the meaning of its files changes
 SUFFIX = ".reenact-parts"
@@ -38,12 +43,17 @@ def work_dir_for(output: str | os.PathLike) -> Path:
 def input_signature(path: str | os.PathLike) -> dict:
     """What identifies an input's content cheaply: absolute path, size and mtime (for a folder
     of frames: the number of files, their total size and the latest mtime)."""
-    p = Path(path).expanduser().resolve()
-    if p.is_dir():
-        stats = [f.stat() for f in p.iterdir() if f.is_file()]
-        return {"path": str(p), "files": len(stats), "size": sum(s.st_size for s in stats),
-                "mtime_ns": max((s.st_mtime_ns for s in stats), default=0)}
-    st = p.stat()
+    try:
+        p = Path(path).expanduser().resolve()
+        if p.is_dir():
+            stats = [f.stat() for f in p.iterdir() if f.is_file()]
+            return {"path": str(p), "files": len(stats), "size": sum(s.st_size for s in stats),
+                    "mtime_ns": max((s.st_mtime_ns for s in stats), default=0)}
+        st = p.stat()
+    except OSError as e:  # missing, a name too long, no permission: an input problem (exit 4)
+        raise from_os_error(e, "input") from None
+    except RuntimeError:  # Path.resolve on a loop of symbolic links
+        raise from_os_error(OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)), "input") from None
     return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
@@ -73,6 +83,7 @@ class WorkDir:
 
     def __init__(self, path: Path, state: State, resumed: bool) -> None:
         self.path, self.state, self.resumed = path, state, resumed
+        self._lock: int | None = None  # fd holding the folder's flock while this render runs
 
     @classmethod
     def open(cls, output: str | os.PathLike, *, job: str, inputs: dict, chunk: int, resume: bool,
@@ -82,19 +93,39 @@ class WorkDir:
         An existing folder without `resume` is an OutputError (with `overwrite` it is deleted
         and the render starts again); a mismatching job is an OutputError saying what changed."""
         path = work_dir_for(output)
-        if path.exists() and not resume:
-            if not overwrite:
-                raise OutputError(f"an unfinished render of {Path(output).name} is in {path}",
-                                  hint="add --resume to continue it, or --overwrite to start again")
-            shutil.rmtree(path)
-        if path.exists():
-            return cls(path, _check(path, job, inputs, chunk), resumed=True)
+        lock = _lock(path) if path.is_dir() else None  # before anything in it is read or deleted
+        try:
+            if (path.exists() or path.is_symlink()) and not resume:
+                if not overwrite:
+                    raise OutputError(f"an unfinished render of {Path(output).name} is in {path}",
+                                      hint="add --resume to continue it, or --overwrite to start again")
+                _delete(path)
+            if path.exists():
+                if not path.is_dir():
+                    raise OutputError(f"cannot resume: {path} is not a work folder",
+                                      hint="use --overwrite to start again")
+                work = cls(path, _check(path, job, inputs, chunk), resumed=True)
+            else:
+                work = cls._create(path, State(job=job, inputs=inputs, chunk=chunk))
+        except BaseException:
+            _unlock(lock)
+            raise
+        work._lock = lock if lock is not None else work._lock
+        return work
+
+    @classmethod
+    def _create(cls, path: Path, state: State) -> "WorkDir":
         try:
             path.mkdir()
         except OSError as e:
             raise OutputError(f"cannot create {path}: {e.strerror}", hint="check that folder's permissions") from None
-        work = cls(path, State(job=job, inputs=inputs, chunk=chunk), resumed=False)
-        work.save()
+        work = cls(path, state, resumed=False)
+        work._lock = _lock(path)
+        try:
+            work.save()
+        except BaseException:
+            work.remove()
+            raise
         return work
 
     def file(self, name: str) -> Path:
@@ -119,6 +150,12 @@ class WorkDir:
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+        self.release()
+
+    def release(self) -> None:
+        """Let another run use the folder (also happens when the process ends, however)."""
+        _unlock(self._lock)
+        self._lock = None
 
     def finish_failed(self) -> bool:
         """After a failure or interruption: keep the folder when a chunk is complete (it can be
@@ -126,14 +163,56 @@ class WorkDir:
         if self.completed_chunks():
             for stray in self.path.glob(".*.tmp*"):  # a segment being written when it stopped
                 stray.unlink(missing_ok=True)
+            self.release()
             return True
         self.remove()
         return False
 
 
+def _track_problem(track: dict) -> str | None:
+    from reenact.tracking import TrackSummary  # its fields are what pass 1 stored
+
+    missing = {f.name for f in dataclasses.fields(TrackSummary)} - set(track)
+    return f"track lacks {', '.join(sorted(missing))}" if missing else type_problem(TrackSummary, track, "track.")
+
+
+def _lock(path: Path) -> int:
+    """An exclusive OS lock (flock) on the work folder itself, held until released or the
+    process ends (even by SIGKILL); OutputError when another run holds it."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as e:
+        raise OutputError(f"cannot open the work folder {path}: {e.strerror}",
+                          hint="check that folder's permissions") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise OutputError(f"{path} is in use by another run of reenact",
+                          hint="wait for it to finish, or give this render another output name") from None
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)  # closing the descriptor releases the flock
+
+
+def _delete(path: Path) -> None:
+    """Remove a work folder, or whatever took its place (a file, a link)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
 def _check(path: Path, job: str, inputs: dict, chunk: int) -> State:
     try:
         raw = json.loads((path / "state.json").read_text())
+        problem = type_problem(State, raw) or (raw.get("track") is not None and _track_problem(raw["track"]))
+        if problem:
+            raise TypeError(problem)
         state = State(**raw)
     except (OSError, ValueError, TypeError) as e:
         raise OutputError(f"cannot resume from {path}: its state file is unreadable ({e})",

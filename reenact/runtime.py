@@ -55,6 +55,24 @@ def _session(path: Path, device: str, threads: int):
                              "export it again with `reenact export`") from None
 
 
+def _model_config(path: Path, meta: dict) -> dict:
+    """The model config of the ONNX metadata, checked for what the runtime uses; MissingWeights
+    "not a reenact model (…)" when it is malformed."""
+    try:
+        cfg = json.loads(meta.get("reenact.model_config", ""))
+    except ValueError:
+        cfg = None
+    types = {"size": int, "feature_warp": bool, "variant": str, "targeted_embedder": bool}
+    problem = "its model config is not a JSON object" if not isinstance(cfg, dict) else next(
+        (f"model_config.{k} is {cfg.get(k)!r}" for k, t in types.items()
+         if (k in cfg or k in ("size", "feature_warp")) and (type(cfg.get(k)) is not t)), None)
+    if problem is None and (cfg["size"] < 16 or cfg.get("variant", "thesis") not in ("thesis", "kshot", "region")):
+        problem = f"model_config has size {cfg['size']} and variant {cfg.get('variant')!r}"
+    if problem:
+        raise MissingWeights(f"{path} is not a reenact model ({problem})", "export it again with `reenact export`")
+    return cfg
+
+
 @dataclass(frozen=True)
 class ReferenceEmbedding:
     """What the k-shot generator keeps of one reference (from `GeneratorRuntime.embed`): the
@@ -95,12 +113,12 @@ class GeneratorRuntime:
             raise MissingWeights(f"{path} is not a reenact generator (no reenact.* metadata)",
                                  f"pass the NAME.onnx written by `reenact export`, not NAME.{companion}.onnx")
         self.metadata = meta
-        self.config = json.loads(meta["reenact.model_config"])
-        self.size = int(self.config["size"])
+        self.config = _model_config(path, meta)
+        self.size = self.config["size"]
         self.variant = self.config.get("variant", "thesis")
         self.targeted = bool(self.config.get("targeted_embedder", False))
         self.feature_warp = bool(self.config["feature_warp"])
-        app_path = path.with_name(meta[f"reenact.{companion}"])
+        app_path = path.with_name(Path(str(meta[f"reenact.{companion}"])).name)  # always beside NAME.onnx
         if not app_path.is_file():
             raise MissingWeights(f"{path} needs its {companion} graph {app_path}, which is missing",
                                  f"keep NAME.onnx and NAME.{companion}.onnx together")
@@ -108,6 +126,28 @@ class GeneratorRuntime:
         self.feature_names = [o.name for o in self._app.get_outputs()]  # k-shot: embedding_*, responsibility_*
         self._gen_inputs = {i.name for i in self._gen.get_inputs()}
         self.providers = self._gen.get_providers()
+        problem = self._interface_problem()
+        if problem:
+            raise MissingWeights(f"{path} is not a reenact model ({problem})", "export it again with `reenact export`")
+
+    def _interface_problem(self) -> str | None:
+        """What the graphs lack of the inputs and outputs this class feeds and reads (the
+        metadata may lie), or None."""
+        app_in = {i.name: i.shape for i in self._app.get_inputs()}
+        want_app = {"reference"} | ({"reference_parsing"} if self.variant == "kshot" else set()) | \
+            ({"pose_parsing"} if self.targeted else set())
+        want_gen = set(self.feature_names) | {"pose_parsing"} | ({"warp_grid"} if self.feature_warp else set()) | \
+            ({"warped"} if self.variant == "region" else set())
+        gen_out = {o.name for o in self._gen.get_outputs()}
+        for graph, missing in (("appearance/embedder", want_app - set(app_in)), ("generator", want_gen - self._gen_inputs)):
+            if missing:
+                return f"its {graph} graph has no input {', '.join(sorted(missing))}"
+        if "image" not in gen_out or not self.feature_names:
+            return "its graphs lack the image or feature outputs"
+        side = [d for d in app_in["reference"][-2:] if isinstance(d, int)]
+        if any(d != self.size for d in side):
+            return f"its metadata says {self.size}² but the graph takes {app_in['reference'][-2:]}"
+        return None
 
     def appearance(self, reference: np.ndarray) -> list[np.ndarray]:
         """F on one reference crop (S×S×3 RGB uint8) → its features (1×C×r×r float32 each)."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ import numpy as np
 
 from reenact import media, motion, resume, temporal, tracking
 from reenact.config import InferenceConfig, MotionConfig, VideoOptions
-from reenact.errors import CorruptMedia, Interrupted, NoFaceFound, UsageError
+from reenact.errors import CorruptMedia, Interrupted, NoFaceFound, UsageError, from_os_error
 from reenact.landmarks import Face, Landmarker
 from reenact.pipeline import Reenactor, Reference, StageTimer, load_references, retargeter, side_by_side
 
@@ -43,7 +44,9 @@ class VideoSummary:
     (short gaps between faces), `held` (the nearest face reused: long gaps, the end, a short
     lead-in) and `still` (a long lead-in before the first face: the reference unchanged).
     `driver_faces`: the most faces seen in one driver frame; `anchor`: the driver frame used as
-    the anchor (relative motion); `chunks_resumed`: segments reused from an interrupted run."""
+    the anchor (relative motion); `chunks_resumed`: segments reused from an interrupted run;
+    `repeated` / `dropped`: driver frames repaired to keep the output one to one with the
+    driver's timeline (and its audio)."""
 
     frames: int = 0
     with_face: int = 0
@@ -60,6 +63,8 @@ class VideoSummary:
     smoothed: bool = True
     chunks: int = 0
     chunks_resumed: int = 0
+    repeated: int = 0  # driver frames that could not be decoded: the previous frame was used
+    dropped: int = 0  # surplus driver frames dropped to keep the driver's frame rate
     multi: str = "single"
     usage: list = field(default_factory=list)  # selection: (reference, frames, [(first, last)])
     seconds: dict[str, float] = field(default_factory=dict)
@@ -75,7 +80,8 @@ def reenact_video(ref_path: str | Path | list, drive_path: str | Path, out_path:
     unfinished render without `options.resume`; Interrupted (exit 130) on Ctrl-C/SIGTERM once a
     chunk is complete (the work folder is kept)."""
     timer = StageTimer()
-    target = media.check_output_path(out_path, overwrite=overwrite, kinds=media.WRITABLE_VIDEO_SUFFIXES)
+    target = media.check_output_path(out_path, overwrite=overwrite, kinds=media.WRITABLE_VIDEO_SUFFIXES,
+                                     inputs=(ref_path, drive_path))
     with Landmarker(mode="image") as lm, timer("landmarks"):
         refs = load_references(ref_path, lm, max_side=config.max_side, choice=options.ref_face)
     inputs = {f"reference{i or ''}": resume.input_signature(r.name) for i, r in enumerate(refs)}
@@ -90,12 +96,21 @@ def reenact_video(ref_path: str | Path | list, drive_path: str | Path, out_path:
             raise Interrupted(f"interrupted — {done} completed chunk{'s' if done != 1 else ''} kept in {work.path}",
                               "run the same command with --resume to continue") from None
         raise
+    except OSError as e:  # disk full, a folder gone or read-only: keep what can be resumed
+        kept = work.finish_failed()
+        raise from_os_error(e, "output", hint=_resume_hint(e, work) if kept else None) from None
     except BaseException:
         work.finish_failed()
         raise
     work.remove()
     summary.seconds = dict(timer.seconds)
     return summary
+
+
+def _resume_hint(e: OSError, work: resume.WorkDir) -> str:
+    done = len(work.completed_chunks())
+    fix = "free some space" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "fix that"
+    return f"{fix}, then run the same command with --resume ({done} completed chunk(s) kept in {work.path})"
 
 
 def _job_hash(config: InferenceConfig, options: VideoOptions) -> str:
@@ -142,7 +157,9 @@ def _track(src, work: resume.WorkDir, options: VideoOptions, timer: StageTimer,
     with temporal.FrameFile(work.file("track.f32"), mode="w") as track:
         s = tracking.track_driver(src, track, choice=options.driver_face, fps=src.info.fps,
                                   progress=report, timer=timer)
-    work.state.track = dataclasses.asdict(s)
+    # frames ffmpeg repeated for undecodable ones (or dropped) to keep the driver's timing
+    work.state.track = {**dataclasses.asdict(s), "repeated": getattr(src, "repeated", 0),
+                        "dropped": getattr(src, "dropped", 0)}
     work.state.processed = False
     work.save()
 
@@ -197,7 +214,8 @@ def _summary(status: np.ndarray, track: dict, info: media.VideoInfo, size: tuple
         held=int(counts[temporal.HELD]), still=int(counts[temporal.STILL]), fps=info.fps, size=size,
         audio=info.has_audio, reference_faces=ref.n_faces, driver_faces=int(track["max_faces"]),
         motion=options.motion.mode, anchor=None if anchor is None else anchor[0],
-        smoothed=options.motion.smooth, chunks=math.ceil(len(status) / options.chunk))
+        smoothed=options.motion.smooth, chunks=math.ceil(len(status) / options.chunk),
+        repeated=int(track.get("repeated", 0)), dropped=int(track.get("dropped", 0)))
 
 
 def _render_chunks(work: resume.WorkDir, r: Reenactor, status: np.ndarray, drive_path: Path,

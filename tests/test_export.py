@@ -120,6 +120,7 @@ def test_provider_choice(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cli_export(checkpoint: Path, tmp_path: Path) -> None:
     from reenact.cli import app
 
+    (tmp_path / "w").mkdir()  # a missing output folder is exit 5, as for every command
     r = CliRunner().invoke(app, ["export", str(checkpoint), "-o", str(tmp_path / "w" / "m.onnx"), "--fp16"])
     assert r.exit_code == 0, r.output
     assert "exported and verified" in r.output and (tmp_path / "w" / "m.appearance.onnx").exists()

@@ -272,6 +272,9 @@ def test_work_dir_refuses_a_changed_job(tmp_path):
     inputs = {"reference": {"size": 1}, "driver": {"size": 2}}
     work = resume.WorkDir.open(out, job="a", inputs=inputs, chunk=10, resume=False, overwrite=False)
     work.mark_chunk(0)
+    with pytest.raises(OutputError, match="in use by another run"):  # still locked by `work`
+        resume.WorkDir.open(out, job="a", inputs=inputs, chunk=10, resume=True, overwrite=False)
+    work.release()  # as when its process ends
     with pytest.raises(OutputError, match="unfinished"):
         resume.WorkDir.open(out, job="a", inputs=inputs, chunk=10, resume=False, overwrite=False)
     with pytest.raises(OutputError, match="driver changed"):
@@ -281,6 +284,7 @@ def test_work_dir_refuses_a_changed_job(tmp_path):
         resume.WorkDir.open(out, job="b", inputs=inputs, chunk=10, resume=True, overwrite=False)
     again = resume.WorkDir.open(out, job="a", inputs=inputs, chunk=10, resume=True, overwrite=False)
     assert again.resumed and again.state.chunks_done == [0]
+    again.release()
     fresh = resume.WorkDir.open(out, job="b", inputs=inputs, chunk=10, resume=False, overwrite=True)
     assert not fresh.resumed and fresh.state.chunks_done == []
     assert not fresh.finish_failed() and not fresh.path.exists()  # nothing complete: removed

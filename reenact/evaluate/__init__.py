@@ -42,6 +42,8 @@ def make_protocol(name: str | None, *, refs: list | None = None, drivers: list |
     `references` > 1: photos per identity for k-shot evaluation (celeba-id only)."""
     from reenact.evaluate import protocols
 
+    if limit is not None and limit < 0:
+        raise UsageError(f"--limit {limit} is negative", "give a number of pairs, or 0 for all")
     if name and (refs or drivers):
         raise UsageError("--protocol cannot be combined with --refs/--drivers")
     if references > 1 and name != "celeba-id":

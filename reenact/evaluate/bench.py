@@ -35,7 +35,7 @@ import numpy as np
 from reenact import media, pipeline, video
 from reenact.config import ENGINES, InferenceConfig
 from reenact.engines import build_engine
-from reenact.errors import MissingWeights, OutputError
+from reenact.errors import MissingWeights, OutputError, UsageError
 
 SIZE = 256
 
@@ -156,6 +156,9 @@ def run_bench(ref: str | Path, driver: str | Path, *, engines: tuple[str, ...] =
               progress: Callable[[str], None] | None = None) -> dict:
     """Measure every buildable engine (see module docstring). Returns a JSON-ready dict:
     {"size", "machine", "inputs", "rows": [BenchRow as dict]}."""
+    for name, value in (("--repeats", repeats), ("--frames", frames)):
+        if value < 1:
+            raise UsageError(f"{name} {value} must be at least 1", "give a positive number")
     say = progress or (lambda msg: None)
     rows: list[BenchRow] = []
     with tempfile.TemporaryDirectory(prefix="reenact-bench-") as tmp:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from reenact import media
-from reenact.errors import MediaError, UsageError
+from reenact.errors import MediaError, UsageError, from_os_error
 
 SPLIT_TEST = "test"
 
@@ -276,13 +276,18 @@ def read_same_identity(path: str | Path) -> set[tuple[str, str]] | dict[str, str
     """A same-identity CSV: columns `reference,driver` (listed pairs show one person; names are
     file names or paths) or `file,identity` (same identity ⇔ same label). Returns the set of
     (reference, driver) names or the {file name: identity} map."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as e:
+        raise from_os_error(e, "input") from None
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise MediaError(f"{path} is not a readable CSV file ({e})", "give a UTF-8 CSV with a header row") from None
     cols = set(rows[0]) if rows else set()
     if {"reference", "driver"} <= cols:
-        return {(Path(r["reference"]).name, Path(r["driver"]).name) for r in rows}
+        return {(Path(r["reference"] or "").name, Path(r["driver"] or "").name) for r in rows}
     if {"file", "identity"} <= cols:
-        return {Path(r["file"]).name: r["identity"] for r in rows}
+        return {Path(r["file"] or "").name: r["identity"] for r in rows}
     raise UsageError(f"{path}: expected columns reference,driver or file,identity, found {sorted(cols)}")
 
 

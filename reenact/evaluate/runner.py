@@ -149,6 +149,8 @@ def build(name: str, size: int, weights: str | None = None) -> tuple[Engine | No
     try:
         return build_engine(engine_config(name, size, weights)), "ok"
     except MissingWeights as e:
+        if weights and name in ("gan", "fusion"):  # the user named these weights: they must work
+            raise
         return None, f"unavailable: no weights ({e.message})"
 
 
@@ -178,15 +180,15 @@ class Evaluation:
         with contextlib.ExitStack() as stack:
             lm = self._landmarker or stack.enter_context(Landmarker(mode="image"))
             self.lm, self.pics = lm, Pictures(lm)
+            statuses, engines = {}, {}
+            for name in self.settings.engines:  # before the pictures: bad --weights fail at once
+                engine, statuses[name] = build(name, self.settings.size, self.settings.weights)
+                if statuses[name] == "ok":
+                    engines[name] = engine
             items = list(dict.fromkeys(self.protocol.references() + self.protocol.drivers()))
             with self.timer("load"):
                 self.pics.load(items, lambda n: self.progress("loading pictures", n, len(items)))
             thumbs = self._input_thumbs(items)
-            statuses, engines = {}, {}
-            for name in self.settings.engines:
-                engine, statuses[name] = build(name, self.settings.size, self.settings.weights)
-                if statuses[name] == "ok":
-                    engines[name] = engine
             variants = [vs for n in statuses for vs in kshot.plan(n, engines.get(n), statuses[n], self.settings.ks)]
             records = self._evaluate(engines, [v for v, status in variants if status == "ok"])
             sheets = {n: g for n, e in engines.items() if (g := self._grid(n, e)) is not None}

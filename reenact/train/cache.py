@@ -123,7 +123,8 @@ def list_photos(source: Path, identities: Path | None, split: str | None) -> lis
     """(file name relative to `source`, identity) pairs; identity -1 without an identity file.
     `split` filters the identity file's `split` column (None or "all" = every row)."""
     if not source.is_dir():
-        raise UsageError(f"photo folder {source} does not exist")
+        what = "is not a folder" if source.exists() else "does not exist"
+        raise MediaError(f"photo folder {source} {what}", "give the folder holding the face photos")
     if identities is None:
         return [(p.name, -1) for p in sorted(source.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
     try:

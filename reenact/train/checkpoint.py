@@ -24,8 +24,8 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -124,13 +124,32 @@ def save_checkpoint(path: str | os.PathLike, payload: dict, *, dtype: str = "flo
 
 def _read_bytes(path: Path) -> bytes:
     data = path.read_bytes()
+    if not data:
+        raise MissingWeights(f"checkpoint {path} is empty (0 bytes)",
+                             "it was not fully written or copied; use another checkpoint")
     if not data.startswith(_MANIFEST_MAGIC):
         return data
-    manifest = json.loads(data)
-    data = b"".join((path.parent / p).read_bytes() for p in manifest["parts"])
-    if hashlib.sha256(data).hexdigest() != manifest["sha256"]:
+    parts, digest = _manifest(path, data)
+    data = b"".join((path.parent / p).read_bytes() for p in parts)
+    if hashlib.sha256(data).hexdigest() != digest:
         raise MissingWeights(f"the parts of checkpoint {path} do not match its manifest", "copy all NAME.* files together")
     return data
+
+
+def _manifest(path: Path, data: bytes) -> tuple[list[str], str]:
+    """(part file names, sha256) of a split checkpoint's manifest; MissingWeights if damaged.
+    Parts are plain names beside the manifest, never paths elsewhere."""
+    try:
+        manifest = json.loads(data)
+        parts, digest = manifest["parts"], manifest["sha256"]
+        ok = isinstance(parts, list) and parts and isinstance(digest, str) and all(
+            isinstance(p, str) and p and Path(p).name == p and p not in (".", "..") for p in parts)
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise MissingWeights(f"the manifest of split checkpoint {path} is damaged",
+                             "copy the checkpoint's NAME and NAME.* files again")
+    return parts, digest
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> dict:
@@ -138,16 +157,35 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     path = Path(path)
     try:
         data = _read_bytes(path)
-        payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": the error says enough
+            warnings.simplefilter("ignore")
+            payload = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise MissingWeights(f"checkpoint {path} does not exist") from None
-    except (OSError, RuntimeError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as e:
-        raise MissingWeights(f"cannot read checkpoint {path}: {e}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    except OSError as e:
+        raise MissingWeights(f"cannot read checkpoint {path}: {e.strerror or e}") from None
+    except MissingWeights:
+        raise
+    except Exception as e:  # noqa: BLE001 — unpickling foreign bytes fails in many ways (IndexError, …)
+        # PyTorch's own explanation (weights_only, zip records…) runs to dozens of lines
+        raise MissingWeights(f"{path} is not a PyTorch checkpoint reenact can read ({_first_line(e)})",
+                             "pass RUN/checkpoints/last.pt written by `reenact train`") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT \
+            or not isinstance(payload.get("version", 0), int):
         raise MissingWeights(f"{path} is not a reenact training checkpoint")
     if payload.get("version", 0) > FORMAT_VERSION:
         raise MissingWeights(f"{path} was written by a newer reenact", "upgrade reenact")
     return payload
+
+
+def _first_line(e: BaseException) -> str:
+    """The gist of a loading error: the unpickler's own reason when PyTorch wraps it in its
+    weights_only explanation, else the first non-empty line."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    text = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return (text[:160] + "…" if len(text) > 160 else text) or type(e).__name__
 
 
 def header(step: int, seconds: float, world: int, model_config: dict, train_config: dict) -> dict:

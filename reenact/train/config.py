@@ -16,6 +16,7 @@ from pathlib import Path
 
 from reenact.errors import UsageError
 from reenact.model import DiscriminatorConfig, ModelConfig
+from reenact.validate import type_problem
 
 PAIRINGS = ("resample", "identity", "mixed")
 GAN_LOSSES = ("lsgan", "hinge")
@@ -166,6 +167,9 @@ class TrainConfig:
         """Build from nested dicts (a parsed TOML or a checkpoint's copy). Raises UsageError."""
         sub = {"model": ModelConfig, "data": DataConfig, "losses": LossWeights, "discriminator": DiscriminatorConfig}
         _check_keys("", values, {f.name for f in fields(cls)})
+        problem = type_problem(cls, values)  # from the annotations: new fields are covered too
+        if problem:
+            raise UsageError(f"bad training config: {problem}", "see configs/base-256.toml for every key")
         kw = {}
         for key, value in values.items():
             if key in sub:
@@ -186,9 +190,12 @@ class TrainConfig:
                 values = tomllib.load(fh)
         except OSError as e:
             raise UsageError(f"cannot read the config {path}: {e.strerror}") from None
-        except tomllib.TOMLDecodeError as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:  # a binary file fails to decode
             raise UsageError(f"{path} is not valid TOML: {e}") from None
-        return cls.from_dict(values)
+        try:
+            return cls.from_dict(values)
+        except UsageError as e:
+            raise UsageError(f"{path}: {e.message}", e.hint) from None
 
     def replace(self, **changes) -> "TrainConfig":
         changes = {k: asdict(v) if is_dataclass(v) else v for k, v in changes.items()}
