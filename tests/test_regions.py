@@ -294,3 +294,24 @@ def test_corrupt_or_foreign_region_weights_exit_6(tmp_path: Path, content, tiny_
                                       "--engine", "fusion", "--mouth-weights", str(bad)])
     assert result.exit_code in (3, 6), result.output  # 3 when no face is found first (synthetic frame)
     assert "Traceback" not in result.output and not (tmp_path / "o.png").exists()
+
+
+def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift() -> None:
+    from reenact.evaluate import metrics
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(200, 16)), rng.normal(size=(200, 16))
+    same, shifted = metrics.kid(a, b), metrics.kid(a, b + 0.5)
+    assert abs(same) < 0.01 and shifted > 10 * max(abs(same), 1e-4)
+
+
+def test_region_crops_locate_mouth_and_both_eyes_by_the_landmarks() -> None:
+    from reenact.evaluate import metrics
+
+    pts = synth.face(256)
+    img = synth.textured(256, seed=2)
+    crops = metrics.region_crops(img, pts)
+    assert set(crops) == {"mouth", "eye_right", "eye_left"}
+    assert all(c.shape == (metrics.REGION_SIZE,) * 2 + (3,) for c in crops.values())
+    same = metrics.region_metrics(crops, crops)
+    assert same["mouth_psnr"] == 100.0 and same["eyes_ssim"] == pytest.approx(1.0)
