@@ -23,6 +23,7 @@ from typing import Callable, Protocol as TypingProtocol
 import numpy as np
 
 from reenact.auxnets.sface import SAME_PERSON_THRESHOLD
+from reenact import warp
 from reenact.config import ENGINES, InferenceConfig
 from reenact.engines import Engine, build_engine
 from reenact.errors import MissingWeights, ReenactError, UsageError
@@ -38,6 +39,7 @@ REFERENCE_ENGINE = "reference"
 DRIVER_MOUTH = "driver-mouth"  # the classical baseline: warp + the driver's own mouth (--mouth driver)
 ENGINE_CHOICES = (REFERENCE_ENGINE, *ENGINES, DRIVER_MOUTH)
 OPEN_MOUTH = 0.02  # driver mouth opening (face scales²) above which its mouth crop counts as open (KID)
+MOUTH_NEW = 0.25  # share of the driver's mouth opening the reference does not show: the "mouth opens" subset
 SHEET_ROWS = 12  # pairs in the mouth-crop sheet
 
 Progress = Callable[[str, int, "int | None"], None]
@@ -96,6 +98,7 @@ class Record:
     k: int | None = None
     multi: str | None = None
     served: int | None = None
+    mouth_opens: bool | None = None  # the driver opens the mouth ≥ MOUTH_NEW wider than the reference
     detected: bool | None = None
     identity: float | None = None
     identity_truth: float | None = None  # output ↔ driver photo, ground-truth pairs only
@@ -298,10 +301,13 @@ class Evaluation:
         all outputs against the ground truth in one batch (the truth's features once)."""
         driver = self.pics.face(p.driver)
         status = "no face in the reference" if renders is None else "ok" if driver else "no face in the driver"
+        ref = self.pics.face(p.reference)
+        opens = None if ref is None or driver is None else \
+            warp.new_mouth_opening(ref.points, driver.points) >= MOUTH_NEW
         recs, crops = [], []
         for v in variants:
             rec = Record(v.engine, i, p.reference.label, p.driver.label, p.kind, p.ground_truth,
-                         p.sequence, p.order, status=status, k=v.k, multi=v.multi)
+                         p.sequence, p.order, status=status, k=v.k, multi=v.multi, mouth_opens=opens)
             out = None
             if status == "ok":
                 image = None if self.settings.ks else self.pics.image(p.driver)

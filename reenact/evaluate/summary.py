@@ -157,10 +157,20 @@ def _empty(engine: str, status: str) -> dict:
             "metrics": {k: None for k in KEYS}, "counts": {k: 0 for k in KEYS}}
 
 
+MOUTH_OPENS = "mouth opens"
+
+
 def _kinds(result: EvalResult) -> list[str]:
-    """Subsets of the summary: "all", and each pair kind when there are several."""
+    """Subsets of the summary: "all", each pair kind when there are several, and "mouth opens"
+    (the pairs whose driver opens the mouth wider than the reference: where the warp has to draw
+    its cavity and a mouth generator or baseline acts)."""
     kinds = list(dict.fromkeys(p.kind for p in result.protocol.pairs))
-    return [ALL] + (kinds if len(kinds) > 1 else [])
+    opens = [MOUTH_OPENS] if any(r.mouth_opens for r in result.records) else []
+    return [ALL] + (kinds if len(kinds) > 1 else []) + opens
+
+
+def _in(subset: str, rec: Record) -> bool:
+    return subset == ALL or (bool(rec.mouth_opens) if subset == MOUTH_OPENS else rec.kind == subset)
 
 
 def aggregate(result: EvalResult) -> list[dict]:
@@ -179,7 +189,7 @@ def aggregate(result: EvalResult) -> list[dict]:
         recs = by_engine[engine]
         seqs = [s for s in result.sequences if s["engine"] == engine]
         for subset in _kinds(result):
-            rows.append(_row(engine, subset, [r for r in recs if subset in (ALL, r.kind)],
+            rows.append(_row(engine, subset, [r for r in recs if _in(subset, r)],
                              [s for s in seqs if subset in (ALL, s["kind"])], result,
                              result.fid.get(engine) if subset == ALL else None))
     return rows
@@ -199,7 +209,7 @@ def kshot_rows(result: EvalResult) -> list[dict]:
         ok = [v for v, status in result.variants if v.engine == engine and status == "ok"]
         for subset in _kinds(result):
             for v in ok:
-                recs = [r for r in by_variant[v] if subset in (ALL, r.kind)]
+                recs = [r for r in by_variant[v] if _in(subset, r)]
                 rows.append(_kshot_row(v, _row(engine, subset, recs, [], result), _served(v, recs)))
         rows += [_kshot_row(v, _empty(engine, status), None)
                  for v, status in result.variants if v.engine == engine and status != "ok"]
