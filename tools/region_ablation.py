@@ -9,6 +9,8 @@ Three steps, so the training can run on the lent GPU machine (no mediapipe there
   python tools/region_ablation.py run --config configs/mouth-64.toml --faces .device --steps 3000 -o OUT
       (there, or here) builds both region packs, trains every variant in parallel processes, and
       writes OUT/variant_K.npz (each variant's outputs on the validation pairs) + ablation_logs.json
+  python tools/region_ablation.py validate runs/mouth-64 --config configs/mouth-64.toml --faces .device -o OUT
+      (here) the shipped run on the same validation pairs (a variant file for `score`) + a sheet
   python tools/region_ablation.py score OUT --config configs/mouth-64.toml --faces .device
       (here) rebuilds the same validation pairs, then L1 / PSNR / SSIM / LPIPS inside the blend
       mask per variant (and for the warp itself) → a Markdown table
@@ -172,6 +174,31 @@ def score(args) -> None:
         print(f"| {name} | {l1:.4f} | {ps:.2f} | {ss:.4f} | {lp:.4f} |")
 
 
+def validate(args) -> None:
+    """A trained run (its last checkpoint) on the same validation pairs: its variant file for
+    `score`, and a sheet of the first pairs (reference | warp | output | truth)."""
+    import cv2
+
+    from reenact.train.config import TrainConfig
+    from reenact.train.regions import RegionPack, build_pack
+
+    cfg = TrainConfig.from_toml(args.config)
+    pack_dir = Path(args.work) / "pack-val"
+    if not (pack_dir / "meta.json").is_file():
+        build_pack(Path(args.faces) / "faces-val", pack_dir, region=cfg.model.region, size=cfg.model.size,
+                   identity_pairs=cfg.data.identity_pairs, seed=cfg.seed, allow_test=True)
+    val = RegionPack(pack_dir)
+    out = _predict(Path(args.run), val)
+    folder = Path(args.output)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(folder / f"variant_{args.name.replace(' ', '_')}.npz", name=np.array(args.name), output=out)
+    a = val.arrays
+    pick = np.linspace(0, len(out) - 1, args.rows).astype(int)
+    rows = [np.hstack([a["reference"][i], a["warped"][i], out[i], a["target"][i]]) for i in pick]
+    grid = np.vstack([np.hstack(rows[k:k + 2]) for k in range(0, len(rows) - 1, 2)])
+    cv2.imwrite(str(folder / f"{args.name.replace(' ', '_')}-heldout.png"), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -193,8 +220,16 @@ def main() -> None:
     s.add_argument("--config", required=True)
     s.add_argument("--faces", required=True)
     s.add_argument("--work", default="/tmp/region-ablation-score")
+    v = sub.add_parser("validate")
+    v.add_argument("run", help="a training run folder (its checkpoints/last.pt)")
+    v.add_argument("--config", required=True)
+    v.add_argument("--faces", required=True)
+    v.add_argument("--name", default="cpu recipe")
+    v.add_argument("--rows", type=int, default=16)
+    v.add_argument("--work", default="/tmp/region-ablation-score")
+    v.add_argument("-o", "--output", required=True)
     args = ap.parse_args()
-    {"prepare": prepare, "run": run, "score": score}[args.cmd](args)
+    {"prepare": prepare, "run": run, "score": score, "validate": validate}[args.cmd](args)
 
 
 if __name__ == "__main__":
