@@ -187,9 +187,9 @@ class Capture:
         self.source.close()
 
 
-def start_capture(options: LiveOptions) -> Capture:
-    """Open the source, read its first frame here (so a missing camera fails at once), start."""
-    source = open_source(options)
+def start_capture(source: _Source) -> Capture:
+    """Read the source's first frame here (so a camera that gives none fails at once), then
+    start the capture thread. The source is closed on failure."""
     try:
         first = source.read()
     except BaseException:
@@ -246,8 +246,8 @@ class Outputs:
         """Record `result`, first filling `repeat` dropped frames with the previous result (so
         the recording keeps real time); send it to the virtual camera."""
         if self.recorder is not None:
-            for _ in range(repeat if self._last is not None else 0):
-                self.recorder.write(self._last)
+            for _ in range(repeat):  # before the first result: that result fills the lead-in
+                self.recorder.write(self._last if self._last is not None else result)
             self.recorder.write(result)
             self._last = result
         if self.vcam is not None:
@@ -323,25 +323,36 @@ def run_live(anim, options: LiveOptions, *, motion: str = "relative", smooth: bo
         _pyvirtualcam()  # fail before the camera is opened
     if options.output is not None:
         media.check_output_path(options.output, overwrite=options.overwrite, kinds=media.WRITABLE_VIDEO_SUFFIXES)
-    capture = start_capture(options)
+    source = open_source(options)
     summary = LiveSummary()
-    finalise = False
     try:
-        with anim.stream(motion=motion, smooth=smooth, fps=capture.source.fps) as stream:
+        # everything slow is ready before the first frame is taken: none is dropped waiting
+        with anim.stream(motion=motion, smooth=smooth, fps=source.fps) as stream:
             summary.size = stream.output_size()
-            outputs = Outputs(options, summary.size, capture.source.fps)
-            try:
-                _loop(stream, capture, outputs, options, summary, status)
-                _update(summary, capture)  # before the capture thread reads on
-                summary.with_face = stream.counts.with_face
-                finalise = True
-            finally:
-                summary.recorded = outputs.close(finalise)
+            outputs = Outputs(options, summary.size, source.fps)
+            summary.recorded = _session(stream, source, outputs, options, summary, status)
     finally:
-        capture.stop(summary.stop)
+        source.close()  # idempotent: also when the capture never started
     if summary.recorded is not None:
         summary.recorded_frames = outputs.recorder.frames_written
     return summary
+
+
+def _session(stream, source: _Source, outputs: Outputs, options: LiveOptions, summary: LiveSummary,
+             status: Callable[[LiveSummary], None] | None) -> Path | None:
+    """Capture and render until stopped; finish the outputs. The recording's path."""
+    finalise, capture = False, None
+    try:
+        capture = start_capture(source)
+        _loop(stream, capture, outputs, options, summary, status)
+        _update(summary, capture)  # before the capture thread reads on
+        summary.with_face = stream.counts.with_face
+        finalise = True
+    finally:
+        recorded = outputs.close(finalise)
+        if capture is not None:
+            capture.stop(summary.stop)
+    return recorded
 
 
 def _loop(stream, capture: Capture, outputs: Outputs, options: LiveOptions, summary: LiveSummary,
