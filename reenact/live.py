@@ -43,7 +43,8 @@ class LiveOptions:
     frames or a stream URL standing in for the camera; window: show [driver | result];
     output: record the result (.mp4/.mov/.mkv); virtual_camera: send it to a virtual camera
     (`pyvirtualcam`); max_frames: stop after this many rendered frames (None: until the source
-    ends or q/Esc)."""
+    ends or q/Esc); paced: play a file at its own frame rate, as a camera would (False: as fast
+    as it decodes, to measure the sustained rendering rate)."""
 
     camera: int = 0
     source: str | None = None
@@ -52,6 +53,7 @@ class LiveOptions:
     overwrite: bool = False
     virtual_camera: bool = False
     max_frames: int | None = None
+    paced: bool = True
 
 
 @dataclass
@@ -91,7 +93,7 @@ def open_source(options: LiveOptions) -> _Source:
     src = options.source
     if src is not None and not _is_url(src):
         reader = media.open_frames(src)
-        return _Source(lambda: next(reader, None), reader.close, fps=reader.info.fps, paced=True,
+        return _Source(lambda: next(reader, None), reader.close, fps=reader.info.fps, paced=options.paced,
                        name=str(src), end="end of the video")
     cap = cv2.VideoCapture(src if src is not None else options.camera)
     name = src if src is not None else f"camera {options.camera}"
