@@ -330,10 +330,10 @@ def live(
     source: Optional[str] = typer.Option(None, "--source", help="Video file, folder of frames or stream "
                                          "URL to use instead of the camera (files play at their frame rate)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Record the result (.mp4/.mov/.mkv)."),
-    window: bool = typer.Option(True, "--window/--no-window", help="Show [driver | result] with fps and "
+    window: bool = typer.Option(True, "--window/--no-window", help="Show \\[driver | result] with fps and "
                                 "latency (space: take the driver's current face as neutral; q/Esc: quit)."),
     virtual_camera: bool = typer.Option(False, "--virtual-camera", help="Send the result to a virtual camera "
-                                        "(needs the [live] extra: pyvirtualcam)."),
+                                        "(needs the \\[live] extra: pyvirtualcam)."),
     motion: str = typer.Option("relative", "--motion", help="relative: the driver's changes from its neutral "
                                "face (the first one seen, or space) on the reference's face; absolute."),
     smooth: bool = typer.Option(True, "--smooth/--no-smooth", help="Smooth the driver's landmarks (causal)."),

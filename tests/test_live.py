@@ -4,6 +4,9 @@ dropped, latency measured, the recording valid and finished even when the source
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 
@@ -112,3 +115,19 @@ def test_cli_live_errors(tmp_path, monkeypatch):
         r = cli("live", REF, "--source", DRIVE, "--no-window", "--virtual-camera")
         assert_clean_error(r, 1, "pyvirtualcam", "reenact-face[live]")
     assert os.listdir(tmp_path) == []
+
+
+def test_virtual_camera_without_pyvirtualcam_is_a_clear_error(anim, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyvirtualcam", None)  # as if not installed
+    with pytest.raises(reenact.ReenactError, match="pyvirtualcam") as e:
+        live.run_live(anim, live.LiveOptions(source=str(DRIVE), window=False, virtual_camera=True))
+    assert "reenact-face[live]" in e.value.hint
+
+
+@pytest.mark.skipif(not shutil.which("xvfb-run"), reason="needs Xvfb (apt-get install xvfb) for a window")
+def test_cli_live_window_under_xvfb(tmp_path):
+    cmd = ["xvfb-run", "-a", sys.executable, "-m", "reenact", "live", str(REF), "--source", str(DRIVE),
+           "--max-frames", "8", "--engine", "warp", "-o", str(tmp_path / "w.mp4")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "8 rendered of" in r.stdout and (tmp_path / "w.mp4").is_file()
