@@ -323,6 +323,57 @@ def video(
     _video_summary(target, s, time.perf_counter() - t0)
 
 
+@app.command(cls=_Command)
+def live(
+    reference: Path = typer.Argument(..., help="Photo of the person to animate."),
+    camera: int = typer.Option(0, "--camera", help="Camera device index."),
+    source: Optional[str] = typer.Option(None, "--source", help="Video file, folder of frames or stream "
+                                         "URL to use instead of the camera (files play at their frame rate)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Record the result (.mp4/.mov/.mkv)."),
+    window: bool = typer.Option(True, "--window/--no-window", help="Show \\[driver | result] with fps and "
+                                "latency (space: take the driver's current face as neutral; q/Esc: quit)."),
+    virtual_camera: bool = typer.Option(False, "--virtual-camera", help="Send the result to a virtual camera "
+                                        "(needs the \\[live] extra: pyvirtualcam)."),
+    motion: str = typer.Option("relative", "--motion", help="relative: the driver's changes from its neutral "
+                               "face (the first one seen, or space) on the reference's face; absolute."),
+    smooth: bool = typer.Option(True, "--smooth/--no-smooth", help="Smooth the driver's landmarks (causal)."),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", min=1, help="Stop after N rendered frames."),
+    engine: Optional[str] = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, transfer: str = TransferOpt,
+    regions: str = RegionsOpt, face: str = FaceOpt, driver_face: str = DriverFaceOpt,
+    weights: Optional[Path] = WeightsOpt, mouth: str = MouthOpt, eyes: str = EyesOpt,
+    mouth_weights: Optional[Path] = MouthWeightsOpt, eyes_weights: Optional[Path] = EyesWeightsOpt,
+    overwrite: bool = OverwriteOpt,
+) -> None:
+    """Drive REFERENCE live from a camera (or a video standing in for one).
+
+    Frames are dropped, never queued, when rendering falls behind, so the latency stays bounded. Ctrl-C stops like q; a recording is always finished, also when the camera or stream stops."""
+    from reenact import api
+    from reenact.live import LiveOptions, run_live
+
+    opts = run(LiveOptions, camera=camera, source=source, window=window, output=output, overwrite=overwrite,
+               virtual_camera=virtual_camera, max_frames=max_frames)
+    with err.status("loading the reference…"):
+        anim = run(api.load, reference, engine=engine, size=size, crop=crop, transfer=transfer, regions=regions,
+                   face=face, driver_face=driver_face, weights=weights, mouth=mouth, eyes=eyes,
+                   mouth_weights=mouth_weights, eyes_weights=eyes_weights)
+    with err.status("live…") as shown:
+        s = run(run_live, anim, opts, motion=motion, smooth=smooth, status=lambda r: shown.update(
+            f"live: {r.rendered} frames, {r.fps:.1f} fps, latency {r.latency_median_ms:.0f} ms, dropped {r.dropped}"))
+    _live_summary(s)
+
+
+def _live_summary(s) -> None:
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_row("frames", f"{s.rendered} rendered of {s.captured} captured ({s.dropped} dropped), "
+                  f"{s.with_face} with a face; {s.size[0]}×{s.size[1]}")
+    table.add_row("speed", f"{s.fps:.1f} fps over {s.seconds:.1f} s")
+    table.add_row("latency", f"capture → shown: median {s.latency_median_ms:.0f} ms, p95 {s.latency_p95_ms:.0f} ms")
+    table.add_row("stopped", s.stop)
+    if s.recorded is not None:
+        table.add_row("recorded", f"{s.recorded} ({s.recorded_frames} frames, dropped ones repeated)")
+    out.print(table)
+
+
 def _stage_progress(bar: Progress, prefix: str = "", created: list | None = None):
     """A (stage, done, total) callback showing one progress task per stage ("tracking",
     "rendering"); the tasks' ids are appended to `created`."""

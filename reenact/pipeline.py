@@ -256,19 +256,38 @@ def reenact_image(ref_path: str | Path | list, pose_path: str | Path, config: In
     `Reenactor` for `multi`). A single pose photo has no anchor frame, so motion is absolute
     (UsageError for relative); `motion_cfg.transfer` / `.regions` select what moves. Faces:
     "largest" or a 0-based left-to-right index."""
-    if motion_cfg.mode != "absolute":
-        raise UsageError("relative motion needs a driver video", "a pose photo uses --motion absolute")
+    check_absolute(motion_cfg)
     timer = StageTimer()
     with Landmarker(mode="image") as lm:
         with timer("landmarks"):
             references = load_references(ref_path, lm, choice=ref_face)
             pose_img = media.read_image(pose_path)
             driver, n_drv = find_face(pose_img, lm, name=str(pose_path), choice=driver_face)
+    return render_pose(references, pose_img, driver, config, motion_cfg=motion_cfg, multi=multi,
+                       timer=timer, driver_faces=n_drv)
+
+
+def check_absolute(motion_cfg: MotionConfig) -> None:
+    """UsageError unless the motion is absolute (a single pose photo has no anchor frame)."""
+    if motion_cfg.mode != "absolute":
+        raise UsageError("relative motion needs a driver video", "a pose photo uses --motion absolute")
+
+
+def render_pose(references: list[Reference], pose_img: np.ndarray, driver: Face, config: InferenceConfig, *,
+                motion_cfg: MotionConfig = ABSOLUTE, multi: str = "auto", timer: StageTimer | None = None,
+                driver_faces: int = 1, engine: Engine | None = None,
+                states: list[RefState] | None = None) -> ImageResult:
+    """The image step shared by `reenact image` and the Python API (`reenact.api`): the loaded
+    references rendered with `driver`, the chosen face of `pose_img` (RGB uint8). `engine` /
+    `states`: an engine and the references' states it prepared before (None: prepared here)."""
+    check_absolute(motion_cfg)
+    timer = timer or StageTimer()
     ref = references[0]
-    r = Reenactor(references, config, timer=timer, retarget=retargeter(ref, motion_cfg), multi=multi)
+    r = Reenactor(references, config, engine=engine, timer=timer, retarget=retargeter(ref, motion_cfg),
+                  multi=multi, states=states)
     out = r.render(driver, pose_img)
     if config.compare:
         out = side_by_side(pose_img, out)
     used = "all (fused)" if r.mode == "fuse" else next(n for n, k, _ in r.usage() if k) if r.mode == "select" else ref.name
-    return ImageResult(image=out, reference_faces=ref.n_faces, driver_faces=n_drv,
+    return ImageResult(image=out, reference_faces=ref.n_faces, driver_faces=driver_faces,
                        seconds=dict(timer.seconds), references=len(references), used=used)

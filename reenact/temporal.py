@@ -216,6 +216,23 @@ class _EuroState:
         return cutoff
 
 
+class OnlineSmoother:
+    """Causal One-Euro smoothing for a live stream: one (478, 3) frame in, one out.
+
+    The same filter and settings as the video path's, run forward only: it cannot look ahead
+    like `smooth_sequence`'s zero-phase pass, so fast motion lags by a frame or two. `reset()`
+    after a long gap, so a face that reappears elsewhere is not slid into place."""
+
+    def __init__(self, fps: float, settings: dict[str, OneEuro] | None = None) -> None:
+        self._state = _EuroState(fps, settings or SMOOTHING)
+
+    def reset(self) -> None:
+        self._state.reset()
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        return from_params(self._state.step(to_params(points)))
+
+
 def to_params(points: np.ndarray) -> np.ndarray:
     """(478, 3) landmarks → (PARAMS,) [rotation quaternion (w, x, y, z), translation (3),
     log scale, canonical shape (478·3)]."""
