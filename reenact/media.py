@@ -943,7 +943,7 @@ class VideoReader:
     def _count_repairs(self) -> None:
         """`repeated` / `dropped` from ffmpeg's final statistics line (…dup=N drop=M…)."""
         get_text = getattr(self._log, "get_text", None)
-        found = re.findall(r"dup=\s*(\d+)\s+drop=\s*(\d+)", get_text(0.5)) if get_text else []
+        found = re.findall(r"dup=\s*(\d+)\s+drop=\s*(\d+)", get_text(5.0)) if get_text else []  # waits only until ffmpeg has exited
         if found:
             self.repeated, self.dropped = map(int, found[-1])
 
