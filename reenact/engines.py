@@ -249,8 +249,8 @@ def resolve_weights(config: InferenceConfig) -> Path:
     if DEFAULT_WEIGHTS.is_file():
         return DEFAULT_WEIGHTS
     raise MissingWeights(f"engine {config.engine!r} needs trained generator weights, none are installed",
-                         "use --engine warp (the default) until weights are shipped in weights/, "
-                         "or pass --weights NAME.onnx from `reenact export`")
+                         "no whole-face generator ships yet: use --engine fusion (warp + the shipped mouth "
+                         "and eye generators) or warp, or pass --weights NAME.onnx from `reenact export`")
 
 
 def region_model(region: str, path: str | None) -> RegionRuntime:
