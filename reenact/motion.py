@@ -106,12 +106,13 @@ def _place(comp: Component, ref_c: np.ndarray, drv_c: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def _spread(members: tuple[int, ...]) -> np.ndarray:
+def spread_weights(members: tuple[int, ...], sigma: float = SIGMA) -> np.ndarray:
     """(478, M) weights spreading member displacements to every landmark (rows of members are
-    one-hot). Built on the canonical face, so it is the same for every face."""
+    one-hot; a Gaussian of canonical distance, `sigma` in canonical units). Built on the canonical
+    face, so it is the same for every face."""
     canon = g.canonical().points[:, :2]
     d2 = ((canon[:, None, :] - canon[None, list(members), :]) ** 2).sum(-1)
-    k = np.exp(-d2 / (2 * SIGMA ** 2))
+    k = np.exp(-d2 / (2 * sigma ** 2))
     w = k / k.sum(1, keepdims=True) * k.max(1, keepdims=True)
     for j, m in enumerate(members):
         w[m] = 0.0
@@ -144,7 +145,7 @@ def _deltas(ref_c: np.ndarray, drv_c: np.ndarray, components: tuple[Component, .
 def _moved(ref_c: np.ndarray, members: tuple[int, ...], delta: np.ndarray) -> np.ndarray:
     if not members:
         return np.array(ref_c, np.float64)
-    return ref_c + _spread(members) @ delta
+    return ref_c + spread_weights(members) @ delta
 
 
 def _lid_gains(ref_c: np.ndarray, anchor_c: np.ndarray,

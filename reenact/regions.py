@@ -19,15 +19,13 @@ No torch, no ONNX here.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from reenact import align
+from reenact import align, motion, parsing
 from reenact import geometry as g
-from reenact import parsing
 
 REGIONS = ("mouth", "eyes")
 MOUTH_SIDE = 1.0  # mouth crop side in face scales (outer-eye-corner distances)
@@ -186,19 +184,6 @@ def eye_strength(ref_points: np.ndarray, target_points: np.ndarray, side: str) -
 
 # ---------------------------------------------------------------- landmark edits (training pairs)
 
-@functools.lru_cache(maxsize=None)
-def _spread(members: tuple[int, ...]) -> np.ndarray:
-    """(478, M) weights carrying member displacements to nearby landmarks (members one-hot)."""
-    canon = g.canonical().points[:, :2]
-    d2 = ((canon[:, None, :] - canon[None, list(members), :]) ** 2).sum(-1)
-    k = np.exp(-d2 / (2 * SPREAD_SIGMA ** 2))
-    w = k / k.sum(1, keepdims=True) * k.max(1, keepdims=True)
-    for j, m in enumerate(members):
-        w[m] = 0.0
-        w[m, j] = 1.0
-    return w
-
-
 def _close(points: np.ndarray, pairs: tuple[tuple[int, int], ...], amount: float,
            follow: dict[int, tuple[int, ...]]) -> np.ndarray:
     """Move each (upper, lower) pair towards its midpoint by `amount` of its gap (1 = touching);
@@ -212,7 +197,7 @@ def _close(points: np.ndarray, pairs: tuple[tuple[int, int], ...], amount: float
         for m in members:
             delta.setdefault(m, delta[lead])
     members = tuple(delta)
-    return pts + _spread(members) @ np.array([delta[m] for m in members])
+    return pts + motion.spread_weights(members, SPREAD_SIGMA) @ np.array([delta[m] for m in members])
 
 
 # Outer lip points that follow an inner point when the lips close (upper lip down, lower lip up).
