@@ -11,9 +11,7 @@ Weights are random (latency does not depend on them); each model is exported wit
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,18 +22,7 @@ from reenact.export import export_generator
 from reenact.model import Generator, ModelConfig
 from reenact.runtime import GeneratorRuntime
 from reenact.train import checkpoint as ckpt
-
-
-def timed(fn, repeat: int, warmup: int = 2) -> float:
-    """Median wall time of fn() in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+from _timing import timed  # benchmarks/_timing.py (the script folder is on sys.path)
 
 
 def bench(cfg: ModelConfig, repeat: int, threads: int, tmp: Path) -> dict[str, float]:

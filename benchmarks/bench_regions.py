@@ -10,26 +10,13 @@ Uses the shipped weights (weights/mouth-64.onnx, weights/eyes-48.onnx); nothing 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 
 from reenact import parsing, redraw, regions
 from reenact.runtime import RegionRuntime
 from tests import synth
-
-
-def timed(fn, repeat: int, warmup: int = 3) -> float:
-    """Median wall time of fn() in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
+from _timing import timed  # benchmarks/_timing.py (the script folder is on sys.path)
 
 
 def main() -> None:
@@ -48,13 +35,13 @@ def main() -> None:
         feats = [rt.appearance(b.extract(crop)) for b in boxes]
         pms = [parsing.parsing_map(b.points(target), rt.size) for b in boxes]
         warped = [b.extract(crop) for b in boxes]
-        f_ms = timed(lambda: rt.appearance(warped[0]), args.repeat)
-        d_ms = timed(lambda: rt.redraw(feats, pms, warped), args.repeat)
+        f_ms = timed(lambda: rt.appearance(warped[0]), args.repeat, warmup=3)
+        d_ms = timed(lambda: rt.redraw(feats, pms, warped), args.repeat, warmup=3)
         kw = {"mouth": "generator", "eyes": "warp"} if region == "mouth" else {"mouth": "cavity", "eyes": "generator"}
         r = redraw.Redrawer(mouth_model=rt if region == "mouth" else None,
                             eyes_model=rt if region == "eyes" else None, **kw)
         ref = r.prepare(crop, half_closed if region == "eyes" else ref_pts)
-        step_ms = timed(lambda: r.redraw(ref, crop, target), args.repeat)
+        step_ms = timed(lambda: r.redraw(ref, crop, target), args.repeat, warmup=3)
         print(f"| {region} ({rt.size}²) | {len(boxes)} | {f_ms:.2f} | {d_ms:.2f} | {step_ms:.2f} |")
 
 
