@@ -313,10 +313,13 @@ class Evaluation:
                 image = None if self.settings.ks else self.pics.image(p.driver)
                 out, rec.status, rec.served = self._render(v.engine, renders[v], driver, image)
             if out is not None:
-                if (aligned := self._measure(rec, out, p)) is not None:
+                with self.timer("measure:landmarks"):
+                    faces = self.lm.detect(out)
+                pts = faces[0].points if faces else None
+                if (aligned := self._measure(rec, out, pts, p)) is not None:
                     crops.append((rec, aligned))
-                if v.one_shot and rec.detected:
-                    self._mouths(i, p, v.engine, out)
+                if v.one_shot and pts is not None:
+                    self._mouths(i, p, v.engine, out, pts)
                 if self.settings.fid and v.one_shot:
                     with self.timer("fid"):
                         self._banks.setdefault(v.engine, M.FeatureBank()).add(out)
@@ -344,15 +347,13 @@ class Evaluation:
 
     # --- measuring --------------------------------------------------------------------------
 
-    def _measure(self, rec: Record, out: np.ndarray, pair: Pair) -> M.AlignedPair | None:
-        """Landmark metrics and pixel metrics (LPIPS aside) of one output; returns the aligned
-        output/truth crops of a ground-truth pair whose output has a face."""
-        with self.timer("measure:landmarks"):
-            faces = self.lm.detect(out)
-        rec.detected = bool(faces)
-        if not faces:
+    def _measure(self, rec: Record, out: np.ndarray, pts: np.ndarray | None, pair: Pair) -> M.AlignedPair | None:
+        """Landmark metrics and pixel metrics (LPIPS aside) of one output with its landmarks `pts`
+        (None: no face found on it); returns the aligned output/truth crops of a ground-truth pair
+        whose output has a face."""
+        rec.detected = pts is not None
+        if pts is None:
             return None
-        pts = faces[0].points
         drv = self.pics.face(pair.driver).points
         rec.pose_error = [float(v) for v in M.pose_error(pts, drv)]
         d_out, d_drv = expression_descriptor(pts), expression_descriptor(drv)
@@ -375,18 +376,15 @@ class Evaluation:
             self._out_regions[(rec.pair, rec.engine, rec.k, rec.multi)] = mine
         return aligned
 
-    def _mouths(self, i: int, pair: Pair, engine: str, out: np.ndarray) -> None:
-        """Mouth crops of outputs whose driver's mouth is open: the KID banks (and the real
-        open-mouth crops of those drivers) and the first SHEET_ROWS pairs' sheet row."""
+    def _mouths(self, i: int, pair: Pair, engine: str, out: np.ndarray, pts: np.ndarray) -> None:
+        """Mouth crops of outputs (landmarks `pts`) whose driver's mouth is open: the KID banks (and
+        the real open-mouth crops of those drivers) and the first SHEET_ROWS pairs' sheet row."""
         from reenact import regions
 
         drv = self.pics.face(pair.driver)
         if regions.mouth_opening(drv.points) < OPEN_MOUTH:
             return
-        faces = self.lm.detect(out)
-        if not faces:
-            return
-        crop = M.region_crops(out, faces[0].points)["mouth"]
+        crop = M.region_crops(out, pts)["mouth"]
         if self.settings.fid:
             with self.timer("kid"):
                 self._mouth_banks.setdefault(engine, M.FeatureBank()).add(crop)
