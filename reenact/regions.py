@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from reenact import align, motion, parsing
+from reenact import align, motion
 from reenact import geometry as g
 
 REGIONS = ("mouth", "eyes")
@@ -220,7 +220,3 @@ def close_eyes(points: np.ndarray, amount: float = 1.0) -> np.ndarray:
         out[list(iris)] = pts[list(iris)] + (out[lead] - pts[lead]) * 0.5
     return out
 
-
-def region_parsing(region_points: np.ndarray, size: int) -> np.ndarray:
-    """The target's parsing map (E) in a region crop: (12, size, size) float32."""
-    return parsing.parsing_map(region_points, size)
