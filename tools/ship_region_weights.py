@@ -7,8 +7,8 @@ Writes weights/NAME.onnx + NAME.appearance.onnx (`reenact export`, parity-checke
 (generator, EMA and discriminator, no optimiser state: `reenact train --config … --resume
 weights/NAME.pt` continues, Adam restarting its moments) and the manifest entry: data, config,
 steps, wall time, machine, code commit, sha256 and size of every file. Quality numbers are added
-with `--quality FILE.json` (a {metric: value} dict, from `reenact eval`), and the loss curve /
-sample grid are copied to docs/ (`--docs`).
+with `--quality FILE.json` (a {metric: value} dict, from `reenact eval`), and the loss curve is
+drawn into docs/ (`--docs`).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--command", required=True, help="the exact training command, for the manifest")
     ap.add_argument("--quality", type=Path, help="JSON {metric: value} measured with reenact eval")
-    ap.add_argument("--docs", action="store_true", help="copy the loss curve and last sample grid to docs/")
+    ap.add_argument("--docs", action="store_true", help="draw the loss curve into docs/")
     args = ap.parse_args()
 
     from reenact.export import export_generator
@@ -113,11 +113,8 @@ def main() -> None:
                                                                                       "models": {}}
     manifest["models"][name] = entry
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    if args.docs:
+    if args.docs:  # the sample grids are CelebA crops: they stay in the run folder, out of the repository
         loss_curve(args.run, REPO / "docs" / f"{name}-losses.png")
-        samples = sorted((args.run / "samples").glob("step_*.png"))
-        if samples:
-            (REPO / "docs" / f"{name}-samples.png").write_bytes(samples[-1].read_bytes())
     print(json.dumps({k: entry[k] for k in ("files", "steps", "wall_time_s", "machine")}, indent=1))
 
 
