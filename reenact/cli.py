@@ -607,13 +607,22 @@ def _ensure_region_pack(cfg) -> None:
     """Region variant: build the region pack from the face cache on first use."""
     from reenact.train.regions import build_pack
 
+    from reenact.train.cache import is_prepared, prepare_video_cache
+
     d, m = cfg.data, cfg.model
     if Path(d.region_pack, "meta.json").is_file():
         return
+    if d.videos and not is_prepared(d.video_cache):
+        with progress_bar() as bar:
+            task = bar.add_task(f"preparing frames of {len(d.videos)} videos", total=None)
+            made = run(prepare_video_cache, d.videos, d.video_cache, size=cfg.cache_size, quality=d.quality,
+                       stride=d.video_stride, progress=lambda i, n: bar.update(task, completed=i))
+        _cache_summary(made)
     with progress_bar() as bar:
         task = bar.add_task(f"building the {m.region} training pairs", total=None)
         path = run(build_pack, d.cache, d.region_pack, region=m.region, size=m.size, identity_pairs=d.identity_pairs,
-                   seed=cfg.seed, progress=lambda i, n: bar.update(task, completed=i, total=n))
+                   seed=cfg.seed, video_cache=d.video_cache if d.videos else None,
+                   progress=lambda i, n: bar.update(task, completed=i, total=n))
     out.print(f"[green]region pack[/] {path}")
 
 

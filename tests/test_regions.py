@@ -86,6 +86,54 @@ def _region_cache(path: Path, n: int = 6) -> Path:
     return path
 
 
+def test_same_video_pairs_take_the_reference_from_another_frame_of_that_video(tmp_path: Path) -> None:
+    from reenact.train import regions as rp
+
+    writer = CacheWriter(tmp_path / "videos", size=128, quality=90)
+    for video in range(2):
+        for i in range(10):  # every frame has another ≥ MIN_VIDEO_GAP away
+            img, pts = _open_mouth_photo(128, seed=10 * video + i)
+            writer.add(f"v{video}.mp4@{i}", video, img, pts)
+    writer.finish({"source": "synthetic", "identities": "one per video", "split": "videos"})
+    photos = _region_cache(tmp_path / "photos", n=3)
+    pack = rp.RegionPack(rp.build_pack(photos, tmp_path / "pack", region="mouth", size=32, identity_pairs=0.0,
+                                       video_cache=tmp_path / "videos"))
+    assert pack.meta["same_video"] == 20 and pack.meta["same_person"] == 0 and pack.meta["round_trip"] == 3 + 20
+    kinds, idents = pack.arrays["kind"], pack.arrays["identity"]
+    assert set(idents[kinds == rp.SAME_VIDEO]) == {rp.VIDEO_IDENTITY_OFFSET, rp.VIDEO_IDENTITY_OFFSET + 1}
+    from reenact.train.cache import FaceCache
+
+    cache = FaceCache(tmp_path / "videos")  # the stored (JPEG) frames the pairs were cut from
+    crops = {(int(cache.identity[j]), j % 10): regions.mouth_box(cache.points(j).astype(np.float64), 32)
+             .extract(cache.image(j)) for j in range(len(cache))}
+    targets = pack.arrays["target"][kinds == rp.SAME_VIDEO]
+    references = pack.arrays["reference"][kinds == rp.SAME_VIDEO]
+    for k, (target, reference) in enumerate(zip(targets, references)):
+        video, i = k // 10, k % 10
+        assert np.array_equal(target, crops[video, i])
+        (source,) = [key for key, crop in crops.items() if np.array_equal(crop, reference)]
+        assert source[0] == video and abs(source[1] - i) >= rp.MIN_VIDEO_GAP
+
+
+def test_video_cache_holds_every_strided_frame_as_one_identity(tmp_path: Path) -> None:
+    from reenact.train.cache import FaceCache, prepare_video_cache
+
+    summary = prepare_video_cache([REPO / "examples" / "drive.mp4"], tmp_path / "v", size=128, stride=50)
+    cache = FaceCache(summary.path)
+    assert list(cache.names) == ["drive.mp4@0", "drive.mp4@50", "drive.mp4@100"]
+    assert set(cache.identity.tolist()) == {0} and cache.meta["split"] == "videos"
+    assert cache.image(0).shape == (128, 128, 3) and 0 < cache.points(0)[:, 0].min() < cache.points(0)[:, 0].max() < 128
+
+
+def test_videos_without_a_video_cache_are_a_config_error() -> None:
+    from reenact.errors import UsageError
+    from reenact.train.config import DataConfig
+
+    with pytest.raises(UsageError, match="video_cache"):
+        DataConfig(videos=("a.mp4",))
+    assert DataConfig(videos=["a.mp4"], video_cache="c").videos == ("a.mp4",)
+
+
 def _tiny_region_config(tmp: Path, region: str):
     from reenact.train.config import TrainConfig
 

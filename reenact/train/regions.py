@@ -9,6 +9,10 @@ From a prepared face cache (`reenact.train.cache`, train split only) a *region p
   lid) and the untouched photo is the ground truth.
 * **same person** (a share `identity_pairs` of those photos): the reference is another photo of
   the person, warped onto the photo's landmarks (light and make-up differ: the harder case).
+* **same video** (optional, every open-mouth / open-lid frame of a video cache built by
+  `cache.prepare_video_cache`): the reference is another frame of the same talking-face video
+  (same person, light and camera; video blur and compression), warped onto the frame's landmarks.
+  Video frames also give round-trip pairs.
 
 Each pair also carries what the consistency losses need: the reference's own parsing map
 (self-consistency: the reference driven by its own pose returns itself) and a third pose C (the
@@ -111,19 +115,25 @@ def round_trip(spec: PairSpec, image: np.ndarray, points: np.ndarray, amount: fl
     return ref_image, closed
 
 
+ROUND_TRIP, SAME_PERSON, SAME_VIDEO = 0, 1, 2  # pair kinds
+KIND_NAMES = {ROUND_TRIP: "round_trip", SAME_PERSON: "same_person", SAME_VIDEO: "same_video"}
+MIN_VIDEO_GAP = 5  # same-video references are at least this many cached frames away from the target
+
+
 def _photo_pairs(cache: FaceCache, i: int, spec: PairSpec, partners: dict[int, list[int]],
-                 identity_pairs: float, seed: int) -> list[tuple[int, dict]]:
-    rng = np.random.default_rng([seed, i])
+                 identity_pairs: float, seed: int, other_kind: int) -> list[tuple[int, dict]]:
+    rng = np.random.default_rng([seed, i] if other_kind == SAME_PERSON else [seed, other_kind, i])
     image, points = cache.image(i), cache.points(i).astype(np.float64)
     if not spec.opened(points):
         return []
     ref_image, ref_points = round_trip(spec, image, points, float(rng.uniform(*CLOSE_RANGE)))
-    samples = [(0, s) for s in make_pairs(spec, image, points, ref_image, ref_points, rng)]
-    others = [j for j in partners.get(int(cache.identity[i]), []) if j != i]
+    samples = [(ROUND_TRIP, s) for s in make_pairs(spec, image, points, ref_image, ref_points, rng)]
+    gap = MIN_VIDEO_GAP if other_kind == SAME_VIDEO else 1
+    others = [j for j in partners.get(int(cache.identity[i]), []) if abs(j - i) >= gap]
     if others and rng.random() < identity_pairs:
         j = others[int(rng.integers(len(others)))]
-        samples += [(1, s) for s in make_pairs(spec, image, points, cache.image(j),
-                                                cache.points(j).astype(np.float64), rng)]
+        samples += [(other_kind, s) for s in make_pairs(spec, image, points, cache.image(j),
+                                                         cache.points(j).astype(np.float64), rng)]
     return samples
 
 
@@ -135,32 +145,43 @@ def _to_storage(key: str, value: np.ndarray) -> np.ndarray:
     return value
 
 
+VIDEO_IDENTITY_OFFSET = 10_000_000  # pack identities of video caches (one per video) start here
+
+
 def build_pack(cache_dir: str | os.PathLike, out_dir: str | os.PathLike, *, region: str, size: int,
                identity_pairs: float = 0.3, seed: int = 0, limit: int | None = None, allow_test: bool = False,
-               progress: Progress | None = None) -> Path:
-    """Build a region pack from a prepared face cache (see module doc). `allow_test`: a cache of
-    the test split is accepted (validation pairs, never trained on). Raises OutputError when
-    `out_dir` exists, UsageError when no photo has the region open."""
+               video_cache: str | os.PathLike | None = None, progress: Progress | None = None) -> Path:
+    """Build a region pack from a prepared face cache (see module doc) and, optionally, a video
+    cache (`cache.prepare_video_cache`), whose open-mouth (open-lid) frames each give a round-trip
+    pair and a same-video pair. `allow_test`: a cache of the test split is accepted (validation
+    pairs, never trained on). Raises OutputError when `out_dir` exists, UsageError when no photo
+    has the region open."""
     out = Path(out_dir)
     if out.exists():
         raise OutputError(f"{out} already exists", "delete it to build the region pack again")
-    cache, spec, t0 = FaceCache(cache_dir), PairSpec(region, size), time.perf_counter()
-    if cache.meta.get("split") == "test" and not allow_test:
+    spec, t0 = PairSpec(region, size), time.perf_counter()
+    sources = [(FaceCache(cache_dir), identity_pairs, SAME_PERSON, 0)]
+    if video_cache:
+        sources.append((FaceCache(video_cache), 1.0, SAME_VIDEO, VIDEO_IDENTITY_OFFSET))
+    if sources[0][0].meta.get("split") == "test" and not allow_test:
         raise UsageError("refusing to build training pairs from the test split")
-    partners: dict[int, list[int]] = defaultdict(list)
-    for j, ident in enumerate(cache.identity.tolist()):
-        if ident >= 0:
-            partners[ident].append(j)
-    n = len(cache) if limit is None else min(limit, len(cache))
     columns: dict[str, list[np.ndarray]] = defaultdict(list)
-    for i in range(n):
-        for kind, sample in _photo_pairs(cache, i, spec, partners, identity_pairs, seed):
-            for k, v in sample.items():
-                columns[k].append(_to_storage(k, v))
-            columns["kind"].append(np.int8(kind))
-            columns["identity"].append(np.int64(cache.identity[i]))
-        if progress:
-            progress(i + 1, n)
+    counts = [len(c) if limit is None else min(limit, len(c)) for c, *_ in sources]
+    done = 0
+    for (cache, share, other_kind, id_offset), n in zip(sources, counts):
+        partners: dict[int, list[int]] = defaultdict(list)
+        for j, ident in enumerate(cache.identity.tolist()):
+            if ident >= 0:
+                partners[ident].append(j)
+        for i in range(n):
+            for kind, sample in _photo_pairs(cache, i, spec, partners, share, seed, other_kind):
+                for k, v in sample.items():
+                    columns[k].append(_to_storage(k, v))
+                columns["kind"].append(np.int8(kind))
+                columns["identity"].append(np.int64(cache.identity[i] + id_offset))
+            done += 1
+            if progress:
+                progress(done, sum(counts))
     if not columns:
         raise UsageError(f"no face in {cache_dir} has its {region} open: nothing to learn from")
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -170,9 +191,10 @@ def build_pack(cache_dir: str | os.PathLike, out_dir: str | os.PathLike, *, regi
         np.savez_compressed(tmp / "pairs.npz", **{k: np.stack(v) for k, v in columns.items()})
         kinds = np.array(columns["kind"])
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "region": region, "size": size, "count": len(kinds),
-                "round_trip": int((kinds == 0).sum()), "same_person": int((kinds == 1).sum()),
-                "photos": n, "cache": str(cache_dir), "split": cache.meta.get("split"), "seed": seed,
-                "identity_pairs": identity_pairs, "seconds": round(time.perf_counter() - t0, 1),
+                **{name: int((kinds == k).sum()) for k, name in KIND_NAMES.items()},
+                "photos": counts[0], "cache": str(cache_dir), "split": sources[0][0].meta.get("split"),
+                "video_frames": counts[1] if video_cache else 0, "video_cache": str(video_cache or ""),
+                "seed": seed, "identity_pairs": identity_pairs, "seconds": round(time.perf_counter() - t0, 1),
                 "reenact_version": __version__}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         os.replace(tmp, out)
