@@ -76,6 +76,9 @@ class InferenceConfig:
 
 
 MOTIONS = ("relative", "absolute")
+LENGTHS = ("driver", "source", "shortest")
+AUDIO_CHOICES = ("driver", "source", "none")
+SOURCE_EXPRESSIONS = ("replace", "keep")
 TRANSFERS = ("all", "expression", "pose")
 REGIONS = ("mouth", "eyes", "brows")
 
@@ -148,6 +151,14 @@ class VideoOptions:
     chunk: frames per resumable segment. resume: continue an interrupted render of the same job.
     multi: with several reference photos, "select" (per frame, the one nearest in pose),
         "fuse" (a k-shot generator fuses all) or "auto" (fuse when the engine can, else select).
+    Video-to-video (the reference is a video, `reenact.v2v`):
+    reference_frames: a folder given as the reference is a video source's frames (at `fps`),
+        not photos of the person.
+    length: the output's length: the "driver"'s, the "source"'s, or the "shortest"; the shorter
+        video plays forward and backward (ping-pong) to fill it.
+    audio: the "driver"'s audio (default), the "source"'s, or "none" ("none" also for photos).
+    source_expression: "replace" (the moved parts follow the driver alone, from the source's
+        rest face) or "keep" (the driver's change is added to the source's own expression).
     """
 
     motion: MotionConfig = MotionConfig()
@@ -157,8 +168,16 @@ class VideoOptions:
     chunk: int = 250
     resume: bool = False
     multi: str = "auto"
+    reference_frames: bool = False
+    length: str = "driver"
+    audio: str = "driver"
+    source_expression: str = "replace"
 
     def __post_init__(self) -> None:
+        for what, v, allowed in (("--length", self.length, LENGTHS), ("--audio", self.audio, AUDIO_CHOICES),
+                                 ("--source-expression", self.source_expression, SOURCE_EXPRESSIONS)):
+            if v not in allowed:
+                raise UsageError(f"unknown {what} {v!r}", f"choose one of {', '.join(allowed)}")
         for what, v in (("--face", self.ref_face), ("--driver-face", self.driver_face)):
             if v != "largest" and not (isinstance(v, int) and v >= 0):
                 raise UsageError(f"{what} {v!r} is not understood", "use 'largest' or a 0-based index from the left")

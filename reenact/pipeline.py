@@ -51,13 +51,20 @@ class Reference:
     name: str = "reference"
 
 
+def scaled_size(w: int, h: int, max_side: int) -> tuple[int, int]:
+    """(width, height) after `downscale`."""
+    if not max_side or max(h, w) <= max_side:
+        return w, h
+    f = max_side / max(h, w)
+    return max(1, round(w * f)), max(1, round(h * f))  # a 20000×1 sliver keeps one row
+
+
 def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
     """Shrink so the longest side is ≤ max_side (0 = unchanged)."""
     h, w = image.shape[:2]
-    if not max_side or max(h, w) <= max_side:
+    size = scaled_size(w, h, max_side)
+    if size == (w, h):
         return image
-    f = max_side / max(h, w)
-    size = (max(1, round(w * f)), max(1, round(h * f)))  # a 20000×1 sliver keeps one row
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
@@ -154,6 +161,18 @@ class Reenactor:
             return "single"
         return "fuse" if multi == "fuse" or (multi == "auto" and can_fuse) else "select"
 
+    def set_primary(self, reference: Reference) -> None:
+        """Make `reference` the primary (a video source: every source frame is the reference of
+        its own output frame). Prepared at the current crop side, so the other references' states
+        stay valid; the selector, a fused bank and `--crop`'s crop follow it."""
+        with self.timer("prepare"):
+            state = self.engine.prepare(reference.image, reference.face, self.states[0].image.shape[0])
+        self.reference, self.references[0], self.states[0] = reference, reference, state
+        self.state = self.engine.bank(self.states, primary=0) if self.mode == "fuse" else state
+        self.selector.candidates[0] = refs.candidate(reference.face.points)
+        if self._crop is not None:
+            self._crop = align.align(reference.face.points, self.config.size)
+
     def target(self, driver: Face) -> np.ndarray:
         """(478, 3) landmarks the reference should have, in the primary reference's frame."""
         return self.retarget(driver.points)
@@ -215,6 +234,10 @@ class Reenactor:
             if self._crop is not None:
                 return self._crop.extract(full)
             return full
+
+    def unchanged(self, frame: np.ndarray) -> np.ndarray:
+        """`frame` as it is, in the output's layout (`--crop`: the current crop of it)."""
+        return frame if self._crop is None else self._crop.extract(frame)
 
     def output_size(self) -> tuple[int, int]:
         """(width, height) of rendered frames (before any compare layout)."""
