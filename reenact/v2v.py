@@ -251,12 +251,10 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
     _check_options(source, drive_path, options)
     opener = {"source": lambda: Downscaled(source, _fps(source, options), config.max_side),
               "driver": lambda: Downscaled(drive_path, _fps(drive_path, options), 0)}
-    with opener["driver"]() as d:
-        dinfo = d.info
+    with opener["source"]() as s, opener["driver"]() as d:  # both opened first: a bad one fails at once
+        sinfo, dinfo = s.info, d.info
         if work.state.track is None:
             video.track_pass(d, work, options, timer, progress)
-    with opener["source"]() as s:
-        sinfo = s.info
         if work.state.source_track is None:
             video.track_pass(s, work, options, timer, progress, source=True)
     video.require_face(work.state.track, drive_path, options.driver_face)
