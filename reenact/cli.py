@@ -292,7 +292,10 @@ def video(
     anchor: Optional[int] = typer.Option(None, "--anchor", help="Driver frame (0-based) used as the anchor "
                                          "for relative motion. Default: the frame nearest the reference "
                                          "in head pose and expression."),
-    transfer: str = TransferOpt, regions: str = RegionsOpt,
+    transfer: str = typer.Option("auto", "--transfer", help="What to copy: all, expression (keep the "
+                                 "reference's head pose and position) or pose (keep its expression); "
+                                 "auto: all for a photo, expression for a video (it keeps its head motion)."),
+    regions: str = RegionsOpt,
     smooth: bool = typer.Option(True, "--smooth/--no-smooth", help="Smooth the driver's landmarks over "
                                 "time (zero-lag; fast mouth motion is kept)."),
     face: str = FaceOpt, driver_face: str = DriverFaceOpt, ref: Optional[list[Path]] = MoreRefsOpt,

@@ -91,7 +91,9 @@ class MotionConfig:
         own landmarks (keeps the reference's face shape; video only) — or "absolute" — the
         driver's head rotation and component shapes are copied (the only mode for a pose photo).
     transfer: "all", "expression" (keep the reference's head pose and position) or "pose" (keep
-        the reference's expression).
+        the reference's expression); "auto" (`reenact video`'s default) is resolved by
+        `with_transfer_for`: "all" for photos, "expression" for a video source (it keeps its own
+        head motion).
     regions: which expressive parts move: any of "mouth", "eyes" (lids and irises), "brows".
     anchor: driver frame index used as the anchor (relative mode); None = chosen automatically.
     smooth: temporal smoothing of the driver's landmarks (video).
@@ -99,7 +101,7 @@ class MotionConfig:
     """
 
     mode: str = "relative"
-    transfer: str = "all"
+    transfer: str = "auto"
     regions: tuple[str, ...] = REGIONS
     anchor: int | None = None
     smooth: bool = True
@@ -108,7 +110,7 @@ class MotionConfig:
     def __post_init__(self) -> None:
         if self.mode not in MOTIONS:
             raise UsageError(f"unknown --motion {self.mode!r}", f"choose one of {', '.join(MOTIONS)}")
-        if self.transfer not in TRANSFERS:
+        if self.transfer not in TRANSFERS + ("auto",):
             raise UsageError(f"unknown --transfer {self.transfer!r}", f"choose one of {', '.join(TRANSFERS)}")
         bad = [r for r in self.regions if r not in REGIONS]
         if bad or not self.regions:
@@ -123,6 +125,13 @@ class MotionConfig:
             raise UsageError(f"--anchor {self.anchor} is negative", "give a frame index ≥ 0, or leave it out")
         if self.max_gap < 0:
             raise UsageError(f"max_gap {self.max_gap} is negative")
+
+    def with_transfer_for(self, video_source: bool) -> "MotionConfig":
+        """This config with transfer "auto" resolved: "expression" for a video source, else "all"."""
+        if self.transfer != "auto":
+            return self
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return MotionConfig(**{**values, "transfer": "expression" if video_source else "all"})
 
 
 def parse_regions(text: str) -> tuple[str, ...]:

@@ -12,7 +12,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -102,7 +102,8 @@ def load_references(paths: str | Path | list, landmarker: Landmarker, *, max_sid
 def retargeter(reference: Reference, motion_cfg: MotionConfig,
                anchor: np.ndarray | None = None) -> motion.Retargeter:
     """The reference's `motion.Retargeter` for these motion settings (`anchor`: the driver's
-    anchor landmarks, needed for relative motion)."""
+    anchor landmarks, needed for relative motion). A photo reference: transfer "auto" is "all"."""
+    motion_cfg = motion_cfg.with_transfer_for(False)
     return motion.Retargeter(reference.face.points, mode=motion_cfg.mode, anchor=anchor,
                              transfer=motion_cfg.transfer, components=motion.components_for(motion_cfg.regions))
 
@@ -143,6 +144,9 @@ class Reenactor:
             self.state = self.engine.bank(self.states, primary=0)
         self.selector = refs.Selector([refs.candidate(r.face.points) for r in self.references], margin=margin)
         self._crop = align.align(self.reference.face.points, config.size) if config.crop else None
+        # (primary's state, crop-space target) → (S, S) mask the paste is limited to; None: the
+        # engine's mask as it is (a video source limits it to where its pixels move, `v2v`)
+        self.paste_limit: Callable[[RefState, np.ndarray], np.ndarray] | None = None
 
     def _prepare(self) -> list[RefState]:
         """Every reference's engine state, all at the primary's crop side."""
@@ -209,6 +213,8 @@ class Reenactor:
                 crop_rgb, mask = self.engine.render(state, target, DriverFace(driver_image, driver.points))
             else:
                 crop_rgb, mask = self.engine.render(state, target)
+            if self.paste_limit is not None and j == 0:
+                mask = mask * self.paste_limit(state, state.crop.points_to_crop(target))
         return self._finish(crop_rgb, mask)
 
     def advance(self, driver: Face | None) -> None:

@@ -108,6 +108,8 @@ def reenact_video(ref_path: str | Path | list, drive_path: str | Path, out_path:
     source = Path(specs.pop(0)).expanduser() if v2v.is_video_source(specs[0], options) else None
     if source is None:
         v2v.check_photo_options(options)
+    job = _job_hash(config, options)
+    options = dataclasses.replace(options, motion=options.motion.with_transfer_for(source is not None))
     refs = []
     if specs:  # photos of the person (with a video source: more views of it, k-shot)
         with Landmarker(mode="image") as lm, timer("landmarks"):
@@ -115,7 +117,7 @@ def reenact_video(ref_path: str | Path | list, drive_path: str | Path, out_path:
     inputs = {f"reference{i or ''}": resume.input_signature(r.name) for i, r in enumerate(refs)}
     if source is not None:
         inputs["source"] = resume.input_signature(source)
-    work = resume.WorkDir.open(target, job=_job_hash(config, options), chunk=options.chunk,
+    work = resume.WorkDir.open(target, job=job, chunk=options.chunk,
                                inputs={**inputs, "driver": resume.input_signature(drive_path)},
                                resume=options.resume, overwrite=overwrite)
     try:
