@@ -14,7 +14,9 @@ clip driven by the same speaker's other clip (speakers 7414… and 5176…, both
              source (what the correlation is without any transfer)
   pose err   mean |Δyaw|, |Δpitch|, |Δroll| (degrees) of the output's head against the SOURCE frame's
   bg PSNR    dB between output and source frame outside the source face's crop square (the area
-             the engine renders into; nothing outside it may change), mean over frames
+             the engine renders into; nothing outside it may change), mean over frames; `codec`:
+             the same for the source merely re-encoded as the output is (H.264 at the writer's
+             settings), i.e. what the encoding alone costs
   jitter     landmark jitter (`temporal.stability`, % of the eye-corner distance) of the output,
              and of the source's own frames in the same order
 """
@@ -82,7 +84,8 @@ def measure(source: Path, driver: Path, out: Path, scorer: IdentityScorer) -> di
     m_drv = [mouth(drv_pts[tl.driver(i)]) for i in ok]
     m_src = [mouth(src_pts[tl.source(i)]) for i in ok]
     pose = np.mean([pose_error(out_pts[i], src_pts[tl.source(i)]) for i in ok], axis=0)
-    bg = []
+    coded = reencoded(srcs, out.parent / "control.mp4")  # the source through the output's encoder only
+    bg, bg_control = [], []
     for i in range(n):
         p = src_pts[tl.source(i)]
         if p is None:
@@ -94,14 +97,26 @@ def measure(source: Path, driver: Path, out: Path, scorer: IdentityScorer) -> di
         mask[y0:y1, x0:x1] = 0
         if mask.sum() > 0:
             bg.append(psnr(outs[i], srcs[tl.source(i)], mask))
+            bg_control.append(psnr(coded[tl.source(i)], srcs[tl.source(i)], mask))
     return {"frames": n, "measured": len(ok), "identity": float(np.mean(ident)),
             "mouth_r": pearson(m_out, m_drv), "source_mouth_r": pearson(m_src, m_drv),
             "pose_err": [round(float(v), 3) for v in pose], "bg_psnr": float(np.mean(bg)) if bg else None,
-            "bg_frames": len(bg),
+            "bg_frames": len(bg), "bg_psnr_codec_only": float(np.mean(bg_control)) if bg_control else None,
             "jitter": temporal.stability(out_pts[:n]).jitter,
             "source_jitter": temporal.stability([src_pts[tl.source(i)] for i in range(n)]).jitter,
             "rigid_jitter": rigid_jitter(out_pts[:n]),
             "source_rigid_jitter": rigid_jitter([src_pts[tl.source(i)] for i in range(n)])}
+
+
+def reencoded(frames: list[np.ndarray], path: Path) -> list[np.ndarray]:
+    """`frames` encoded as `reenact video` encodes its output (media.VideoWriter's defaults), decoded."""
+    from reenact import media
+
+    h, w = frames[0].shape[:2]
+    with media.VideoWriter(path, fps=25, size=(w, h), overwrite=True) as writer:
+        for f in frames:
+            writer.write(f)
+    return frames_of(path)
 
 
 def rigid_jitter(points: list[np.ndarray | None]) -> float:
@@ -156,7 +171,7 @@ def main() -> None:
                 rows.append(row)
                 print(f"{kind:5} {row['source']:>10} <- {row['driver']:<10} {variant:7} id {m['identity']:.3f}  "
                       f"mouth r {_f(m['mouth_r'])} (src {_f(m['source_mouth_r'])})  pose err "
-                      f"{'/'.join(f'{v:.2f}' for v in m['pose_err'])}  bg {_f(m['bg_psnr'])} dB  jitter "
+                      f"{'/'.join(f'{v:.2f}' for v in m['pose_err'])}  bg {_f(m['bg_psnr'])} dB (codec {_f(m['bg_psnr_codec_only'])})  jitter "
                       f"{m['jitter']:.3f} (src {m['source_jitter']:.3f}) rigid {m['rigid_jitter']:.3f} "
                       f"(src {m['source_rigid_jitter']:.3f})  {m['frames']} fr {wall:.0f} s", flush=True)
     print("\nmeans (kind, variant): identity, mouth r, source mouth r, yaw/pitch/roll err, bg PSNR, jitter "
@@ -170,7 +185,7 @@ def main() -> None:
             pe = np.mean([r["pose_err"] for r in sel], axis=0)
             print(f"{kind:5} {variant:7} n={len(sel)}  id {mean('identity'):.3f}  mouth r {mean('mouth_r'):.3f}  "
                   f"src r {mean('source_mouth_r'):.3f}  pose {pe[0]:.2f}/{pe[1]:.2f}/{pe[2]:.2f}°  "
-                  f"bg {mean('bg_psnr'):.1f} dB  jitter {mean('jitter'):.3f} vs {mean('source_jitter'):.3f}; "
+                  f"bg {mean('bg_psnr'):.1f} dB (codec only {mean('bg_psnr_codec_only'):.1f})  jitter {mean('jitter'):.3f} vs {mean('source_jitter'):.3f}; "
                   f"rigid {mean('rigid_jitter'):.3f} vs {mean('source_rigid_jitter'):.3f}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -123,6 +123,40 @@ def test_source_retargeter_regions_leave_the_other_parts_to_the_source():
     assert _opening(out) == pytest.approx(0.15 + _opening(rest), abs=0.02)
 
 
+def test_a_source_frame_keeps_its_exact_pixels_outside_what_moves():
+    """Before encoding: outside the engine's crop nothing changes, and the paste is limited to
+    where the warp moves pixels, so eyes that did not move keep the source's exact pixels."""
+    from reenact.config import InferenceConfig
+    from reenact.landmarks import Face, Landmarker
+    from reenact.pipeline import Reenactor, Reference
+    from reenact.v2v import moved_region
+
+    frame = media.read_image(EXAMPLES / "ref.jpg")
+    with Landmarker(mode="image") as lm:
+        points = lm.detect(frame)[0].points.astype(np.float64)
+    driver = synth.open_mouth(points, 0.12)
+    r = Reenactor(Reference(frame, Face(points=points), 1), InferenceConfig(engine="warp"))
+    r.paste_limit = moved_region
+    for regions in (("mouth", "eyes", "brows"), ("mouth",)):
+        retarget = motion.SourceRetargeter(points, points, components=motion.components_for(regions))
+        r.set_primary(Reference(frame, Face(points=points), 1))
+        r.retarget = lambda d: retarget(points, d)
+        out = r.render(Face(points=driver))
+        crop = r.states[0].crop
+        corners = crop.points_to_frame(np.array([[0, 0], [crop.size, 0], [0, crop.size], [crop.size, crop.size]], float))
+        (x0, y0), (x1, y1) = np.floor(corners.min(0)).astype(int), np.ceil(corners.max(0)).astype(int)
+        outside = np.ones(frame.shape[:2], bool)
+        outside[max(y0, 0):y1, max(x0, 0):x1] = False
+        assert np.array_equal(out[outside], frame[outside])
+        mouth = [int(i) for i in g.LIPS_INNER]
+        (mx0, my0), (mx1, my1) = points[mouth, :2].min(0).astype(int), points[mouth, :2].max(0).astype(int) + 1
+        assert np.abs(out[my0:my1 + 10, mx0:mx1].astype(int) - frame[my0:my1 + 10, mx0:mx1]).mean() > 3  # it opened
+        eyes = points[list(g.RIGHT_EYE + g.LEFT_EYE), :2]
+        (ex0, ey0), (ex1, ey1) = eyes.min(0).astype(int) - 3, eyes.max(0).astype(int) + 3
+        # the driver's eyes did not move: where the warp is the identity, the source's own pixels
+        assert np.array_equal(out[ey0:ey1, ex0:ex1], frame[ey0:ey1, ex0:ex1]), regions
+
+
 def test_is_video_source(tmp_path):
     assert is_video_source(EXAMPLES / "drive.mp4", VideoOptions())
     assert not is_video_source(EXAMPLES / "ref.jpg", VideoOptions())
