@@ -1,12 +1,15 @@
 """Quality of video-to-video (`reenact video SOURCE.mp4 DRIVER.mp4`) on the shared talking-face clips.
 
-Usage: PYTHONPATH=. python benchmarks/v2v_quality.py [--frames 100] [--variants replace,keep]
+Usage: PYTHONPATH=. python benchmarks/v2v_quality.py [--frames 100] [--variants replace,keep,photo]
        [--engine fusion] [--json OUT.json]
 
 Pairs (../shared/data/clips/pcavs-vox2, 224×224 at 25 fps): *self-reenactment* — a speaker's
 clip driven by the same speaker's other clip (speakers 7414… and 5176…, both directions) — and
 *cross-identity* pairs of different speakers. Each driver is cut to its first `--frames` frames
-(every source is longer, so nothing plays backward). Per pair, on the rendered video:
+(every source is longer, so nothing plays backward). Variants: `replace` and `keep`
+(`--source-expression`), and `photo`: the photo-reference path with the source's first frame as
+the photo (a baseline for identity and mouth correlation; its pose follows the driver, so its
+pose error and background are not comparable). Per pair, on the rendered video:
 
   identity   SFace cosine of output frame i to the source frame it was made from (every 5th frame)
   mouth r    Pearson correlation of the output's mouth opening with the driver's, over the frames
@@ -35,7 +38,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _clips import SHARED, cut, detect_all  # noqa: E402
 
-from reenact import align, temporal, video  # noqa: E402
+from reenact import align, media, temporal, video  # noqa: E402
 from reenact import geometry as g  # noqa: E402
 from reenact.config import InferenceConfig, MotionConfig, VideoOptions  # noqa: E402
 from reenact.engines import default_engine  # noqa: E402
@@ -70,7 +73,9 @@ def landmarks(frames: list[np.ndarray]) -> list[np.ndarray | None]:
 
 
 def measure(source: Path, driver: Path, out: Path, scorer: IdentityScorer) -> dict:
-    outs, srcs = frames_of(out), frames_of(source, 25.0 if source.is_dir() else None)
+    """The metrics of one render; `source` may be a photo (the photo-reference path, a baseline)."""
+    outs = frames_of(out)
+    srcs = [media.read_image(source)] if source.suffix == ".png" else frames_of(source, 25.0 if source.is_dir() else None)
     out_pts, src_pts, drv_pts = detect_all(out), landmarks(srcs), detect_all(driver)
     fps = 25.0
     tl = Timeline.build(len(srcs), fps, len(drv_pts), fps, "driver")
@@ -110,8 +115,6 @@ def measure(source: Path, driver: Path, out: Path, scorer: IdentityScorer) -> di
 
 def reencoded(frames: list[np.ndarray], path: Path) -> list[np.ndarray]:
     """`frames` encoded as `reenact video` encodes its output (media.VideoWriter's defaults), decoded."""
-    from reenact import media
-
     h, w = frames[0].shape[:2]
     with media.VideoWriter(path, fps=25, size=(w, h), overwrite=True) as writer:
         for f in frames:
@@ -150,8 +153,6 @@ def main() -> None:
             driver = Path(tmp) / f"{Path(d).stem}-cut.mp4"
             if not driver.exists():
                 if drv_full.is_dir():  # a frame folder: encode its first frames
-                    from reenact import media
-
                     with media.VideoWriter(driver, fps=25, size=(224, 224)) as w:
                         for f in frames_of(drv_full, 25.0)[:args.frames]:
                             w.write(f)
@@ -159,13 +160,18 @@ def main() -> None:
                     cut(drv_full, driver, args.frames)
             for variant in args.variants.split(","):
                 out = Path(tmp) / "out.mp4"
-                options = VideoOptions(reference_frames=source.is_dir(), source_expression=variant,
+                reference = source
+                if variant == "photo":  # baseline: the photo path, the source's first frame as the photo
+                    reference = Path(tmp) / f"{Path(s).stem}.png"
+                    media.write_image(reference, frames_of(source, 25.0 if source.is_dir() else None)[0], overwrite=True)
+                options = VideoOptions(reference_frames=source.is_dir() and variant != "photo",
+                                       source_expression="replace" if variant == "photo" else variant,
                                        motion=MotionConfig(regions=tuple(args.regions.split(","))))
                 t0 = time.perf_counter()
-                video.reenact_video(source, driver, out, InferenceConfig(engine=args.engine), options=options,
+                video.reenact_video(reference, driver, out, InferenceConfig(engine=args.engine), options=options,
                                     overwrite=True)
                 wall = time.perf_counter() - t0
-                m = measure(source, driver, out, scorer)
+                m = measure(reference, driver, out, scorer)
                 row = {"kind": kind, "source": Path(s).stem, "driver": Path(d).stem, "variant": variant,
                        "seconds": round(wall, 1), **m}
                 rows.append(row)

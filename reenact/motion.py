@@ -350,20 +350,25 @@ class SourceRetargeter:
 
 # ───────────────────────────── anchor choice ─────────────────────────────
 
-def motion_key(points: np.ndarray) -> np.ndarray:
+def motion_key(points: np.ndarray, pose_weight: float = 1.0) -> np.ndarray:
     """(9,) vector whose Euclidean distances rank anchor candidates: head pose (yaw, pitch, roll
-    in degrees) and EXPRESSION_WEIGHT × `expression.expression_descriptor`. Two frames 10 units apart differ
-    like a 10° head turn, or a mouth opening of 0.1 eye-corner distances."""
-    return np.concatenate([g.head_pose(points).as_array(), EXPRESSION_WEIGHT * expression_descriptor(points)])
+    in degrees, × `pose_weight`) and EXPRESSION_WEIGHT × `expression.expression_descriptor`. Two
+    frames 10 units apart differ like a 10° head turn, or a mouth opening of 0.1 eye-corner
+    distances."""
+    return np.concatenate([pose_weight * g.head_pose(points).as_array(),
+                           EXPRESSION_WEIGHT * expression_descriptor(points)])
 
 
-def choose_anchor(ref: np.ndarray, candidates: Iterable[tuple[int, np.ndarray]]) -> tuple[int, float]:
+def choose_anchor(ref: np.ndarray, candidates: Iterable[tuple[int, np.ndarray]], *,
+                  pose_weight: float = 1.0) -> tuple[int, float]:
     """(index, distance) of the candidate (index, (478, 3) landmarks) nearest the reference in
-    `motion_key`; streams the candidates (constant memory). ValueError when there is none."""
-    key = motion_key(ref)
+    `motion_key`; streams the candidates (constant memory). ValueError when there is none.
+    `pose_weight` < 1 when the head pose is not transferred (a video source keeps its own): then
+    the expression, whose offset from the anchor is what moves, matters most."""
+    key = motion_key(ref, pose_weight)
     best, best_d = -1, np.inf
     for i, pts in candidates:
-        d = float(np.linalg.norm(motion_key(pts) - key))
+        d = float(np.linalg.norm(motion_key(pts, pose_weight) - key))
         if d < best_d:
             best, best_d = i, d
     if best < 0:

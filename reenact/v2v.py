@@ -48,6 +48,11 @@ from reenact.pipeline import Reenactor, Reference, StageTimer, downscale, scaled
 
 # A warp triangle whose corners all move less than this (crop pixels) keeps the source's pixels.
 MOVED_PX = 0.25
+# Anchor choice when the source keeps its own head pose (`--transfer expression`): a degree of
+# head-pose difference counts this much (1 elsewhere), so the driver's anchor is above all the
+# frame whose expression is nearest the rest face's; a mouth that is open at the anchor but
+# closed on the rest face would cut off the driver's smaller openings (lips do not cross).
+POSE_WEIGHT = 0.1
 # The rest frame is the source frame nearest the median expression of at most this many
 # evenly spaced source frames (a bounded sample keeps memory constant).
 REST_SAMPLE = 2000
@@ -266,30 +271,22 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
     dstatus = video.process_pass(work, dinfo.fps, options.motion, timer)
     sstatus = video.process_pass(work, sinfo.fps, options.motion, timer, source=True)
     tl = Timeline.build(len(sstatus), sinfo.fps, len(dstatus), dinfo.fps, options.length)
-    with temporal.FrameFile(work.file("source-points.f32")) as spts:
-        rest = rest_frame(spts, sstatus)
-        anchor = video.anchor_frame(work, spts[rest], dstatus, options.motion)
-        retarget = motion.SourceRetargeter(spts[rest], anchor[1], transfer=options.motion.transfer,
-                                           components=motion.components_for(options.motion.regions),
-                                           source_expression=options.source_expression)
+    rest, anchor, retarget = _motion(work, sstatus, dstatus, options)
     summary = video.summarise(dstatus, work.state.track, dinfo, (0, 0), work.state.source_track["max_faces"],
                               options, anchor, frames=tl.frames)
     summary.source = video.SourceSummary(
         path=str(source), frames=tl.source_frames, fps=sinfo.fps, with_face=int((sstatus == temporal.FACE).sum()),
-        passed=sum(sstatus[tl.source(i)] != temporal.FACE or dstatus[tl.driver(i)] == temporal.STILL
-                   for i in range(tl.frames)),
-        rest=rest, length=options.length,
+        passed=sum(not _moves(tl, sstatus, dstatus, i) for i in range(tl.frames)), rest=rest, length=options.length,
         ping_pong="source" if tl.source_backward else "driver" if tl.driver_backward else "")
     summary.audio = _audio_from(source, drive_path, options) is not None
-    compare_or_mouth = config.compare or config.resolved_regions()[0] == "driver"
     with temporal.FrameFile(work.file("source-points.f32")) as spts, \
             temporal.FrameFile(work.file("points.f32")) as dpts, \
             IndexedFrames(opener["source"], source, timer=timer,
                           cache=work.file("source-frames.u8") if tl.source_backward else None) as sframes, \
             IndexedFrames(opener["driver"], drive_path, timer=timer,
                           cache=work.file("driver-frames.u8") if tl.driver_backward else None) as dframes:
-        job = _Frames(tl, sstatus, dstatus, spts, dpts, sframes, dframes if compare_or_mouth else None,
-                      retarget, source, work.state.source_track["max_faces"])
+        job = _Frames(tl, sstatus, dstatus, spts, dpts, sframes, dframes, retarget, source,
+                      work.state.source_track["max_faces"])
         r = Reenactor([job.reference(int(np.argmax(sstatus == temporal.FACE))), *photos], config, timer=timer,
                       multi=options.multi)
         r.paste_limit = moved_region
@@ -303,6 +300,25 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
                             duration=tl.frames / dinfo.fps, overwrite=overwrite,
                             audio_from=_audio_from(source, drive_path, options))
     return summary
+
+
+def _motion(work: resume.WorkDir, sstatus: np.ndarray, dstatus: np.ndarray, options: VideoOptions
+            ) -> tuple[int, tuple[int, np.ndarray], motion.SourceRetargeter]:
+    """(the source's rest frame, the driver's anchor (index, landmarks), the retargeter)."""
+    with temporal.FrameFile(work.file("source-points.f32")) as spts:
+        rest = rest_frame(spts, sstatus)
+        anchor = video.anchor_frame(work, spts[rest], dstatus, options.motion,
+                                    pose_weight=POSE_WEIGHT if options.motion.transfer == "expression" else 1.0)
+        retarget = motion.SourceRetargeter(spts[rest], anchor[1], transfer=options.motion.transfer,
+                                           components=motion.components_for(options.motion.regions),
+                                           source_expression=options.source_expression)
+    return rest, anchor, retarget
+
+
+def _moves(tl: Timeline, sstatus: np.ndarray, dstatus: np.ndarray, i: int) -> bool:
+    """Whether output frame i is rendered: its source frame shows a face and the driver's face
+    has appeared (else the source frame passes through unchanged)."""
+    return sstatus[tl.source(i)] == temporal.FACE and dstatus[tl.driver(i)] != temporal.STILL
 
 
 def _audio_from(source: Path, drive_path: Path, options: VideoOptions) -> Path | None:
@@ -321,7 +337,7 @@ class _Frames:
     spts: temporal.FrameFile
     dpts: temporal.FrameFile
     sframes: IndexedFrames
-    dframes: IndexedFrames | None  # None: the driver's pixels are not needed
+    dframes: IndexedFrames  # read only when the driver's pixels are needed (--compare, --mouth driver)
     retarget: motion.SourceRetargeter
     source: Path
     faces: int
@@ -332,12 +348,11 @@ class _Frames:
                          name=str(self.source))
 
     def _moved(self, i: int) -> tuple[int, int, bool]:
-        j, d = self.tl.source(i), self.tl.driver(i)
-        return j, d, self.sstatus[j] == temporal.FACE and self.dstatus[d] != temporal.STILL
+        return self.tl.source(i), self.tl.driver(i), _moves(self.tl, self.sstatus, self.dstatus, i)
 
     def render(self, r: Reenactor, i: int) -> np.ndarray:
         j, d, moved = self._moved(i)
-        drv_img = self.dframes[d] if self.dframes is not None else None
+        drv_img = self.dframes[d] if r.config.compare or r.needs_driver_image else None  # decoded only then
         if moved:
             self._use(r, j, set_primary=True)
             out = r.render(Face(points=self.dpts[d]), drv_img)

@@ -239,14 +239,14 @@ def process_pass(work: resume.WorkDir, fps: float, motion_cfg: MotionConfig, tim
 
 
 def anchor_frame(work: resume.WorkDir, ref_points: np.ndarray, status: np.ndarray,
-            motion_cfg: MotionConfig) -> tuple[int, np.ndarray]:
+                 motion_cfg: MotionConfig, *, pose_weight: float = 1.0) -> tuple[int, np.ndarray]:
     """(index, landmarks) of the anchor frame: `motion_cfg.anchor`, or the frame with a face
     nearest the reference's `ref_points` in pose and expression (`motion.choose_anchor`)."""
     with temporal.FrameFile(work.file("points.f32")) as pts:
         i = motion_cfg.anchor
         if i is None:
             faces = ((j, pts[j]) for j in np.flatnonzero(status == temporal.FACE))
-            i, _ = motion.choose_anchor(ref_points, faces)
+            i, _ = motion.choose_anchor(ref_points, faces, pose_weight=pose_weight)
         elif i >= len(status):
             raise UsageError(f"--anchor {i} is past the driver's last frame ({len(status) - 1})",
                              "give a frame index within the video, or leave --anchor out")
