@@ -166,7 +166,8 @@ def _render_job(refs: list[Reference], drive_path: Path, target: Path, config: I
     track = work.state.track
     require_face(track, drive_path, options.driver_face)
     status = process_pass(work, info.fps, options.motion, timer)
-    anchor = anchor_frame(work, ref.face.points, status, options.motion) if options.motion.mode == "relative" else None
+    relative = options.motion.mode == "relative"
+    anchor = anchor_frame(work, ref.face.points, status, options.motion) if relative else None
     r = Reenactor(refs, config, timer=timer, retarget=retargeter(ref, options.motion, None if anchor is None else anchor[1]),
                   multi=options.multi)
     size = output_size(r, info, config)
@@ -193,7 +194,7 @@ def require_face(track: dict, path: Path, choice: str | int, what: str = "driver
 
 
 def track_pass(src, work: resume.WorkDir, options: VideoOptions, timer: StageTimer,
-           progress: Progress | None, *, source: bool = False) -> None:
+               progress: Progress | None, *, source: bool = False) -> None:
     """Pass 1 into work/track.f32 (a video source: work/source-track.f32, following `--face`);
     records its summary in the state. `src`: the frames (with `.info`)."""
     total = src.info.n_frames
@@ -216,7 +217,7 @@ def _prefix(source: bool) -> str:
 
 
 def process_pass(work: resume.WorkDir, fps: float, motion_cfg: MotionConfig, timer: StageTimer, *,
-             source: bool = False) -> np.ndarray:
+                 source: bool = False) -> np.ndarray:
     """Gaps filled and smoothed into work/points.f32 (once); the per-frame status. A video
     source (work/source-points.f32): smoothed like the driver, but no gap is filled (its
     face-less frames pass through unchanged)."""

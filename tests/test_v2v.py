@@ -178,7 +178,8 @@ def ffmpeg(*args) -> None:
 def clips(tmp_path_factory) -> dict[str, Path]:
     """src.mp4: 1 s (24 frames) of the bundled clip at 320×180 with audio; drv.mp4: 1.5 s of
     it from 2.5 s (36 frames, the same woman talking); gap.mp4: src.mp4 with frames 8–12
-    painted grey (no face); frames/: the first 10 frames of src.mp4 as PNG files."""
+    painted grey (no face); frames/: the first 10 frames of src.mp4 as PNG files; vfr.mkv: src.mp4
+    at a variable frame rate (half its frames, ~12 fps on average)."""
     d = tmp_path_factory.mktemp("v2v")
     src, drv, gap, frames = d / "src.mp4", d / "drv.mp4", d / "gap.mp4", d / "frames"
     ffmpeg("-i", EXAMPLES / "drive.mp4", "-t", "1", "-vf", "scale=320:180", "-c:v", "libx264", "-preset",
@@ -187,11 +188,15 @@ def clips(tmp_path_factory) -> dict[str, Path]:
            "-preset", "veryfast", "-c:a", "aac", drv)
     ffmpeg("-i", src, "-vf", "drawbox=enable='between(n,8,12)':c=gray:t=fill", "-c:v", "libx264", "-preset",
            "veryfast", "-c:a", "copy", gap)
+    # variable frame rate in another container: every other pair of frames kept, timestamps kept
+    vfr = d / "vfr.mkv"
+    ffmpeg("-i", src, "-vf", r"select=lt(mod(n\,4)\,2)", "-fps_mode", "vfr", "-c:v", "libx264", "-preset",
+           "veryfast", "-an", vfr)
     frames.mkdir()
     for i, f in enumerate(media.VideoReader(src)):
         if i < 10:
             media.write_image(frames / f"{i:04d}.png", f)
-    return {"src": src, "drv": drv, "gap": gap, "frames": frames}
+    return {"src": src, "drv": drv, "gap": gap, "frames": frames, "vfr": vfr}
 
 
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
@@ -264,6 +269,16 @@ def test_length_and_audio_choices(clips, tmp_path):
                 "--length", "source", "--overwrite")
     assert r.returncode == 0, r.stderr
     assert len(frames_of(out)) == 24 and "10 frames at 10 fps" in r.stdout
+    # a variable-frame-rate .mkv source under a 23.976 fps driver: the output takes the driver's
+    # timing, and the source lasts as long as it does (~0.92 s: its 11 frames, each shown for as
+    # long as its timestamps say; the reader repeats frames to a constant rate)
+    r = reenact("video", clips["vfr"], clips["drv"], "-o", out, "--length", "source", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    info, src = media.probe_video(out), media.VideoReader(clips["vfr"])
+    n_src = len(list(src))
+    assert abs(info.fps - 23.976) < 0.01
+    assert len(frames_of(out)) == Timeline.build(n_src, src.info.fps, 36, info.fps, "source").frames
+    assert abs(len(frames_of(out)) / info.fps - n_src / src.info.fps) < 0.05
     assert no_leftovers(tmp_path) == ["o.mp4"]
 
 
