@@ -874,7 +874,7 @@ def _video_summary(target: Path, s, wall: float) -> None:
     table.add_row("frames", f"{s.frames} at {s.fps:g} fps ({s.size[0]}×{s.size[1]})")
     table.add_row("faces", f"{s.reference_faces} in the {'source' if s.source else 'reference'}, "
                   f"up to {s.driver_faces} per driver frame")
-    table.add_row("with a face", str(s.with_face))
+    table.add_row("driver frames with a face" if s.source else "with a face", str(s.with_face))
     for label, n in (("no face, interpolated", s.interpolated), ("no face, held last (or first) face", s.held),
                      ("no face yet, reference shown", s.still)):
         if n:
