@@ -1,12 +1,13 @@
 """Peak memory of `reenact video` versus video length (it must not grow with length).
 
-Usage: python benchmarks/bench_memory.py DRIVER.mp4 [--ref REF.jpg] [--seconds 10 120] [-- OPTIONS]
+Usage: python benchmarks/bench_memory.py DRIVER.mp4 [--ref REF.jpg|SOURCE.mp4] [--seconds 10 120] [-- OPTIONS]
 
 Cuts the driver to each length with ffmpeg (looping it when it is shorter; stream copy is not
 frame-exact, so it re-encodes), runs `python -m reenact video` (two passes, chunks, relative
 motion and smoothing by default; extra OPTIONS after `--` are passed on) in a fresh process for
 each and reports the child's peak resident memory (ru_maxrss), wall time, and the difference
-between the largest and the smallest peak.
+between the largest and the smallest peak. A video as --ref (video-to-video) is cut to each
+length the same way, so both inputs grow.
 """
 
 from __future__ import annotations
@@ -53,7 +54,12 @@ def main() -> None:
                             "-t", str(sec), "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", str(cut)],
                            check=True)
             frames = sum(1 for _ in media.VideoReader(cut))
-            mb, wall = peak_rss_mb([sys.executable, "-m", "reenact", "video", str(args.ref), str(cut),
+            ref = args.ref
+            if media.media_kind(ref) == "video":
+                ref = Path(tmp) / f"source{sec:g}.mp4"
+                subprocess.run([media.ffmpeg_exe(), "-v", "error", "-y", "-stream_loop", "-1", "-i", str(args.ref),
+                                "-t", str(sec), "-c:v", "libx264", "-preset", "veryfast", "-an", str(ref)], check=True)
+            mb, wall = peak_rss_mb([sys.executable, "-m", "reenact", "video", str(ref), str(cut),
                                     "-o", str(Path(tmp) / f"out{sec:g}.mp4"), *args.options])
             peaks.append(mb)
             print(f"{sec:6.1f} s  {frames:5d} frames ({info.width}x{info.height})  peak RSS {mb:7.1f} MiB  "

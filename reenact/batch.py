@@ -138,18 +138,19 @@ def prepare_output(out_dir: str | Path) -> Path:
 
 
 def pair_jobs(refs: str | Path, drivers: str | Path, out_dir: str | Path) -> list[Job]:
-    """Every reference photo in `refs` × every driver in `drivers` (photos, videos, and
-    sub-folders of frames), outputs REF-as-DRIVER.png|.mp4 in `out_dir`."""
+    """Every reference in `refs` (photos, or videos: video-to-video) × every driver in `drivers`
+    (photos, videos, and sub-folders of frames), outputs REF-as-DRIVER.png|.mp4 in `out_dir`."""
     ref_dir, drv_dir, out = (Path(p).expanduser() for p in (refs, drivers, out_dir))
     for d in (ref_dir, drv_dir):
         if not d.is_dir():
             raise MediaError(f"{d} is not a folder", "--refs and --drivers take folders")
-    ref_files = [p for p in sorted(ref_dir.iterdir()) if p.suffix.lower() in media.IMAGE_SUFFIXES]
+    ref_files = [p for p in sorted(ref_dir.iterdir())  # photos, or videos (video-to-video)
+                 if p.suffix.lower() in media.IMAGE_SUFFIXES | media.VIDEO_SUFFIXES]
     drv_files = [p for p in sorted(drv_dir.iterdir()) if not p.name.startswith(".") and
                  (p.is_dir() or p.suffix.lower() in media.IMAGE_SUFFIXES | media.VIDEO_SUFFIXES)]
     if not ref_files or not drv_files:
         raise MediaError(f"no {'photos in ' + str(ref_dir) if not ref_files else 'drivers in ' + str(drv_dir)}",
-                         "references are photos; drivers are photos, videos or folders of frames")
+                         "references are photos or videos; drivers are photos, videos or folders of frames")
     jobs = [Job(r, d, out / default_name(r, d)) for r in ref_files for d in drv_files]
     names = [j.output.name for j in jobs]
     clash = sorted({n for n in names if names.count(n) > 1})

@@ -221,7 +221,8 @@ def _video_settings(engine: Optional[str], size: int, crop: bool, compare: bool,
                     regions: str, smooth: bool, face: str, driver_face: str, fps: Optional[float],
                     chunk_frames: int, resume: bool, multi: str = "auto", mouth: str = "auto", eyes: str = "auto",
                     mouth_weights: Optional[Path] = None, eyes_weights: Optional[Path] = None,
-                    **_) -> tuple[InferenceConfig, VideoOptions]:
+                    reference_frames: bool = False, length: str = "driver", audio: str = "driver",
+                    source_expression: str = "replace", **_) -> tuple[InferenceConfig, VideoOptions]:
     """Options of `reenact video` (also each batch job's) → (config, video options); raises
     UsageError. engine None: the default engine (`engines.default_engine`)."""
     from reenact.config import MotionConfig, parse_face, parse_regions
@@ -234,7 +235,9 @@ def _video_settings(engine: Optional[str], size: int, crop: bool, compare: bool,
     motion_cfg = MotionConfig(mode=motion, transfer=transfer, regions=parse_regions(regions),
                               anchor=anchor, smooth=smooth)
     return cfg, VideoOptions(motion=motion_cfg, ref_face=parse_face(face), driver_face=parse_face(driver_face),
-                             fps=fps, chunk=chunk_frames, resume=resume, multi=multi)
+                             fps=fps, chunk=chunk_frames, resume=resume, multi=multi,
+                             reference_frames=reference_frames, length=length, audio=audio,
+                             source_expression=source_expression)
 
 
 @app.command(cls=_Command)
@@ -278,7 +281,8 @@ def image(
 
 @app.command(cls=_Command)
 def video(
-    reference: Path = typer.Argument(..., help="Photo of the person to animate (or a folder / quoted glob of photos)."),
+    reference: Path = typer.Argument(..., help="Photo of the person to animate (or a folder / quoted glob of "
+                                     "photos), or a video of them (video-to-video: only their face changes)."),
     driver: Path = typer.Argument(..., help="Video (or folder of frames) whose head motion and expressions to copy."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output video (.mp4). "
                                           "Default: REF-as-DRIVER.mp4 in the current directory."),
@@ -288,13 +292,25 @@ def video(
     anchor: Optional[int] = typer.Option(None, "--anchor", help="Driver frame (0-based) used as the anchor "
                                          "for relative motion. Default: the frame nearest the reference "
                                          "in head pose and expression."),
-    transfer: str = TransferOpt, regions: str = RegionsOpt,
+    transfer: str = typer.Option("auto", "--transfer", help="What to copy: all, expression (keep the "
+                                 "reference's head pose and position) or pose (keep its expression); "
+                                 "auto: all for a photo, expression for a video (it keeps its head motion)."),
+    regions: str = RegionsOpt,
     smooth: bool = typer.Option(True, "--smooth/--no-smooth", help="Smooth the driver's landmarks over "
                                 "time (zero-lag; fast mouth motion is kept)."),
     face: str = FaceOpt, driver_face: str = DriverFaceOpt, ref: Optional[list[Path]] = MoreRefsOpt,
     multi: str = MultiOpt,
-    fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate of a driver given as a folder of "
-                                        "frames (default 25)."),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frame rate of a driver (or source) given as a "
+                                        "folder of frames (default 25)."),
+    reference_frames: bool = typer.Option(False, "--reference-frames", help="REFERENCE is a folder of video "
+                                          "frames (a video source), not photos of the person."),
+    length: str = typer.Option("driver", "--length", help="Video source: the output is as long as the "
+                               "driver, the source, or the shortest; the shorter one plays forward and back."),
+    audio: str = typer.Option("driver", "--audio", help="Audio of the output: the driver's, the video "
+                              "source's, or none."),
+    source_expression: str = typer.Option("replace", "--source-expression", help="Video source: replace "
+                                          "the source's own movement of the moved parts by the driver's "
+                                          "(dubbing), or keep it and add the driver's change."),
     engine: Optional[str] = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
     max_side: int = typer.Option(1920, "--max-side", help="Longest side of output frames (0 = keep)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted render of the same job "
@@ -305,6 +321,8 @@ def video(
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Animate REFERENCE with DRIVER: same fps, frame count and audio as the driver.
+
+    A video as REFERENCE (video-to-video): every output frame is that video's frame with the driver's facial motion applied; its head motion, body and background stay (--transfer all adds the driver's head rotation; --regions mouth dubs the lips).
 
     Two passes: the driver's face is tracked first (progress: tracking), then frames are rendered in chunks (progress: rendering) kept in a hidden folder beside the output until the video is complete, so an interrupted render continues with --resume."""
     params = dict(locals())  # every option, parsed the same way for batch jobs
@@ -863,8 +881,9 @@ def _note_faces(ref_faces: int, ref_choice, drv_faces: int, drv_choice, *, video
 def _video_summary(target: Path, s, wall: float) -> None:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_row("frames", f"{s.frames} at {s.fps:g} fps ({s.size[0]}×{s.size[1]})")
-    table.add_row("faces", f"{s.reference_faces} in the reference, up to {s.driver_faces} per driver frame")
-    table.add_row("with a face", str(s.with_face))
+    table.add_row("faces", f"{s.reference_faces} in the {'source' if s.source else 'reference'}, "
+                  f"up to {s.driver_faces} per driver frame")
+    table.add_row("driver frames with a face" if s.source else "with a face", str(s.with_face))
     for label, n in (("no face, interpolated", s.interpolated), ("no face, held last (or first) face", s.held),
                      ("no face yet, reference shown", s.still)):
         if n:
@@ -881,10 +900,23 @@ def _video_summary(target: Path, s, wall: float) -> None:
                       f"{s.dropped} surplus dropped: output stays in step with the driver's audio")
     if s.chunks_resumed:
         table.add_row("resumed", f"{s.chunks_resumed} of {s.chunks} chunks were already rendered")
-    table.add_row("audio", "copied from the driver" if s.audio else "none in the driver")
+    if s.source is not None:
+        _source_rows(table, s.source)
+    table.add_row("audio", f"copied from the {s.audio_from}" if s.audio else
+                  "none (--audio none)" if s.audio_from == "none" else f"none in the {s.audio_from}")
     table.add_row("time", f"{wall:.1f} s ({s.frames / max(wall, 1e-9):.1f} fps)")
     out.print(f"[green]wrote[/] {target}")
     out.print(table)
+
+
+def _source_rows(table: Table, src) -> None:
+    """Video-to-video rows of the summary."""
+    table.add_row("source", f"{Path(src.path).name}: {src.frames} frames at {src.fps:g} fps, {src.with_face} "
+                  f"with a face; rest face: frame {src.rest}")
+    if src.passed:
+        table.add_row("unchanged", f"{src.passed} output frames show their source frame as it is (no face)")
+    play = f"; the {src.ping_pong} plays forward and back to fill it" if src.ping_pong else ""
+    table.add_row("length", f"the {src.length}'s{play}")
 
 
 _interrupted = False  # set by Ctrl-C / SIGTERM; progress callbacks re-raise it

@@ -76,6 +76,9 @@ class InferenceConfig:
 
 
 MOTIONS = ("relative", "absolute")
+LENGTHS = ("driver", "source", "shortest")
+AUDIO_CHOICES = ("driver", "source", "none")
+SOURCE_EXPRESSIONS = ("replace", "keep")
 TRANSFERS = ("all", "expression", "pose")
 REGIONS = ("mouth", "eyes", "brows")
 
@@ -88,7 +91,9 @@ class MotionConfig:
         own landmarks (keeps the reference's face shape; video only) — or "absolute" — the
         driver's head rotation and component shapes are copied (the only mode for a pose photo).
     transfer: "all", "expression" (keep the reference's head pose and position) or "pose" (keep
-        the reference's expression).
+        the reference's expression); "auto" (`reenact video`'s default) is resolved by
+        `with_transfer_for`: "all" for photos, "expression" for a video source (it keeps its own
+        head motion).
     regions: which expressive parts move: any of "mouth", "eyes" (lids and irises), "brows".
     anchor: driver frame index used as the anchor (relative mode); None = chosen automatically.
     smooth: temporal smoothing of the driver's landmarks (video).
@@ -96,7 +101,7 @@ class MotionConfig:
     """
 
     mode: str = "relative"
-    transfer: str = "all"
+    transfer: str = "auto"
     regions: tuple[str, ...] = REGIONS
     anchor: int | None = None
     smooth: bool = True
@@ -105,7 +110,7 @@ class MotionConfig:
     def __post_init__(self) -> None:
         if self.mode not in MOTIONS:
             raise UsageError(f"unknown --motion {self.mode!r}", f"choose one of {', '.join(MOTIONS)}")
-        if self.transfer not in TRANSFERS:
+        if self.transfer not in TRANSFERS + ("auto",):
             raise UsageError(f"unknown --transfer {self.transfer!r}", f"choose one of {', '.join(TRANSFERS)}")
         bad = [r for r in self.regions if r not in REGIONS]
         if bad or not self.regions:
@@ -120,6 +125,13 @@ class MotionConfig:
             raise UsageError(f"--anchor {self.anchor} is negative", "give a frame index ≥ 0, or leave it out")
         if self.max_gap < 0:
             raise UsageError(f"max_gap {self.max_gap} is negative")
+
+    def with_transfer_for(self, video_source: bool) -> "MotionConfig":
+        """This config with transfer "auto" resolved: "expression" for a video source, else "all"."""
+        if self.transfer != "auto":
+            return self
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return MotionConfig(**{**values, "transfer": "expression" if video_source else "all"})
 
 
 def parse_regions(text: str) -> tuple[str, ...]:
@@ -148,6 +160,14 @@ class VideoOptions:
     chunk: frames per resumable segment. resume: continue an interrupted render of the same job.
     multi: with several reference photos, "select" (per frame, the one nearest in pose),
         "fuse" (a k-shot generator fuses all) or "auto" (fuse when the engine can, else select).
+    Video-to-video (the reference is a video, `reenact.v2v`):
+    reference_frames: a folder given as the reference is a video source's frames (at `fps`),
+        not photos of the person.
+    length: the output's length: the "driver"'s, the "source"'s, or the "shortest"; the shorter
+        video plays forward and backward (ping-pong) to fill it.
+    audio: the "driver"'s audio (default), the "source"'s, or "none" ("none" also for photos).
+    source_expression: "replace" (the moved parts follow the driver alone, from the source's
+        rest face) or "keep" (the driver's change is added to the source's own expression).
     """
 
     motion: MotionConfig = MotionConfig()
@@ -157,8 +177,16 @@ class VideoOptions:
     chunk: int = 250
     resume: bool = False
     multi: str = "auto"
+    reference_frames: bool = False
+    length: str = "driver"
+    audio: str = "driver"
+    source_expression: str = "replace"
 
     def __post_init__(self) -> None:
+        for what, v, allowed in (("--length", self.length, LENGTHS), ("--audio", self.audio, AUDIO_CHOICES),
+                                 ("--source-expression", self.source_expression, SOURCE_EXPRESSIONS)):
+            if v not in allowed:
+                raise UsageError(f"unknown {what} {v!r}", f"choose one of {', '.join(allowed)}")
         for what, v in (("--face", self.ref_face), ("--driver-face", self.driver_face)):
             if v != "largest" and not (isinstance(v, int) and v >= 0):
                 raise UsageError(f"{what} {v!r} is not understood", "use 'largest' or a 0-based index from the left")

@@ -39,6 +39,7 @@ from typing import Iterable
 import numpy as np
 
 from reenact import geometry as g
+from reenact.config import SOURCE_EXPRESSIONS
 from reenact.expression import expression_descriptor
 
 _CHIN = (152, 148, 377, 176, 400, 149, 378)
@@ -298,22 +299,76 @@ class Retargeter:
         return relative_pose(r, fit_d, self.fit_anchor)
 
 
+class SourceRetargeter:
+    """Target landmarks for a *video* source (video-to-video): every source frame is its own
+    reference, so it keeps its head pose (and position), and the driver's change from its anchor
+    frame moves the selected parts.
+
+    `rest`: (478, 3) landmarks of the source's rest frame (its typical expression); `anchor`: the
+    driver's anchor landmarks (the driver frame nearest the rest frame). `source_expression`:
+    "replace" — the moved parts show the driver's change on the source's *rest* face, so the
+    source's own movement of those parts (its own speech, its blinks) is replaced: a dubbed mouth
+    says only the new words; "keep" — the change is added on top of each source frame's own
+    expression (the source's own motion of those parts stays and the driver's adds to it). Parts
+    not selected (`components`) always keep the source frame's own shape. `transfer`: "expression"
+    (the source's head pose), "all" (the driver's head rotation, shift and scale change from its
+    anchor added to the source frame's pose), "pose" (only that; the source's own expression).
+    Calling it with (source (478, 3), driver (478, 3)) returns (478, 3) float64 in the source
+    frame's pixels."""
+
+    def __init__(self, rest: np.ndarray, anchor: np.ndarray, *, transfer: str = "expression",
+                 components: tuple[Component, ...] = COMPONENTS, source_expression: str = "replace") -> None:
+        if source_expression not in SOURCE_EXPRESSIONS:
+            raise ValueError(f"bad source_expression {source_expression!r}")
+        self.transfer, self.components, self.source_expression = transfer, components, source_expression
+        self.anchor = np.asarray(anchor, np.float64)
+        # The rest face moved as the driver moved (shape only; the pose comes from each frame).
+        self.rest = Retargeter(rest, mode="relative", anchor=anchor, transfer="expression", components=components)
+        self.fit_anchor = self.rest.fit_anchor
+        members, _ = _deltas(self.rest.ref_c, self.rest.ref_c, components, self.rest.pinned)
+        moved = {i for c in components for i in c.members} | (set(_CHIN) if CHIN_FOLLOWS in members else set())
+        self._members = members
+        self._moved_rows = np.array([m in moved for m in members])  # pinned rows stay the frame's own
+
+    def __call__(self, source: np.ndarray, drv: np.ndarray) -> np.ndarray:
+        src = np.asarray(source, np.float64)
+        fit_s, fit_d = g.fit_head(src), g.fit_head(drv)
+        src_c = fit_s.inverse_apply(src)
+        if self.transfer == "pose":
+            shape = src_c
+        elif self.source_expression == "keep":
+            frame = Retargeter(src, mode="relative", anchor=self.anchor, transfer="expression",
+                               components=self.components)
+            shape = frame._shape(fit_d, drv)
+        else:
+            moved = self.rest._shape(fit_d, drv)
+            delta = (moved[list(self._members)] - src_c[list(self._members)]) * self._moved_rows[:, None]
+            shape = _moved(src_c, self._members, delta)
+        pose = fit_s if self.transfer == "expression" else relative_pose(fit_s, fit_d, self.fit_anchor)
+        return pose.apply(shape)
+
+
 # ───────────────────────────── anchor choice ─────────────────────────────
 
-def motion_key(points: np.ndarray) -> np.ndarray:
+def motion_key(points: np.ndarray, pose_weight: float = 1.0) -> np.ndarray:
     """(9,) vector whose Euclidean distances rank anchor candidates: head pose (yaw, pitch, roll
-    in degrees) and EXPRESSION_WEIGHT × `expression.expression_descriptor`. Two frames 10 units apart differ
-    like a 10° head turn, or a mouth opening of 0.1 eye-corner distances."""
-    return np.concatenate([g.head_pose(points).as_array(), EXPRESSION_WEIGHT * expression_descriptor(points)])
+    in degrees, × `pose_weight`) and EXPRESSION_WEIGHT × `expression.expression_descriptor`. Two
+    frames 10 units apart differ like a 10° head turn, or a mouth opening of 0.1 eye-corner
+    distances."""
+    return np.concatenate([pose_weight * g.head_pose(points).as_array(),
+                           EXPRESSION_WEIGHT * expression_descriptor(points)])
 
 
-def choose_anchor(ref: np.ndarray, candidates: Iterable[tuple[int, np.ndarray]]) -> tuple[int, float]:
+def choose_anchor(ref: np.ndarray, candidates: Iterable[tuple[int, np.ndarray]], *,
+                  pose_weight: float = 1.0) -> tuple[int, float]:
     """(index, distance) of the candidate (index, (478, 3) landmarks) nearest the reference in
-    `motion_key`; streams the candidates (constant memory). ValueError when there is none."""
-    key = motion_key(ref)
+    `motion_key`; streams the candidates (constant memory). ValueError when there is none.
+    `pose_weight` < 1 when the head pose is not transferred (a video source keeps its own): then
+    the expression, whose offset from the anchor is what moves, matters most."""
+    key = motion_key(ref, pose_weight)
     best, best_d = -1, np.inf
     for i, pts in candidates:
-        d = float(np.linalg.norm(motion_key(pts) - key))
+        d = float(np.linalg.norm(motion_key(pts, pose_weight) - key))
         if d < best_d:
             best, best_d = i, d
     if best < 0:

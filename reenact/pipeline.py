@@ -12,7 +12,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -51,13 +51,20 @@ class Reference:
     name: str = "reference"
 
 
+def scaled_size(w: int, h: int, max_side: int) -> tuple[int, int]:
+    """(width, height) after `downscale`."""
+    if not max_side or max(h, w) <= max_side:
+        return w, h
+    f = max_side / max(h, w)
+    return max(1, round(w * f)), max(1, round(h * f))  # a 20000×1 sliver keeps one row
+
+
 def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
     """Shrink so the longest side is ≤ max_side (0 = unchanged)."""
     h, w = image.shape[:2]
-    if not max_side or max(h, w) <= max_side:
+    size = scaled_size(w, h, max_side)
+    if size == (w, h):
         return image
-    f = max_side / max(h, w)
-    size = (max(1, round(w * f)), max(1, round(h * f)))  # a 20000×1 sliver keeps one row
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
@@ -95,7 +102,8 @@ def load_references(paths: str | Path | list, landmarker: Landmarker, *, max_sid
 def retargeter(reference: Reference, motion_cfg: MotionConfig,
                anchor: np.ndarray | None = None) -> motion.Retargeter:
     """The reference's `motion.Retargeter` for these motion settings (`anchor`: the driver's
-    anchor landmarks, needed for relative motion)."""
+    anchor landmarks, needed for relative motion). A photo reference: transfer "auto" is "all"."""
+    motion_cfg = motion_cfg.with_transfer_for(False)
     return motion.Retargeter(reference.face.points, mode=motion_cfg.mode, anchor=anchor,
                              transfer=motion_cfg.transfer, components=motion.components_for(motion_cfg.regions))
 
@@ -136,6 +144,9 @@ class Reenactor:
             self.state = self.engine.bank(self.states, primary=0)
         self.selector = refs.Selector([refs.candidate(r.face.points) for r in self.references], margin=margin)
         self._crop = align.align(self.reference.face.points, config.size) if config.crop else None
+        # (primary's state, crop-space target) → (S, S) mask the paste is limited to; None: the
+        # engine's mask as it is (a video source limits it to where its pixels move, `v2v`)
+        self.paste_limit: Callable[[RefState, np.ndarray], np.ndarray] | None = None
 
     def _prepare(self) -> list[RefState]:
         """Every reference's engine state, all at the primary's crop side."""
@@ -153,6 +164,18 @@ class Reenactor:
         if len(self.references) == 1:
             return "single"
         return "fuse" if multi == "fuse" or (multi == "auto" and can_fuse) else "select"
+
+    def set_primary(self, reference: Reference) -> None:
+        """Make `reference` the primary (a video source: every source frame is the reference of
+        its own output frame). Prepared at the current crop side, so the other references' states
+        stay valid; the selector, a fused bank and `--crop`'s crop follow it."""
+        with self.timer("prepare"):
+            state = self.engine.prepare(reference.image, reference.face, self.states[0].image.shape[0])
+        self.reference, self.references[0], self.states[0] = reference, reference, state
+        self.state = self.engine.bank(self.states, primary=0) if self.mode == "fuse" else state
+        self.selector.candidates[0] = refs.candidate(reference.face.points)
+        if self._crop is not None:
+            self._crop = align.align(reference.face.points, self.config.size)
 
     def target(self, driver: Face) -> np.ndarray:
         """(478, 3) landmarks the reference should have, in the primary reference's frame."""
@@ -190,6 +213,8 @@ class Reenactor:
                 crop_rgb, mask = self.engine.render(state, target, DriverFace(driver_image, driver.points))
             else:
                 crop_rgb, mask = self.engine.render(state, target)
+            if self.paste_limit is not None and j == 0:
+                mask = mask * self.paste_limit(state, state.crop.points_to_crop(target))
         return self._finish(crop_rgb, mask)
 
     def advance(self, driver: Face | None) -> None:
@@ -215,6 +240,10 @@ class Reenactor:
             if self._crop is not None:
                 return self._crop.extract(full)
             return full
+
+    def unchanged(self, frame: np.ndarray) -> np.ndarray:
+        """`frame` as it is, in the output's layout (`--crop`: the current crop of it)."""
+        return frame if self._crop is None else self._crop.extract(frame)
 
     def output_size(self) -> tuple[int, int]:
         """(width, height) of rendered frames (before any compare layout)."""

@@ -6,6 +6,8 @@ A render of `OUT.mp4` works in the hidden folder `.OUT.mp4.reenact-parts/` besid
                       driver track's summary and the chunks completed so far
     track.f32         pass 1: the driver's landmarks per frame (`temporal.FrameFile`)
     points.f32, status.npy   the processed track (gaps filled, smoothed) and per-frame status
+    source-*.f32, source-status.npy   the same for a video source (video-to-video)
+    source-frames.u8  a video source's decoded frames, when the output plays it backward
     part-00000.mp4 …  pass 2: one H.264 segment per chunk of frames, each written atomically
 
 `state.json` is rewritten atomically after each step, so a render killed at any moment (even
@@ -75,6 +77,8 @@ class State:
     processed: bool = False
     anchor: int | None = None
     chunks_done: list[int] = field(default_factory=list)
+    source_track: dict | None = None  # a video source's pass 1 (video-to-video), like `track`
+    source_processed: bool = False
     format: int = FORMAT
 
 

@@ -40,17 +40,18 @@ POINTS = (g.N_LANDMARKS, 3)
 
 
 class FrameFile:
-    """Fixed-shape float32 records in a flat binary file, one per frame.
+    """Fixed-shape records (float32 unless `dtype` says otherwise) in a flat binary file, one per frame.
 
     `mode`: "r" (read), "w" (create/truncate) or "a" (append to what is there). Index with
     `ff[i]` / `ff[i] = array`; `append(array)`; `len(ff)` counts whole records (a torn last
     record from a killed writer is ignored).
     """
 
-    def __init__(self, path: str | os.PathLike, shape: tuple[int, ...] = POINTS, mode: str = "r") -> None:
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, ...] = POINTS, mode: str = "r",
+                 dtype: type = np.float32) -> None:
         flags = {"r": os.O_RDONLY, "w": os.O_RDWR | os.O_CREAT | os.O_TRUNC, "a": os.O_RDWR | os.O_CREAT}[mode]
-        self.path, self.shape = Path(path), tuple(shape)
-        self._nbytes = int(np.prod(shape)) * 4
+        self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
+        self._nbytes = int(np.prod(shape)) * self.dtype.itemsize
         self._fd = os.open(self.path, flags, 0o644)
 
     def __len__(self) -> int:
@@ -60,10 +61,10 @@ class FrameFile:
         if not 0 <= i < len(self):
             raise IndexError(i)
         data = os.pread(self._fd, self._nbytes, i * self._nbytes)
-        return np.frombuffer(data, np.float32).reshape(self.shape).copy()
+        return np.frombuffer(data, self.dtype).reshape(self.shape).copy()
 
     def __setitem__(self, i: int, value: np.ndarray) -> None:
-        arr = np.ascontiguousarray(value, np.float32).reshape(self.shape)
+        arr = np.ascontiguousarray(value, self.dtype).reshape(self.shape)
         os.pwrite(self._fd, arr.tobytes(), i * self._nbytes)
 
     def append(self, value: np.ndarray) -> None:
@@ -361,11 +362,13 @@ class _Forward:
 
 
 def process_track(raw: FrameFile, out: FrameFile, work_path: str | os.PathLike, *, fps: float,
-                  max_gap: int, smooth: bool) -> np.ndarray:
+                  max_gap: int, smooth: bool, fill: bool = True) -> np.ndarray:
     """Fill gaps in the raw track (and smooth it) into `out`; returns the (N,) int8 status.
-    `work_path`: scratch file for the forward pass (removed afterwards)."""
+    `work_path`: scratch file for the forward pass (removed afterwards). `fill=False` (a video
+    source, whose face-less frames pass through unchanged): no gap is filled, every frame without
+    a face is STILL and the smoothing restarts after it."""
     found = np.array([not np.isnan(raw[i][0, 0]) for i in range(len(raw))], bool)
-    status = gap_status(found, max_gap)
+    status = gap_status(found, max_gap) if fill else np.where(found, FACE, STILL).astype(np.int8)
     out.truncate(0)
     if smooth:
         with FrameFile(work_path, (PARAMS,), "w") as work:

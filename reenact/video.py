@@ -68,6 +68,26 @@ class VideoSummary:
     multi: str = "single"
     usage: list = field(default_factory=list)  # selection: (reference, frames, [(first, last)])
     seconds: dict[str, float] = field(default_factory=dict)
+    audio_from: str = "driver"  # whose audio was asked for: "driver", "source" or "none"
+    source: "SourceSummary | None" = None  # video-to-video only
+
+
+@dataclass
+class SourceSummary:
+    """A video source's side of a render (`reenact.v2v`): its `frames` at `fps` (after its own
+    constant-rate decoding), those `with_face`; `passed`: output frames whose source frame had
+    no face (or whose driver frame had none yet) and so are the source frame unchanged; `rest`:
+    the source frame taken as its resting face; `length`: what decided the output's length;
+    `ping_pong`: which input played backward to fill it ("", "source", "driver")."""
+
+    path: str
+    frames: int
+    fps: float
+    with_face: int
+    passed: int
+    rest: int
+    length: str
+    ping_pong: str
 
 
 def reenact_video(ref_path: str | Path | list, drive_path: str | Path, out_path: str | Path,
@@ -79,17 +99,33 @@ def reenact_video(ref_path: str | Path | list, drive_path: str | Path, out_path:
     NoFaceFound (nothing written) when no driver frame has the chosen face; OutputError for an
     unfinished render without `options.resume`; Interrupted (exit 130) on Ctrl-C/SIGTERM once a
     chunk is complete (the work folder is kept)."""
+    from reenact import v2v
+
     timer = StageTimer()
+    specs = list(ref_path) if isinstance(ref_path, (list, tuple)) else [ref_path]
     target = media.check_output_path(out_path, overwrite=overwrite, kinds=media.WRITABLE_VIDEO_SUFFIXES,
-                                     inputs=(ref_path, drive_path))
-    with Landmarker(mode="image") as lm, timer("landmarks"):
-        refs = load_references(ref_path, lm, max_side=config.max_side, choice=options.ref_face)
+                                     inputs=(*specs, drive_path))
+    source = Path(specs.pop(0)).expanduser() if v2v.is_video_source(specs[0], options) else None
+    if source is None:
+        v2v.check_photo_options(options)
+    job = _job_hash(config, options)
+    options = dataclasses.replace(options, motion=options.motion.with_transfer_for(source is not None))
+    refs = []
+    if specs:  # photos of the person (with a video source: more views of it, k-shot)
+        with Landmarker(mode="image") as lm, timer("landmarks"):
+            refs = load_references(specs, lm, max_side=config.max_side, choice=options.ref_face)
     inputs = {f"reference{i or ''}": resume.input_signature(r.name) for i, r in enumerate(refs)}
-    work = resume.WorkDir.open(target, job=_job_hash(config, options), chunk=options.chunk,
+    if source is not None:
+        inputs["source"] = resume.input_signature(source)
+    work = resume.WorkDir.open(target, job=job, chunk=options.chunk,
                                inputs={**inputs, "driver": resume.input_signature(drive_path)},
                                resume=options.resume, overwrite=overwrite)
     try:
-        summary = _render_job(refs, Path(drive_path), target, config, options, work, timer, progress, overwrite)
+        if source is not None:
+            summary = v2v.render_job(source, refs, Path(drive_path), target, config, options, work, timer,
+                                     progress, overwrite)
+        else:
+            summary = _render_job(refs, Path(drive_path), target, config, options, work, timer, progress, overwrite)
     except KeyboardInterrupt:
         if work.finish_failed():
             done = len(work.completed_chunks())
@@ -126,68 +162,92 @@ def _render_job(refs: list[Reference], drive_path: Path, target: Path, config: I
     with media.open_frames(drive_path, fps=options.fps) as src:
         info = src.info
         if work.state.track is None:
-            _track(src, work, options, timer, progress)
+            track_pass(src, work, options, timer, progress)
     track = work.state.track
-    if track["with_face"] == 0:
-        n = f"the {track['frames']} frames of {drive_path}"
-        if options.driver_face == "largest":
-            raise NoFaceFound(f"no face found in any of {n}", "the driver video must show a face")
-        raise NoFaceFound(f"{tracking.describe_choice(options.driver_face)} was not found in any of {n}",
-                          f"it shows at most {track['max_faces']} faces at once; --driver-face counts from 0")
-    status = _process(work, info.fps, options.motion, timer)
-    anchor = _anchor(work, ref, status, options.motion) if options.motion.mode == "relative" else None
+    require_face(track, drive_path, options.driver_face)
+    status = process_pass(work, info.fps, options.motion, timer)
+    relative = options.motion.mode == "relative"
+    anchor = anchor_frame(work, ref.face.points, status, options.motion) if relative else None
     r = Reenactor(refs, config, timer=timer, retarget=retargeter(ref, options.motion, None if anchor is None else anchor[1]),
                   multi=options.multi)
-    size = _output_size(r, info, config)
-    summary = _summary(status, track, info, size, ref, options, anchor)
+    size = output_size(r, info, config)
+    summary = summarise(status, track, info, size, ref.n_faces, options, anchor)
     summary.chunks_resumed = _render_chunks(work, r, status, drive_path, options, size, info.fps, timer, progress)
     summary.multi, summary.usage = r.mode, r.usage() if r.mode == "select" else []
     with timer("join"):
         media.concat_videos([work.segment(k) for k in range(summary.chunks)], target,
                             duration=len(status) / info.fps, overwrite=overwrite,
-                            audio_from=None if drive_path.is_dir() else drive_path)
+                            audio_from=None if drive_path.is_dir() or options.audio == "none" else drive_path)
     return summary
 
 
-def _track(src, work: resume.WorkDir, options: VideoOptions, timer: StageTimer,
-           progress: Progress | None) -> None:
-    """Pass 1 into work/track.f32; records its summary in the state."""
+def require_face(track: dict, path: Path, choice: str | int, what: str = "driver") -> None:
+    """NoFaceFound (exit 3) when pass 1 found the chosen face in no frame of `path`."""
+    if track["with_face"] > 0:
+        return
+    n = f"the {track['frames']} frames of {path}"
+    if choice == "largest":
+        raise NoFaceFound(f"no face found in any of {n}", f"the {what} video must show a face")
+    option = "--driver-face" if what == "driver" else "--face"
+    raise NoFaceFound(f"{tracking.describe_choice(choice)} was not found in any of {n}",
+                      f"it shows at most {track['max_faces']} faces at once; {option} counts from 0")
+
+
+def track_pass(src, work: resume.WorkDir, options: VideoOptions, timer: StageTimer,
+               progress: Progress | None, *, source: bool = False) -> None:
+    """Pass 1 into work/track.f32 (a video source: work/source-track.f32, following `--face`);
+    records its summary in the state. `src`: the frames (with `.info`)."""
     total = src.info.n_frames
-    report = (lambda i: progress("tracking", i, total)) if progress else None  # an estimate; the bar grows past it
-    with temporal.FrameFile(work.file("track.f32"), mode="w") as track:
-        s = tracking.track_driver(src, track, choice=options.driver_face, fps=src.info.fps,
-                                  progress=report, timer=timer)
-    # frames ffmpeg repeated for undecodable ones (or dropped) to keep the driver's timing
-    work.state.track = {**dataclasses.asdict(s), "repeated": getattr(src, "repeated", 0),
-                        "dropped": getattr(src, "dropped", 0)}
-    work.state.processed = False
+    stage = "tracking source" if source else "tracking"
+    report = (lambda i: progress(stage, i, total)) if progress else None  # an estimate; the bar grows past it
+    with temporal.FrameFile(work.file(_prefix(source) + "track.f32"), mode="w") as track:
+        s = tracking.track_driver(src, track, choice=options.ref_face if source else options.driver_face,
+                                  fps=src.info.fps, progress=report, timer=timer)
+    # frames ffmpeg repeated for undecodable ones (or dropped) to keep the video's timing
+    summary = {**dataclasses.asdict(s), "repeated": getattr(src, "repeated", 0), "dropped": getattr(src, "dropped", 0)}
+    if source:
+        work.state.source_track, work.state.source_processed = summary, False
+    else:
+        work.state.track, work.state.processed = summary, False
     work.save()
 
 
-def _process(work: resume.WorkDir, fps: float, motion_cfg: MotionConfig, timer: StageTimer) -> np.ndarray:
-    """Gaps filled and smoothed into work/points.f32 (once); the per-frame status."""
-    status_file = work.file("status.npy")
-    if work.state.processed and status_file.exists():
+def _prefix(source: bool) -> str:
+    return "source-" if source else ""
+
+
+def process_pass(work: resume.WorkDir, fps: float, motion_cfg: MotionConfig, timer: StageTimer, *,
+                 source: bool = False) -> np.ndarray:
+    """Gaps filled and smoothed into work/points.f32 (once); the per-frame status. A video
+    source (work/source-points.f32): smoothed like the driver, but no gap is filled (its
+    face-less frames pass through unchanged)."""
+    name = _prefix(source)
+    status_file = work.file(name + "status.npy")
+    done = work.state.source_processed if source else work.state.processed
+    if done and status_file.exists():
         return np.load(status_file)
-    with timer("smooth"), temporal.FrameFile(work.file("track.f32")) as raw, \
-            temporal.FrameFile(work.file("points.f32"), mode="w") as out:
-        status = temporal.process_track(raw, out, work.file("forward.f32"), fps=fps,
-                                        max_gap=motion_cfg.max_gap, smooth=motion_cfg.smooth)
+    with timer("smooth"), temporal.FrameFile(work.file(name + "track.f32")) as raw, \
+            temporal.FrameFile(work.file(name + "points.f32"), mode="w") as out:
+        status = temporal.process_track(raw, out, work.file(name + "forward.f32"), fps=fps,
+                                        max_gap=motion_cfg.max_gap, smooth=motion_cfg.smooth, fill=not source)
     np.save(status_file, status)
-    work.state.processed = True
+    if source:
+        work.state.source_processed = True
+    else:
+        work.state.processed = True
     work.save()
     return status
 
 
-def _anchor(work: resume.WorkDir, ref: Reference, status: np.ndarray,
-            motion_cfg: MotionConfig) -> tuple[int, np.ndarray]:
+def anchor_frame(work: resume.WorkDir, ref_points: np.ndarray, status: np.ndarray,
+                 motion_cfg: MotionConfig, *, pose_weight: float = 1.0) -> tuple[int, np.ndarray]:
     """(index, landmarks) of the anchor frame: `motion_cfg.anchor`, or the frame with a face
-    nearest the reference in pose and expression (`motion.choose_anchor`)."""
+    nearest the reference's `ref_points` in pose and expression (`motion.choose_anchor`)."""
     with temporal.FrameFile(work.file("points.f32")) as pts:
         i = motion_cfg.anchor
         if i is None:
             faces = ((j, pts[j]) for j in np.flatnonzero(status == temporal.FACE))
-            i, _ = motion.choose_anchor(ref.face.points, faces)
+            i, _ = motion.choose_anchor(ref_points, faces, pose_weight=pose_weight)
         elif i >= len(status):
             raise UsageError(f"--anchor {i} is past the driver's last frame ({len(status) - 1})",
                              "give a frame index within the video, or leave --anchor out")
@@ -199,59 +259,79 @@ def _anchor(work: resume.WorkDir, ref: Reference, status: np.ndarray,
         return int(i), pts[i]
 
 
-def _output_size(r: Reenactor, info: media.VideoInfo, config: InferenceConfig) -> tuple[int, int]:
+def output_size(r: Reenactor, info: media.VideoInfo, config: InferenceConfig) -> tuple[int, int]:
     w, h = r.output_size()
     if config.compare:
         w += max(1, round(info.width * h / info.height))
     return w + w % 2, h + h % 2
 
 
-def _summary(status: np.ndarray, track: dict, info: media.VideoInfo, size: tuple[int, int],
-             ref: Reference, options: VideoOptions, anchor: tuple[int, np.ndarray] | None) -> VideoSummary:
+def summarise(status: np.ndarray, track: dict, info: media.VideoInfo, size: tuple[int, int],
+              reference_faces: int, options: VideoOptions, anchor: tuple[int, np.ndarray] | None, *,
+              frames: int | None = None) -> VideoSummary:
+    """The summary of a render from the driver's status and track; `frames`: the output's
+    length when it is not the driver's (video-to-video)."""
     counts = np.bincount(status, minlength=4)
+    n = len(status) if frames is None else frames
     return VideoSummary(
-        frames=len(status), with_face=int(counts[temporal.FACE]), interpolated=int(counts[temporal.INTERPOLATED]),
+        frames=n, with_face=int(counts[temporal.FACE]), interpolated=int(counts[temporal.INTERPOLATED]),
         held=int(counts[temporal.HELD]), still=int(counts[temporal.STILL]), fps=info.fps, size=size,
-        audio=info.has_audio, reference_faces=ref.n_faces, driver_faces=int(track["max_faces"]),
-        motion=options.motion.mode, anchor=None if anchor is None else anchor[0],
-        smoothed=options.motion.smooth, chunks=math.ceil(len(status) / options.chunk),
-        repeated=int(track.get("repeated", 0)), dropped=int(track.get("dropped", 0)))
+        audio=info.has_audio and options.audio != "none", reference_faces=reference_faces,
+        driver_faces=int(track["max_faces"]), motion=options.motion.mode, anchor=None if anchor is None else anchor[0],
+        smoothed=options.motion.smooth, chunks=math.ceil(n / options.chunk),
+        repeated=int(track.get("repeated", 0)), dropped=int(track.get("dropped", 0)), audio_from=options.audio)
 
 
 def _render_chunks(work: resume.WorkDir, r: Reenactor, status: np.ndarray, drive_path: Path,
                    options: VideoOptions, size: tuple[int, int], fps: float, timer: StageTimer,
                    progress: Progress | None) -> int:
     """Pass 2: every chunk not yet complete → its segment. Returns how many were reused."""
-    n, c = len(status), options.chunk
-    done = work.completed_chunks()
-    finished = sum(min(n, (k + 1) * c) - k * c for k in done)
-    if progress:
-        progress("rendering", finished, n)
     compare = r.config.compare
     decode = compare or r.needs_driver_image  # pass 2 reads the driver's frames only when it must
     with temporal.FrameFile(work.file("points.f32")) as pts, \
             media.open_frames(drive_path, fps=options.fps) if decode else contextlib.nullcontext() as frames:
-        for k in range(math.ceil(n / c)):
-            lo, hi = k * c, min(n, (k + 1) * c)
-            if k in done:  # already rendered: keep the decoder and the reference choice in step
-                for i in range(lo, hi):
-                    r.advance(None if status[i] == temporal.STILL else Face(points=pts[i]))
-                    if decode:
-                        _next(frames, i, drive_path, timer)
-                continue
-            with media.VideoWriter(work.segment(k), fps=fps, size=size, overwrite=True) as writer:
-                for i in range(lo, hi):
-                    face = None if status[i] == temporal.STILL else Face(points=pts[i])
-                    frame = _next(frames, i, drive_path, timer) if decode else None
-                    out = r.render(face, frame)
-                    if compare:
-                        out = side_by_side(frame, out)
-                    with timer("encode"):
-                        writer.write(_pad_to(out, size))
-                    finished += 1
-                    if progress:
-                        progress("rendering", finished, n)
-            work.mark_chunk(k)
+        def face(i: int) -> Face | None:
+            return None if status[i] == temporal.STILL else Face(points=pts[i])
+
+        def render(i: int) -> np.ndarray:
+            frame = _next(frames, i, drive_path, timer) if decode else None
+            out = r.render(face(i), frame)
+            return side_by_side(frame, out) if compare else out
+
+        def skip(i: int) -> None:  # already rendered: keep the decoder and the reference choice in step
+            r.advance(face(i))
+            if decode:
+                _next(frames, i, drive_path, timer)
+
+        return write_chunks(work, len(status), options.chunk, size, fps, render, skip, timer, progress)
+
+
+def write_chunks(work: resume.WorkDir, n: int, chunk: int, size: tuple[int, int], fps: float,
+                 render: Callable[[int], np.ndarray], skip: Callable[[int], None], timer: StageTimer,
+                 progress: Progress | None) -> int:
+    """Pass 2's loop: output frames 0..n-1, `render(i)` each (in order) into one H.264 segment per
+    `chunk` frames, padded to `size`; frames of chunks completed by an interrupted run are not
+    rendered but `skip(i)` is called for them (in order), so per-frame state stays in step.
+    Returns how many chunks were reused."""
+    done = work.completed_chunks()
+    finished = sum(min(n, (k + 1) * chunk) - k * chunk for k in done)
+    if progress:
+        progress("rendering", finished, n)
+    for k in range(math.ceil(n / chunk)):
+        lo, hi = k * chunk, min(n, (k + 1) * chunk)
+        if k in done:
+            for i in range(lo, hi):
+                skip(i)
+            continue
+        with media.VideoWriter(work.segment(k), fps=fps, size=size, overwrite=True) as writer:
+            for i in range(lo, hi):
+                out = render(i)
+                with timer("encode"):
+                    writer.write(_pad_to(out, size))
+                finished += 1
+                if progress:
+                    progress("rendering", finished, n)
+        work.mark_chunk(k)
     return len(done)
 
 

@@ -1,0 +1,400 @@
+"""Video-to-video: re-animate a person inside their own video (dubbing, expression editing).
+
+When the reference of `reenact video` is a video (or, with `reference_frames`, a folder of
+frames), every output frame is a *source* frame with the driver's facial motion applied, and
+nothing else changes:
+
+    pass 1   the driver and the source are each tracked (`tracking`) into an on-disk track and
+             smoothed (`temporal.process_track`); the source's gaps are not filled: a source
+             frame without a face passes through unchanged
+    between  the source's *rest* frame (its most typical expression) and the driver's anchor
+             (the driver frame nearest it, `motion.choose_anchor`); the timeline (`Timeline`)
+    pass 2   per output frame i: source frame s(i) is the reference of its own output frame
+             (`Reenactor.set_primary`), the target is `motion.SourceRetargeter` (the source
+             frame's head pose, the driver's change from its anchor on the moved parts), the
+             engine renders the head crop and it is pasted back into that source frame (pixels
+             outside the head region are the source's own, bit for bit)
+
+Timing: the output takes the driver's frame rate. Each input is first decoded at its own
+constant rate (a variable-rate file at its average rate, as `media.VideoReader` does); output
+frame i (time i / driver fps) shows the driver's frame i and the source frame at the same time,
+⌊i · source fps / driver fps⌋ (sample and hold). The length follows `options.length`; the
+shorter video plays forward, then backward, and so on (ping-pong: no jump cut). Frames are
+fetched by index (`IndexedFrames`): decoded forward, and when a video has to play backward its
+decoded frames are kept in the work folder (raw, W×H×3 bytes each) and read back from there.
+Memory does not depend on either video's length.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+
+from reenact import align, media, motion, resume, temporal, video, warp
+from reenact import references as refs
+from reenact.config import InferenceConfig, VideoOptions
+from reenact.errors import CorruptMedia, MediaError, UsageError
+from reenact.expression import expression_descriptor
+from reenact.engines import RefState
+from reenact.landmarks import Face
+from reenact.pipeline import Reenactor, Reference, StageTimer, downscale, scaled_size, side_by_side
+
+# A warp triangle whose corners all move less than this (crop pixels) keeps the source's pixels.
+MOVED_PX = 0.25
+# Anchor choice when the source keeps its own head pose (`--transfer expression`): a degree of
+# head-pose difference counts this much (1 elsewhere), so the driver's anchor is above all the
+# frame whose expression is nearest the rest face's; a mouth that is open at the anchor but
+# closed on the rest face would cut off the driver's smaller openings (lips do not cross).
+POSE_WEIGHT = 0.1
+# The rest frame is the source frame nearest the median expression of at most this many
+# evenly spaced source frames (a bounded sample keeps memory constant).
+REST_SAMPLE = 2000
+
+
+def is_video_source(spec: str | Path, options: VideoOptions) -> bool:
+    """Whether a reference argument is a video source: a video file, or a folder of frames when
+    `options.reference_frames` says so (a folder is otherwise photos of the person)."""
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        return options.reference_frames
+    if options.reference_frames:
+        raise UsageError(f"--reference-frames: {p} is not a folder", "give a folder of frames as the reference")
+    if not p.is_file() or p.suffix.lower() in media.IMAGE_SUFFIXES:
+        return False
+    try:
+        return media.media_kind(p) == "video"
+    except MediaError:
+        return False  # the photo path reports what is wrong with it
+
+
+def check_photo_options(options: VideoOptions) -> None:
+    """UsageError for video-source options given with a photo reference."""
+    if options.length != "driver":
+        raise UsageError(f"--length {options.length} needs a video as the reference",
+                         "with a photo the output always has the driver's length")
+    if options.audio == "source":
+        raise UsageError("--audio source needs a video as the reference", "use --audio driver or none")
+
+
+def pingpong(k: int, n: int) -> int:
+    """Index k of the endless sequence 0, 1, …, n−1, n−2, …, 1, 0, 1, … (n ≥ 1)."""
+    if n <= 1:
+        return 0
+    period = 2 * (n - 1)
+    k %= period
+    return k if k < n else period - k
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Output frame i (at the driver's rate) → its source frame and driver frame.
+
+    `frames`: the output's length; the shorter input plays ping-pong to fill it."""
+
+    frames: int
+    source_frames: int
+    source_fps: float
+    driver_frames: int
+    driver_fps: float
+
+    @classmethod
+    def build(cls, source_frames: int, source_fps: float, driver_frames: int, driver_fps: float,
+              length: str) -> "Timeline":
+        """`length`: "driver", "source" or "shortest" (`config.LENGTHS`)."""
+        as_output = max(1, round(source_frames * driver_fps / source_fps))  # the source's length at the driver's rate
+        n = {"driver": driver_frames, "source": as_output, "shortest": min(as_output, driver_frames)}[length]
+        return cls(n, source_frames, source_fps, driver_frames, driver_fps)
+
+    def source_position(self, i: int) -> int:
+        """Source frame at output time i / driver fps, before ping-pong (may be ≥ source_frames)."""
+        return math.floor(i * self.source_fps / self.driver_fps + 1e-6)
+
+    def source(self, i: int) -> int:
+        return pingpong(self.source_position(i), self.source_frames)
+
+    def driver(self, i: int) -> int:
+        return pingpong(i, self.driver_frames)
+
+    @property
+    def source_backward(self) -> bool:
+        """Whether the source plays backward somewhere (it is shorter than the output)."""
+        return self.source_position(self.frames - 1) >= self.source_frames
+
+    @property
+    def driver_backward(self) -> bool:
+        return self.frames > self.driver_frames
+
+
+class Downscaled:
+    """A frame source (`media.open_frames`) with every frame shrunk to `max_side` (0 = as is),
+    as reference photos are; same interface (iterator, `info`, `repeated`/`dropped`, close)."""
+
+    def __init__(self, path: Path, fps: float | None, max_side: int) -> None:
+        self.reader = media.open_frames(path, fps=fps)
+        self.max_side = max_side
+        w, h = scaled_size(self.reader.info.width, self.reader.info.height, max_side)
+        self.info = dataclasses.replace(self.reader.info, width=w, height=h)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        return downscale(next(self.reader), self.max_side)
+
+    @property
+    def repeated(self) -> int:
+        return getattr(self.reader, "repeated", 0)
+
+    @property
+    def dropped(self) -> int:
+        return getattr(self.reader, "dropped", 0)
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def __enter__(self) -> "Downscaled":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class IndexedFrames:
+    """The frames of a video (or frame folder) by index, in the order a timeline asks for them.
+
+    Decoded forward; an earlier frame is read back from `cache` (a raw uint8 `temporal.FrameFile`
+    written as frames are decoded) when one is given, otherwise the video is decoded again from
+    its start. Memory: one frame. CorruptMedia when the video ends before the frame asked for
+    (it gave more frames in pass 1)."""
+
+    def __init__(self, open_frames: Callable[[], Downscaled], path: Path, *, cache: Path | None,
+                 timer: StageTimer) -> None:
+        self._open, self.path, self._cache_path, self.timer = open_frames, path, cache, timer
+        self._reader: Downscaled | None = None
+        self._cache: temporal.FrameFile | None = None
+        self._pos, self._last = -1, None
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        if k == self._pos:
+            return self._last
+        with self.timer("decode"):
+            if k < self._pos:
+                if self._cache is not None:
+                    return self._cache[k]
+                self._restart()
+            if self._reader is None:
+                self._start()
+            while self._pos < k:
+                frame = next(self._reader, None)
+                if frame is None:
+                    raise CorruptMedia(f"{self.path} gave fewer frames on the second pass ({k})",
+                                       "the file changed during the render, or decoding is unstable")
+                self._pos, self._last = self._pos + 1, frame
+                if self._cache is not None:
+                    self._cache[self._pos] = frame
+        return self._last
+
+    def _start(self) -> None:
+        self._reader = self._open()
+        if self._cache_path is not None and self._cache is None:
+            info = self._reader.info
+            self._cache = temporal.FrameFile(self._cache_path, (info.height, info.width, 3), "w", np.uint8)
+
+    def _restart(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        self._reader, self._pos, self._last = None, -1, None
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        if self._cache is not None:
+            self._cache.close()
+
+    def __enter__(self) -> "IndexedFrames":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def rest_frame(points: temporal.FrameFile, status: np.ndarray) -> int:
+    """The source frame (with a face) whose expression is nearest the source's median
+    expression (`expression.expression_descriptor`): its typical, resting face."""
+    faces = np.flatnonzero(status == temporal.FACE)
+    sample = faces[np.linspace(0, len(faces) - 1, min(len(faces), REST_SAMPLE)).astype(int)]
+    median = np.median([expression_descriptor(points[j]) for j in sample], axis=0)
+    return int(min(faces, key=lambda j: float(np.linalg.norm(expression_descriptor(points[j]) - median))))
+
+
+def _fps(path: Path, options: VideoOptions) -> float | None:
+    """`--fps` for a folder of frames (None for a video file: it keeps its own rate)."""
+    return options.fps if path.is_dir() else None
+
+
+def _check_options(source: Path, drive_path: Path, options: VideoOptions) -> None:
+    if options.motion.mode != "relative":
+        raise UsageError("--motion absolute does not apply to a video source",
+                         "a video source keeps its own face; the driver's changes are applied to it")
+    if options.fps is not None and not (source.is_dir() or drive_path.is_dir()):
+        raise UsageError("--fps applies to a folder of frames only",
+                         hint="a video keeps its own frame rate; leave --fps out")
+    if options.audio == "source" and source.is_dir():
+        raise UsageError(f"--audio source: {source} is a folder of frames, it has no audio",
+                         "use --audio driver or none")
+
+
+def render_job(source: Path, photos: list[Reference], drive_path: Path, target: Path, config: InferenceConfig,
+               options: VideoOptions, work: resume.WorkDir, timer: StageTimer, progress,
+               overwrite: bool) -> "video.VideoSummary":
+    """A whole video-to-video render in `work` (the caller owns it, as `video._render_job`):
+    both passes, then the segments joined with the chosen audio into `target`. `photos`: more
+    views of the person (k-shot), may be empty."""
+    _check_options(source, drive_path, options)
+    opener = {"source": lambda: Downscaled(source, _fps(source, options), config.max_side),
+              "driver": lambda: Downscaled(drive_path, _fps(drive_path, options), 0)}
+    with opener["source"]() as s, opener["driver"]() as d:  # both opened first: a bad one fails at once
+        sinfo, dinfo = s.info, d.info
+        if work.state.track is None:
+            video.track_pass(d, work, options, timer, progress)
+        if work.state.source_track is None:
+            video.track_pass(s, work, options, timer, progress, source=True)
+    video.require_face(work.state.track, drive_path, options.driver_face)
+    video.require_face(work.state.source_track, source, options.ref_face, what="source")
+    dstatus = video.process_pass(work, dinfo.fps, options.motion, timer)
+    sstatus = video.process_pass(work, sinfo.fps, options.motion, timer, source=True)
+    tl = Timeline.build(len(sstatus), sinfo.fps, len(dstatus), dinfo.fps, options.length)
+    rest, anchor, retarget = _motion(work, sstatus, dstatus, options)
+    summary = video.summarise(dstatus, work.state.track, dinfo, (0, 0), work.state.source_track["max_faces"],
+                              options, anchor, frames=tl.frames)
+    summary.source = video.SourceSummary(
+        path=str(source), frames=tl.source_frames, fps=sinfo.fps, with_face=int((sstatus == temporal.FACE).sum()),
+        passed=sum(not _moves(tl, sstatus, dstatus, i) for i in range(tl.frames)), rest=rest, length=options.length,
+        ping_pong="source" if tl.source_backward else "driver" if tl.driver_backward else "")
+    summary.audio = _audio_from(source, drive_path, options) is not None
+    with temporal.FrameFile(work.file("source-points.f32")) as spts, \
+            temporal.FrameFile(work.file("points.f32")) as dpts, \
+            IndexedFrames(opener["source"], source, timer=timer,
+                          cache=work.file("source-frames.u8") if tl.source_backward else None) as sframes, \
+            IndexedFrames(opener["driver"], drive_path, timer=timer,
+                          cache=work.file("driver-frames.u8") if tl.driver_backward else None) as dframes:
+        job = _Frames(tl, sstatus, dstatus, spts, dpts, sframes, dframes, retarget, source,
+                      work.state.source_track["max_faces"])
+        r = Reenactor([job.reference(int(np.argmax(sstatus == temporal.FACE))), *photos], config, timer=timer,
+                      multi=options.multi)
+        r.paste_limit = moved_region
+        summary.size = video.output_size(r, dinfo, config)
+        summary.chunks_resumed = video.write_chunks(work, tl.frames, options.chunk, summary.size, dinfo.fps,
+                                                    lambda i: job.render(r, i), lambda i: job.skip(r, i),
+                                                    timer, progress)
+    summary.multi, summary.usage = r.mode, r.usage() if r.mode == "select" else []
+    with timer("join"):
+        media.concat_videos([work.segment(k) for k in range(summary.chunks)], target,
+                            duration=tl.frames / dinfo.fps, overwrite=overwrite,
+                            audio_from=_audio_from(source, drive_path, options))
+    return summary
+
+
+def _motion(work: resume.WorkDir, sstatus: np.ndarray, dstatus: np.ndarray, options: VideoOptions
+            ) -> tuple[int, tuple[int, np.ndarray], motion.SourceRetargeter]:
+    """(the source's rest frame, the driver's anchor (index, landmarks), the retargeter)."""
+    with temporal.FrameFile(work.file("source-points.f32")) as spts:
+        rest = rest_frame(spts, sstatus)
+        anchor = video.anchor_frame(work, spts[rest], dstatus, options.motion,
+                                    pose_weight=POSE_WEIGHT if options.motion.transfer == "expression" else 1.0)
+        retarget = motion.SourceRetargeter(spts[rest], anchor[1], transfer=options.motion.transfer,
+                                           components=motion.components_for(options.motion.regions),
+                                           source_expression=options.source_expression)
+    return rest, anchor, retarget
+
+
+def _moves(tl: Timeline, sstatus: np.ndarray, dstatus: np.ndarray, i: int) -> bool:
+    """Whether output frame i is rendered: its source frame shows a face and the driver's face
+    has appeared (else the source frame passes through unchanged)."""
+    return sstatus[tl.source(i)] == temporal.FACE and dstatus[tl.driver(i)] != temporal.STILL
+
+
+def _audio_from(source: Path, drive_path: Path, options: VideoOptions) -> Path | None:
+    path = {"driver": drive_path, "source": source, "none": None}[options.audio]
+    return None if path is None or path.is_dir() else path
+
+
+@dataclass
+class _Frames:
+    """Pass 2's per-frame work for one render: output frame i → its source and driver frames,
+    landmarks and status."""
+
+    tl: Timeline
+    sstatus: np.ndarray
+    dstatus: np.ndarray
+    spts: temporal.FrameFile
+    dpts: temporal.FrameFile
+    sframes: IndexedFrames
+    dframes: IndexedFrames  # read only when the driver's pixels are needed (--compare, --mouth driver)
+    retarget: motion.SourceRetargeter
+    source: Path
+    faces: int
+
+    def reference(self, j: int) -> Reference:
+        """Source frame j as the reference of its own output frame."""
+        return Reference(image=self.sframes[j], face=Face(points=self.spts[j]), n_faces=self.faces,
+                         name=str(self.source))
+
+    def _moved(self, i: int) -> tuple[int, int, bool]:
+        return self.tl.source(i), self.tl.driver(i), _moves(self.tl, self.sstatus, self.dstatus, i)
+
+    def render(self, r: Reenactor, i: int) -> np.ndarray:
+        j, d, moved = self._moved(i)
+        drv_img = self.dframes[d] if r.config.compare or r.needs_driver_image else None  # decoded only then
+        if moved:
+            self._use(r, j, set_primary=True)
+            out = r.render(Face(points=self.dpts[d]), drv_img)
+        else:  # no face in the source frame (or none yet in the driver): the source frame as it is
+            r.choose(None)
+            out = r.unchanged(self.sframes[j])
+        return side_by_side(drv_img, out) if r.config.compare else out
+
+    def skip(self, r: Reenactor, i: int) -> None:
+        """A frame of a completed chunk: only the reference choice advances (k-shot selection)."""
+        if r.mode != "select":
+            return
+        j, d, moved = self._moved(i)
+        if moved:
+            self._use(r, j, set_primary=False)
+        r.advance(Face(points=self.dpts[d]) if moved else None)
+
+    def _use(self, r: Reenactor, j: int, *, set_primary: bool) -> None:
+        points = self.spts[j]
+        if set_primary:
+            r.set_primary(self.reference(j))
+        else:
+            r.selector.candidates[0] = refs.candidate(points)
+        r.retarget = lambda drv: self.retarget(points, drv)
+
+
+def moved_region(state: RefState, target: np.ndarray) -> np.ndarray:
+    """(S, S) float32 in [0, 1]: where the warp of a source frame's crop (`state`) to the
+    crop-space `target` moves pixels at all — the union of its triangles with a corner that moves
+    by MOVED_PX or more, antialiased. Elsewhere the warp is the identity, so the paste keeps the
+    source frame's own pixels there (no resampling, no blur), and since the displacement is ~0
+    on the region's edge there is no seam. All ones for engines without a warp source (a
+    whole-face generator redraws everything)."""
+    size = state.image.shape[0]
+    src = getattr(state.extra, "source", None)
+    if not isinstance(src, warp.WarpSource):
+        return np.ones((size, size), np.float32)
+    dst = warp.target_controls(src, target)
+    moved = np.linalg.norm(dst[:, :2] - src.control, axis=1) >= MOVED_PX
+    canvas = np.zeros((size, size), np.uint8)
+    corners = np.round(dst[:, :2] * 16).astype(np.int32)
+    # one call for all triangles (8× faster than one each); the dilation closes hairline gaps
+    # the scan conversion leaves between neighbours
+    cv2.fillPoly(canvas, list(corners[src.triangles[moved[src.triangles].any(1)]]), 255, lineType=cv2.LINE_8, shift=4)
+    return align.feathered_mask(cv2.dilate(canvas, np.ones((3, 3), np.uint8)).astype(np.float32) / 255.0, feather=1.0)

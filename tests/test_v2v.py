@@ -1,0 +1,348 @@
+"""Video-to-video (`reenact video SOURCE.mp4 DRIVER.mp4`, `reenact.v2v`): the timeline (length
+rules, ping-pong, frame rates), the source retargeting, frame access by index, and end to end
+through the console script on 1-second 320×180 cuts of the bundled clip: length and audio
+choices, pixels outside the head unchanged, face-less source frames passed through, resume,
+k-shot photos, batch, and bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reenact import align, media, motion
+from reenact import geometry as g
+from reenact.config import VideoOptions
+from reenact.errors import UsageError
+from reenact.expression import expression_descriptor
+from reenact.pipeline import StageTimer
+from reenact.v2v import IndexedFrames, Timeline, is_video_source, pingpong
+from tests import synth
+from tests.conftest import REPO
+from tests.test_cli import assert_clean_error, no_leftovers, reenact
+from tests.test_video_production import frames_of, start_and_stop, state
+
+EXAMPLES = REPO / "examples"
+
+
+# ───────────────────────────── timeline ─────────────────────────────
+
+def test_pingpong_plays_forward_then_backward_without_a_jump():
+    assert [pingpong(k, 4) for k in range(10)] == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
+    assert [pingpong(k, 1) for k in range(3)] == [0, 0, 0]
+    seq = [pingpong(k, 7) for k in range(50)]
+    assert max(abs(a - b) for a, b in zip(seq, seq[1:])) == 1  # never a cut
+
+
+def test_timeline_length_rules_and_frame_rates():
+    # source 24 frames, driver 36 frames, both at 24 fps
+    t = Timeline.build(24, 24.0, 36, 24.0, "driver")
+    assert t.frames == 36 and t.source_backward and not t.driver_backward
+    assert [t.source(i) for i in (0, 23, 24, 25, 35)] == [0, 23, 22, 21, 11]
+    assert [t.driver(i) for i in (0, 35)] == [0, 35]
+    t = Timeline.build(24, 24.0, 36, 24.0, "source")
+    assert t.frames == 24 and not t.source_backward and not t.driver_backward
+    t = Timeline.build(48, 24.0, 36, 24.0, "source")
+    assert t.frames == 48 and t.driver_backward and [t.driver(i) for i in (35, 36, 47)] == [35, 34, 23]
+    assert Timeline.build(48, 24.0, 36, 24.0, "shortest").frames == 36
+    # a 30 fps source under a 24 fps driver: the output keeps the driver's rate, and output
+    # frame i shows the source at the same time (i / 24 s)
+    t = Timeline.build(45, 30.0, 36, 24.0, "driver")
+    assert t.frames == 36 and not t.source_backward
+    assert [t.source(i) for i in (0, 4, 8, 35)] == [0, 5, 10, 43]
+    assert Timeline.build(45, 30.0, 36, 24.0, "source").frames == 36  # 1.5 s at 24 fps
+    assert Timeline.build(10, 10.0, 36, 24.0, "source").frames == 24  # 1 s
+
+
+def test_indexed_frames_reads_back_from_its_cache_or_decodes_again(tmp_path):
+    opened = []
+
+    class Fake:
+        def __init__(self):
+            opened.append(1)
+            self.info = media.VideoInfo(4, 2, 25.0, 6, None, False, "fake", 0)
+            self.it = iter([np.full((2, 4, 3), k, np.uint8) for k in range(6)])
+
+        def __next__(self):
+            return next(self.it)
+
+        def close(self):
+            pass
+
+    with IndexedFrames(Fake, Path("fake"), cache=tmp_path / "cache.u8", timer=StageTimer()) as frames:
+        assert [int(frames[k][0, 0, 0]) for k in (0, 1, 2, 5, 4, 3, 0, 5)] == [0, 1, 2, 5, 4, 3, 0, 5]
+    assert len(opened) == 1  # backward reads came from the cache
+    with IndexedFrames(Fake, Path("fake"), cache=None, timer=StageTimer()) as frames:
+        assert [int(frames[k][0, 0, 0]) for k in (3, 1, 2)] == [3, 1, 2]
+        with pytest.raises(media.CorruptMedia, match="fewer frames"):
+            frames[6]
+    assert len(opened) == 3  # without a cache, going back decodes again from the start
+
+
+# ───────────────────────────── retargeting ─────────────────────────────
+
+def _opening(points: np.ndarray) -> float:
+    return float(expression_descriptor(points)[2])
+
+
+def test_source_retargeter_keeps_the_source_pose_and_moves_the_mouth():
+    rest = synth.face()
+    source = synth.open_mouth(synth.face(yaw=20, pitch=-8, shift=(15, 5)), 0.05)  # turned and talking
+    anchor = synth.face(scale=0.8)
+    driver = synth.open_mouth(synth.face(scale=0.8, roll=10), 0.2)
+    for mode in ("replace", "keep"):
+        r = motion.SourceRetargeter(rest, anchor, source_expression=mode)
+        out = r(source, driver)
+        pose_src, pose_out = g.head_pose(source), g.head_pose(out)
+        assert np.allclose(pose_src.as_array(), pose_out.as_array(), atol=0.5), mode  # the driver's roll is not copied
+        # the driver opened its mouth by 0.2 eye spans: replace shows that on the rest face's
+        # closed mouth, keep adds it to the source's own 0.05
+        want = 0.2 if mode == "replace" else 0.25
+        assert _opening(out) == pytest.approx(want + _opening(rest), abs=0.02), mode
+        at_anchor = r(source, anchor)
+        if mode == "keep":  # the driver at its anchor: the source frame exactly
+            assert np.allclose(at_anchor, source, atol=1e-6)
+        else:  # the source's own mouth movement is replaced by the rest face's
+            assert _opening(at_anchor) == pytest.approx(_opening(rest), abs=0.01)
+    # --transfer all adds the driver's head rotation change (its roll of 10°) to the source's pose
+    out = motion.SourceRetargeter(rest, anchor, transfer="all")(source, driver)
+    assert g.head_pose(out).roll - g.head_pose(source).roll == pytest.approx(10, abs=1.5)
+
+
+def test_source_retargeter_regions_leave_the_other_parts_to_the_source():
+    rest, anchor = synth.face(), synth.face()
+    source = synth.close_eyes(synth.face(), 0.8)  # the source blinks
+    driver = synth.open_mouth(synth.face(), 0.15)
+    out = motion.SourceRetargeter(rest, anchor, components=motion.components_for(("mouth",)))(source, driver)
+    eyes = list(g.RIGHT_EYE + g.LEFT_EYE)
+    assert np.allclose(out[eyes], source[eyes], atol=1e-6)  # its own blink stays
+    assert _opening(out) == pytest.approx(0.15 + _opening(rest), abs=0.02)
+
+
+def test_a_source_frame_keeps_its_exact_pixels_outside_what_moves():
+    """Before encoding: outside the engine's crop nothing changes, and the paste is limited to
+    where the warp moves pixels, so eyes that did not move keep the source's exact pixels."""
+    from reenact.config import InferenceConfig
+    from reenact.landmarks import Face, Landmarker
+    from reenact.pipeline import Reenactor, Reference
+    from reenact.v2v import moved_region
+
+    frame = media.read_image(EXAMPLES / "ref.jpg")
+    with Landmarker(mode="image") as lm:
+        points = lm.detect(frame)[0].points.astype(np.float64)
+    driver = synth.open_mouth(points, 0.12)
+    r = Reenactor(Reference(frame, Face(points=points), 1), InferenceConfig(engine="warp"))
+    r.paste_limit = moved_region
+    for regions in (("mouth", "eyes", "brows"), ("mouth",)):
+        retarget = motion.SourceRetargeter(points, points, components=motion.components_for(regions))
+        r.set_primary(Reference(frame, Face(points=points), 1))
+        r.retarget = lambda d: retarget(points, d)
+        out = r.render(Face(points=driver))
+        crop = r.states[0].crop
+        corners = crop.points_to_frame(np.array([[0, 0], [crop.size, 0], [0, crop.size], [crop.size, crop.size]], float))
+        (x0, y0), (x1, y1) = np.floor(corners.min(0)).astype(int), np.ceil(corners.max(0)).astype(int)
+        outside = np.ones(frame.shape[:2], bool)
+        outside[max(y0, 0):y1, max(x0, 0):x1] = False
+        assert np.array_equal(out[outside], frame[outside])
+        mouth = [int(i) for i in g.LIPS_INNER]
+        (mx0, my0), (mx1, my1) = points[mouth, :2].min(0).astype(int), points[mouth, :2].max(0).astype(int) + 1
+        assert np.abs(out[my0:my1 + 10, mx0:mx1].astype(int) - frame[my0:my1 + 10, mx0:mx1]).mean() > 3  # it opened
+        eyes = points[list(g.RIGHT_EYE + g.LEFT_EYE), :2]
+        (ex0, ey0), (ex1, ey1) = eyes.min(0).astype(int) - 3, eyes.max(0).astype(int) + 3
+        # the driver's eyes did not move: where the warp is the identity, the source's own pixels
+        assert np.array_equal(out[ey0:ey1, ex0:ex1], frame[ey0:ey1, ex0:ex1]), regions
+
+
+def test_is_video_source(tmp_path):
+    assert is_video_source(EXAMPLES / "drive.mp4", VideoOptions())
+    assert not is_video_source(EXAMPLES / "ref.jpg", VideoOptions())
+    assert not is_video_source(tmp_path, VideoOptions())  # a folder is photos of the person …
+    assert is_video_source(tmp_path, VideoOptions(reference_frames=True))  # … unless it is said to be frames
+    with pytest.raises(UsageError):
+        is_video_source(EXAMPLES / "drive.mp4", VideoOptions(reference_frames=True))
+    with pytest.raises(UsageError):
+        VideoOptions(length="longest")
+
+
+# ───────────────────────────── end to end ─────────────────────────────
+
+def ffmpeg(*args) -> None:
+    subprocess.run([media.ffmpeg_exe(), "-v", "error", "-y", *map(str, args)], check=True)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> dict[str, Path]:
+    """src.mp4: 1 s (24 frames) of the bundled clip at 320×180 with audio; drv.mp4: 1.5 s of
+    it from 2.5 s (36 frames, the same woman talking); gap.mp4: src.mp4 with frames 8–12
+    painted grey (no face); frames/: the first 10 frames of src.mp4 as PNG files; vfr.mkv: src.mp4
+    at a variable frame rate (half its frames, ~12 fps on average)."""
+    d = tmp_path_factory.mktemp("v2v")
+    src, drv, gap, frames = d / "src.mp4", d / "drv.mp4", d / "gap.mp4", d / "frames"
+    ffmpeg("-i", EXAMPLES / "drive.mp4", "-t", "1", "-vf", "scale=320:180", "-c:v", "libx264", "-preset",
+           "veryfast", "-c:a", "aac", src)
+    ffmpeg("-ss", "2.5", "-i", EXAMPLES / "drive.mp4", "-t", "1.5", "-vf", "scale=320:180", "-c:v", "libx264",
+           "-preset", "veryfast", "-c:a", "aac", drv)
+    ffmpeg("-i", src, "-vf", "drawbox=enable='between(n,8,12)':c=gray:t=fill", "-c:v", "libx264", "-preset",
+           "veryfast", "-c:a", "copy", gap)
+    # variable frame rate in another container: every other pair of frames kept, timestamps kept
+    vfr = d / "vfr.mkv"
+    ffmpeg("-i", src, "-vf", r"select=lt(mod(n\,4)\,2)", "-fps_mode", "vfr", "-c:v", "libx264", "-preset",
+           "veryfast", "-an", vfr)
+    frames.mkdir()
+    for i, f in enumerate(media.VideoReader(src)):
+        if i < 10:
+            media.write_image(frames / f"{i:04d}.png", f)
+    return {"src": src, "drv": drv, "gap": gap, "frames": frames, "vfr": vfr}
+
+
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    err = ((a.astype(np.float64) - b.astype(np.float64)) ** 2)[mask].mean()
+    return 10 * np.log10(255.0 ** 2 / max(err, 1e-10))
+
+
+def outside_heads(points: list[np.ndarray | None], shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: pixels outside every frame's head crop box (the square the engine renders
+    into and pastes from; nothing outside it can change)."""
+    mask = np.ones(shape, bool)
+    for p in points:
+        if p is None:
+            continue
+        crop = align.align(p, 256)
+        corners = crop.points_to_frame(np.array([[0, 0], [256, 0], [0, 256], [256, 256]], float))
+        x0, y0 = np.floor(corners.min(0)).astype(int)
+        x1, y1 = np.ceil(corners.max(0)).astype(int)
+        mask[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = False
+    return mask
+
+
+def audio_seconds(path: Path) -> float | None:
+    """Duration of the audio stream (None: no audio)."""
+    r = subprocess.run([media.ffmpeg_exe(), "-i", str(path), "-map", "0:a:0", "-f", "null", "-"],
+                       capture_output=True, text=True)
+    times = [t for t in r.stderr.split("time=")[1:]]
+    if "matches no streams" in r.stderr or not times:
+        return None
+    h, m, s = times[-1].split()[0].split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+@pytest.mark.slow
+def test_dubbing_changes_only_the_face_and_follows_the_driver(clips, tmp_path):
+    out = tmp_path / "out.mp4"
+    r = reenact("video", clips["src"], clips["drv"], "-o", out)
+    assert r.returncode == 0, r.stderr
+    assert "plays forward and back" in r.stdout and "copied from the driver" in r.stdout
+    info = media.probe_video(out)
+    assert (info.width, info.height, info.has_audio) == (320, 180, True)
+    outs, srcs = frames_of(out), frames_of(clips["src"])
+    assert len(outs) == 36  # the driver's length; the 24-frame source ping-pongs
+    assert audio_seconds(out) == pytest.approx(1.5, abs=0.1)
+    tl = Timeline.build(24, info.fps, 36, info.fps, "driver")
+    from reenact.landmarks import Landmarker
+
+    with Landmarker(mode="image") as lm:
+        faces = [lm.detect(s) for s in srcs]
+    mask = outside_heads([f[0].points if f else None for f in faces], srcs[0].shape[:2])
+    assert 0.15 < mask.mean() < 0.9
+    values = [psnr(outs[i], srcs[tl.source(i)], mask) for i in range(36)]
+    assert min(values) >= 40, values  # outside the head: the source's own pixels (up to coding)
+    changed = [psnr(outs[i], srcs[tl.source(i)], ~mask) for i in range(36)]
+    assert np.median(changed) < 40  # inside it the face moved
+
+
+@pytest.mark.slow
+def test_length_and_audio_choices(clips, tmp_path):
+    out = tmp_path / "o.mp4"
+    r = reenact("video", clips["src"], clips["drv"], "-o", out, "--length", "source", "--audio", "source")
+    assert r.returncode == 0, r.stderr
+    assert len(frames_of(out)) == 24 and audio_seconds(out) == pytest.approx(1.0, abs=0.1)
+    r = reenact("video", clips["drv"], clips["src"], "-o", out, "--length", "shortest", "--audio", "none",
+                "--overwrite", "--transfer", "all")
+    assert r.returncode == 0, r.stderr
+    assert len(frames_of(out)) == 24 and not media.probe_video(out).has_audio and "none (--audio none)" in r.stdout
+    # a folder of frames as the source, at --fps 10: 1 s, so the source's length is 24 driver frames
+    r = reenact("video", clips["frames"], clips["drv"], "-o", out, "--reference-frames", "--fps", "10",
+                "--length", "source", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert len(frames_of(out)) == 24 and "10 frames at 10 fps" in r.stdout
+    # a variable-frame-rate .mkv source under a 23.976 fps driver: the output takes the driver's
+    # timing, and the source lasts as long as it does (~0.92 s: its 11 frames, each shown for as
+    # long as its timestamps say; the reader repeats frames to a constant rate)
+    r = reenact("video", clips["vfr"], clips["drv"], "-o", out, "--length", "source", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    info, src = media.probe_video(out), media.VideoReader(clips["vfr"])
+    n_src = len(list(src))
+    assert abs(info.fps - 23.976) < 0.01
+    assert len(frames_of(out)) == Timeline.build(n_src, src.info.fps, 36, info.fps, "source").frames
+    assert abs(len(frames_of(out)) / info.fps - n_src / src.info.fps) < 0.05
+    assert no_leftovers(tmp_path) == ["o.mp4"]
+
+
+@pytest.mark.slow
+def test_face_less_source_frames_pass_through(clips, tmp_path):
+    out = tmp_path / "o.mp4"
+    r = reenact("video", clips["gap"], clips["drv"], "-o", out, "--length", "source")
+    assert r.returncode == 0, r.stderr
+    assert "5 output frames show their source frame as it is" in r.stdout
+    outs, srcs = frames_of(out), frames_of(clips["gap"])
+    full = np.ones(srcs[0].shape[:2], bool)
+    assert all(psnr(outs[i], srcs[i], full) > 40 for i in range(8, 13))
+
+
+@pytest.mark.slow
+def test_interrupted_render_resumes_to_the_same_video(clips, tmp_path):
+    args = ["video", clips["src"], clips["drv"], "--chunk-frames", "6", "-o"]
+    full, part = tmp_path / "full.mp4", tmp_path / "part.mp4"
+    assert reenact(*args, full).returncode == 0
+    r = start_and_stop([*args, part], part, signal.SIGKILL, after_chunks=2)
+    assert not part.exists() and state(part)["chunks_done"] and state(part)["source_track"]
+    r = reenact(*args, part, "--resume")
+    assert r.returncode == 0 and "resumed" in r.stdout, r.stderr
+    fa, fb = frames_of(full), frames_of(part)
+    assert len(fa) == len(fb) == 36 and all(np.array_equal(x, y) for x, y in zip(fa, fb))
+    assert no_leftovers(tmp_path) == ["full.mp4", "part.mp4"]
+
+
+@pytest.mark.slow
+def test_k_shot_photos_and_batch_take_a_video_source(clips, tmp_path):
+    out = tmp_path / "k.mp4"
+    r = reenact("video", clips["src"], clips["drv"], "--ref", EXAMPLES / "ref.jpg", "-o", out, "--length", "source")
+    assert r.returncode == 0, r.stderr
+    assert "reference ref.jpg" in r.stdout and len(frames_of(out)) == 24
+    jobs = tmp_path / "jobs.csv"
+    with open(jobs, "w", newline="") as f:
+        csv.writer(f).writerows([["reference", "driver", "output"], [clips["src"], clips["drv"], "b.mp4"]])
+    r = reenact("batch", jobs, "-o", tmp_path / "batch", "--job-options", "--length source --regions mouth")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len(frames_of(tmp_path / "batch" / "b.mp4")) == 24
+
+
+@pytest.mark.slow
+def test_bad_inputs_fail_cleanly_and_write_nothing(clips, tmp_path):
+    noface, audio = tmp_path / "noface.mp4", tmp_path / "audio.m4a"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=d=0.5:s=160x90:r=24", "-c:v", "libx264", "-preset", "veryfast", noface)
+    ffmpeg("-f", "lavfi", "-i", "sine=d=0.5", audio)
+    truncated = tmp_path / "trunc.mp4"
+    truncated.write_bytes(clips["src"].read_bytes()[:9000])
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    media.write_image(bad / "0.png", frames_of(clips["src"])[0])
+    (bad / "1.png").write_text("not an image")
+    out = tmp_path / "out.mp4"
+    before = no_leftovers(tmp_path)
+    assert_clean_error(reenact("video", noface, clips["drv"], "-o", out), 3, "no face", "source")
+    assert_clean_error(reenact("video", clips["src"], noface, "-o", out), 3, "no face", "driver")
+    assert_clean_error(reenact("video", audio, clips["drv"], "-o", out), 4, "audio only")
+    assert_clean_error(reenact("video", truncated, clips["drv"], "-o", out), 4, "truncated")
+    assert_clean_error(reenact("video", bad, clips["drv"], "--reference-frames", "-o", out), 4, "1.png")
+    assert_clean_error(reenact("video", EXAMPLES / "ref.jpg", clips["drv"], "--length", "source", "-o", out), 2,
+                       "needs a video")
+    assert_clean_error(reenact("video", clips["src"], clips["drv"], "--motion", "absolute", "-o", out), 2,
+                       "video source")
+    assert_clean_error(reenact("video", clips["frames"], clips["drv"], "--reference-frames", "--audio", "source",
+                               "-o", out), 2, "no audio")
+    assert no_leftovers(tmp_path) == before
