@@ -221,6 +221,8 @@ def settle(job: Job, res: JobResult, settings: Settings, *, resume: bool = False
         return None
     try:
         return settings(job)
+    except Interrupted:  # Ctrl-C: run_job's to handle
+        raise
     except ReenactError as e:
         _failed(res, type(e).__name__, str(e), e.exit_code)
     except Exception as e:  # noqa: BLE001 — as in run_job

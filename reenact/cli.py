@@ -419,10 +419,11 @@ def batch(
     overwrite: bool = OverwriteOpt,
     resume: bool = typer.Option(False, "--resume", help="Skip jobs whose output exists; continue unfinished videos."),
     ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Run the jobs as Ray tasks, in "
-                                      "parallel (needs the \\[ray] extra). No ADDRESS: the cluster in RAY_ADDRESS, "
-                                      "else a new Ray instance on this machine's CPUs; auto: the cluster `ray start` "
-                                      "runs on this machine; HOST:PORT: a cluster's head node. Every node must see "
-                                      "the inputs and outputs at the same paths."),
+                                      "parallel (needs the \\[ray] extra). No ADDRESS: the cluster in RAY_ADDRESS or "
+                                      "one `ray start` runs on this machine, else a new Ray instance on this "
+                                      "machine's CPUs; auto: the cluster `ray start` runs here; HOST:PORT: a "
+                                      "cluster's head node. Every node must see the inputs and outputs at the same "
+                                      "paths."),
     job_cpus: float = typer.Option(1.0, "--job-cpus", min=0.01, help="With --ray: CPUs each job reserves."),
     job_gpus: float = typer.Option(0.0, "--job-gpus", min=0.0, help="With --ray: GPUs each job reserves "
                                    "(e.g. 0.5: two jobs per GPU)."),
