@@ -61,8 +61,8 @@ def _ray():
 def connect(address: str | None = None, *, cpus: int | None = None) -> Iterator[dict]:
     """Connect to a Ray cluster for the block; yields its resources ({"CPU": 2.0, …}).
 
-    `address`: None — the cluster in RAY_ADDRESS, else a new local Ray instance on this machine
-    (`cpus` CPUs, default all); "auto" — the cluster started on this machine with `ray start`;
+    `address`: None — the cluster in RAY_ADDRESS or one `ray start` runs on this machine, else a
+    new local Ray instance (`cpus` CPUs, default all); "auto" — the cluster `ray start` runs here;
     "HOST:PORT" — a cluster's head node (its GCS port, 6379 by default); "ray://HOST:PORT" —
     through Ray Client (needs `ray[client]`). Raises ReenactError (exit 1) when ray is not
     installed or the cluster cannot be reached (a TCP probe first: Ray itself keeps retrying an
@@ -71,21 +71,37 @@ def connect(address: str | None = None, *, cpus: int | None = None) -> Iterator[
     given = address or os.environ.get("RAY_ADDRESS") or None
     if given:
         _probe(given)
-    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "2")  # a port that is not Ray's: ~40 s, not ~12 min
     try:
-        ray.init(address=address or None, num_cpus=cpus if not given else None, include_dashboard=False,
-                 log_to_driver=False, logging_level=logging.ERROR, runtime_env={"env_vars": WORKER_ENV})
+        # Connecting: 1 try, not 20, on a port that answers but is not Ray's (~40 s, not ~12 min).
+        # Not when starting an instance: the same variable is its GCS's start-up allowance.
+        with _environ(RAY_gcs_server_port_wait_time_s="1" if given else None):
+            ray.init(address=address or None, num_cpus=cpus if not given else None, include_dashboard=False,
+                     log_to_driver=False, logging_level=logging.ERROR, runtime_env={"env_vars": WORKER_ENV})
     except (ConnectionError, ValueError, RuntimeError, TimeoutError) as e:
-        hint = ("a cluster started by `ray start` checks a token: set RAY_AUTH_MODE=token and give the cluster's "
-                "token (~/.ray/auth_token or RAY_AUTH_TOKEN)" if given and not os.environ.get("RAY_AUTH_MODE") else
-                "check the address (the head node's HOST:PORT, auto, or ray://HOST:10001), or leave it out to "
-                "start Ray on this machine")
+        hint = "check the address: the head node's HOST:PORT (6379 by default), auto, or ray://HOST:10001"
+        if given and not os.environ.get("RAY_AUTH_MODE"):
+            hint += ("; a cluster started by `ray start` checks a token: set RAY_AUTH_MODE=token and give its "
+                     "token (~/.ray/auth_token or RAY_AUTH_TOKEN)")
+        elif not given:
+            hint = "Ray's logs are in /tmp/ray/session_latest/logs; an earlier `ray start`'s stale address: `ray stop`"
         raise ReenactError(f"cannot connect to Ray ({given or 'a new local instance'}): {e}", hint) from None
     try:
         _check_workers(ray)
         yield dict(ray.cluster_resources())
     finally:
         ray.shutdown()
+
+
+@contextlib.contextmanager
+def _environ(**values: str | None) -> Iterator[None]:
+    """Environment variables set (those not set already; None: left alone) for the block."""
+    added = {k: v for k, v in values.items() if v is not None and k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
 
 
 def _check_workers(ray) -> None:
@@ -183,7 +199,10 @@ def _collect(ray, pending: dict, results: list[JobResult], board, progress: dict
     while pending:
         done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_SECONDS)
         if board is not None:
+            running = set(pending.values())  # a report can arrive after its job's result
             for i, (stage, n, total) in sorted(ray.get(board.take.remote()).items()):
+                if i not in running:
+                    continue
                 if i not in progress:
                     progress[i] = on_start(i, jobs[i])
                 if progress[i] is not None and stage:
