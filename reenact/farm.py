@@ -171,7 +171,9 @@ def run_batch(jobs: list[Job], settings: Settings, *, overwrite: bool = False, r
     ray = _ray()
     results = new_results(jobs)
     board = ray.remote(num_cpus=0)(_Board).remote() if on_start else None
-    task = ray.remote(_render).options(num_cpus=job_cpus, num_gpus=job_gpus, max_retries=0)
+    # max_calls=0: a worker runs any number of jobs, keeping its engine (Ray's default for GPU
+    # tasks is a new worker per task); max_retries=0: a job that killed its worker is not rerun.
+    task = ray.remote(num_cpus=job_cpus, num_gpus=job_gpus, max_calls=0, max_retries=0)(_render)
     pending: dict = {}
     for job, res in zip(jobs, results):
         config = settle(job, res, settings, resume=resume)  # the local job's checks, here
