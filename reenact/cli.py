@@ -499,8 +499,8 @@ def _run_batch(run_jobs, n: int, output: Path, *, parallel: bool = False) -> lis
 
 def _run_batch_on_ray(address: Optional[str], jobs: list, settings, output: Path, *, overwrite: bool,
                       resume: bool, job_cpus: float, job_gpus: float) -> list:
-    """`_run_batch` with every job a Ray task, connected to `address` (None: RAY_ADDRESS or a
-    new local instance) for the length of the batch."""
+    """`_run_batch` with every job a Ray task, connected to `address` for the length of the
+    batch (None: RAY_ADDRESS, a `ray start` cluster on this machine, else a new instance)."""
     from reenact import batch as batch_mod, farm
 
     with contextlib.ExitStack() as stack:

@@ -73,8 +73,10 @@ def connect(address: str | None = None, *, cpus: int | None = None) -> Iterator[
         _probe(given)
     try:
         # Connecting: 1 try, not 20, on a port that answers but is not Ray's (~40 s, not ~12 min).
-        # Not when starting an instance: the same variable is its GCS's start-up allowance.
-        with _environ(RAY_gcs_server_port_wait_time_s="1" if given else None):
+        # Not when starting an instance: the same variable is its GCS's start-up allowance. An
+        # instance started here does not send Ray's usage statistics unless the user asks.
+        with _environ(RAY_gcs_server_port_wait_time_s="1" if given else None,
+                      RAY_USAGE_STATS_ENABLED=None if given else "0"):
             ray.init(address=address or None, num_cpus=cpus if not given else None, include_dashboard=False,
                      log_to_driver=False, logging_level=logging.ERROR, runtime_env={"env_vars": WORKER_ENV})
     except (ConnectionError, ValueError, RuntimeError, TimeoutError) as e:
