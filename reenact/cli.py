@@ -421,7 +421,7 @@ def batch(
     ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Run the jobs as Ray tasks, in "
                                       "parallel (needs the \\[ray] extra). No ADDRESS: the cluster in RAY_ADDRESS or "
                                       "one `ray start` runs on this machine, else a new Ray instance on this "
-                                      "machine's CPUs; auto: the cluster `ray start` runs here; HOST:PORT: a "
+                                      "machine's CPUs; local: always a new one; auto: the cluster `ray start` runs here; HOST:PORT: a "
                                       "cluster's head node. Every node must see the inputs and outputs at the same "
                                       "paths."),
     job_cpus: float = typer.Option(1.0, "--job-cpus", min=0.01, help="With --ray: CPUs each job reserves."),

@@ -62,13 +62,14 @@ def connect(address: str | None = None, *, cpus: int | None = None) -> Iterator[
     """Connect to a Ray cluster for the block; yields its resources ({"CPU": 2.0, …}).
 
     `address`: None — the cluster in RAY_ADDRESS or one `ray start` runs on this machine, else a
-    new local Ray instance (`cpus` CPUs, default all); "auto" — the cluster `ray start` runs here;
+    new local Ray instance (`cpus` CPUs, default all); "local" — always a new local instance;
+    "auto" — the cluster `ray start` runs here;
     "HOST:PORT" — a cluster's head node (its GCS port, 6379 by default); "ray://HOST:PORT" —
     through Ray Client (needs `ray[client]`). Raises ReenactError (exit 1) when ray is not
     installed or the cluster cannot be reached (a TCP probe first: Ray itself keeps retrying an
     unreachable address for minutes)."""
     ray = _ray()
-    given = address or os.environ.get("RAY_ADDRESS") or None
+    given = None if address == "local" else address or os.environ.get("RAY_ADDRESS") or None  # a cluster to reach
     if given:
         _probe(given)
     try:

@@ -1,7 +1,8 @@
 """`reenact batch --ray` (reenact/farm.py) on a local Ray instance: the summary, failures and
 --resume of the local batch; a worker killed mid-job fails only that job; an unreachable
 address is one clean error. Ray is in the [test] extra; without it the Ray runs skip. Each run
-starts its own local Ray instance (about 5–10 s on 2 cores); the file takes about a minute."""
+starts its own local Ray instance (`--ray`: ray.init on this machine's CPUs, `--ray local`: a new
+one even where a `ray start` cluster runs); the file takes about 40–80 s on 2 cores."""
 
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ def test_a_worker_killed_mid_job_fails_that_job_and_resume_finishes_it(ray_env, 
     jobs = tmp_path / "jobs.csv"
     jobs.write_text(f"{REF},{EXAMPLES / 'drive.mp4'},vid.mp4,--chunk-frames 4\n{REF},{POSE},img.png\n")
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "reenact", "batch", jobs, "-o", out, "--job-options", SMALL, "--ray"]
+    args = [sys.executable, "-m", "reenact", "batch", jobs, "-o", out, "--job-options", SMALL, "--ray", "local"]
     proc = subprocess.Popen(list(map(str, args)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     work = out / ".vid.mp4.reenact-parts"
     deadline, worker = time.time() + 240, None
@@ -111,7 +112,7 @@ def test_a_worker_killed_mid_job_fails_that_job_and_resume_finishes_it(ray_env, 
     assert (img["status"], vid["status"], vid["exit_code"]) == ("ok", "failed", "1")
     assert vid["error_class"] == "WorkerCrashedError" and "--resume" in vid["error"]
     assert state(out / "vid.mp4")["chunks_done"]  # the completed chunks are kept
-    r = reenact("batch", jobs, "-o", out, "--job-options", SMALL, "--resume", "--ray")
+    r = reenact("batch", jobs, "-o", out, "--job-options", SMALL, "--resume", "--ray", "local")
     assert r.returncode == 0, r.stderr
     vid, img = rows(out)
     assert (vid["status"], vid["frames"], img["status"]) == ("ok", "120", "skipped")
