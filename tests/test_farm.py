@@ -146,6 +146,7 @@ def test_ray_not_installed_says_how_to_install_it(tmp_path, monkeypatch):
     (["J.csv", "-o", "o", "--ray"], "", "J.csv"),
     (["--ray", "-o", "o", "J.csv"], "", "J.csv"),
     (["J.csv", "--ray", "auto", "-o", "o"], "auto", "J.csv"),
+    (["J.csv", "-o", "o", "--ray", "local"], "local", "J.csv"),
     (["--ray", "head:6379", "J.csv", "-o", "o"], "head:6379", "J.csv"),
     (["--ray=ray://head:10001", "J.csv", "-o", "o"], "ray://head:10001", "J.csv"),
     (["J.csv", "-o", "o"], None, "J.csv"),
