@@ -4,7 +4,8 @@ Jobs come from a CSV file (`read_jobs`: columns reference, driver, output[, opti
 all pairs of two folders (`pair_jobs`). `run_batch` renders them one after another — image jobs
 (the driver is a photo) with `reenact_image`, video jobs (a video or a folder of frames) with
 `reenact_video` — and records each outcome; a failing job (no face, unreadable file, an
-unexpected error…) never stops the batch. `write_summary` writes summary.csv and summary.json.
+unexpected error…) never stops the batch. `run_job` is one job of that loop (a Ray worker runs
+it too: `reenact.farm`). `write_summary` writes summary.csv and summary.json.
 """
 
 from __future__ import annotations
@@ -171,33 +172,63 @@ def run_batch(jobs: list[Job], settings: Settings, *, overwrite: bool = False, r
     output exists are skipped and unfinished video renders continue. `on_start(i, job)` may
     return a progress callback for that job; `on_end(result)` is called after each job.
     KeyboardInterrupt stops the batch: the remaining results stay "not run" and it is re-raised
-    with the results attached as `results`."""
-    results = [JobResult(i, str(j.reference), str(j.driver), str(j.output)) for i, j in enumerate(jobs)]
+    with the results attached as `results`. (`reenact.farm.run_batch`: the same on Ray.)"""
+    results = new_results(jobs)
     for i, (job, res) in enumerate(zip(jobs, results)):
         progress = on_start(i, job) if on_start else None
-        t0 = time.perf_counter()
         try:
-            if resume and job.output.exists():
-                res.status, res.exit_code = "skipped", 0
-            else:
-                res.frames = _run_job(job, *settings(job), overwrite=overwrite, resume=resume, progress=progress)
-                res.status, res.exit_code = "ok", 0
-        except Interrupted as e:  # Ctrl-C inside a video job that kept its completed chunks
-            _failed(res, type(e).__name__, str(e), e.exit_code)
-            stop = KeyboardInterrupt()
-            stop.results = results  # type: ignore[attr-defined]
-            raise stop from None
-        except ReenactError as e:
-            _failed(res, type(e).__name__, str(e), e.exit_code)
+            run_job(job, res, settings, overwrite=overwrite, resume=resume, progress=progress)
         except KeyboardInterrupt as e:
             e.results = results  # type: ignore[attr-defined]
             raise
-        except Exception as e:  # noqa: BLE001 — a bug in one job must not stop the others
-            _failed(res, type(e).__name__, f"unexpected error: {e} ({_where(e)})", 1)
-        res.seconds = round(time.perf_counter() - t0, 3)
         if on_end:
             on_end(res)
     return results
+
+
+def new_results(jobs: list[Job]) -> list[JobResult]:
+    """One "not run" result per job, in order."""
+    return [JobResult(i, str(j.reference), str(j.driver), str(j.output)) for i, j in enumerate(jobs)]
+
+
+def run_job(job: Job, res: JobResult, settings: Settings, *, overwrite: bool = False, resume: bool = False,
+            progress: JobProgress | None = None) -> None:
+    """Render one job and record its outcome in `res` (status, exit code, error, seconds,
+    frames). A failing job (a ReenactError, or any other exception: a bug) is recorded, never
+    raised. Ctrl-C raises KeyboardInterrupt; in a video job that kept its completed chunks the
+    job is first recorded as failed with exit code 130 (`--resume` continues it)."""
+    t0 = time.perf_counter()
+    try:
+        chosen = settle(job, res, settings, resume=resume)
+        if chosen is not None:
+            res.frames = _run_job(job, *chosen, overwrite=overwrite, resume=resume, progress=progress)
+            res.status, res.exit_code = "ok", 0
+    except Interrupted as e:  # Ctrl-C inside a video job that kept its completed chunks
+        _failed(res, type(e).__name__, str(e), e.exit_code)
+        raise KeyboardInterrupt from None
+    except ReenactError as e:
+        _failed(res, type(e).__name__, str(e), e.exit_code)
+    except Exception as e:  # noqa: BLE001 — a bug in one job must not stop the others
+        _failed(res, type(e).__name__, f"unexpected error: {e} ({_where(e)})", 1)
+    finally:
+        res.seconds = round(time.perf_counter() - t0, 3)
+
+
+def settle(job: Job, res: JobResult, settings: Settings, *, resume: bool = False):
+    """The job's (config, video options); None when it needs no render, recorded in `res`:
+    skipped (`resume` and its output exists) or failed (`settings` raised: bad options)."""
+    if resume and job.output.exists():
+        res.status, res.exit_code = "skipped", 0
+        return None
+    try:
+        return settings(job)
+    except Interrupted:  # Ctrl-C: run_job's to handle
+        raise
+    except ReenactError as e:
+        _failed(res, type(e).__name__, str(e), e.exit_code)
+    except Exception as e:  # noqa: BLE001 — as in run_job
+        _failed(res, type(e).__name__, f"unexpected error: {e} ({_where(e)})", 1)
+    return None
 
 
 def _failed(res: JobResult, cls: str, message: str, code: int) -> None:

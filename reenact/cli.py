@@ -6,6 +6,8 @@ one red line on stderr and the error's exit code, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import signal
 import sys
@@ -408,7 +410,23 @@ def _stage_progress(bar: Progress, prefix: str = "", created: list | None = None
     return update
 
 
-@app.command(cls=_Command)
+class _BatchCommand(_Command):
+    """`batch`: `--ray` takes an optional ADDRESS — the word after it, unless that is an option or
+    an existing file or folder (the JOBS.csv); alone it becomes `--ray=` (no address)."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        args = list(args)
+        for i, a in enumerate(args):
+            if a == "--":
+                break
+            if a == "--ray":
+                nxt = args[i + 1] if i + 1 < len(args) else None
+                if nxt is None or nxt.startswith("-") or os.path.exists(nxt):
+                    args[i] = "--ray="
+        return super().parse_args(ctx, args)
+
+
+@app.command(cls=_BatchCommand)
 def batch(
     jobs: Optional[Path] = typer.Argument(None, help="CSV with columns reference, driver[, output[, options]]."),
     refs: Optional[Path] = typer.Option(None, "--refs", help="Folder of reference photos (with --drivers: all pairs)."),
@@ -418,20 +436,36 @@ def batch(
                                     "e.g. \"--motion absolute --no-smooth\"."),
     overwrite: bool = OverwriteOpt,
     resume: bool = typer.Option(False, "--resume", help="Skip jobs whose output exists; continue unfinished videos."),
+    ray: Optional[str] = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Run the jobs as Ray tasks, in "
+                                      "parallel (needs the \\[ray] extra). No ADDRESS: the cluster in RAY_ADDRESS or "
+                                      "one `ray start` runs on this machine, else a new Ray instance on this "
+                                      "machine's CPUs; local: always a new one; auto: the cluster `ray start` runs here; HOST:PORT: a "
+                                      "cluster's head node. Every node must see the inputs and outputs at the same "
+                                      "paths."),
+    job_cpus: float = typer.Option(1.0, "--job-cpus", min=0.01, help="With --ray: CPUs each job reserves."),
+    job_gpus: float = typer.Option(0.0, "--job-gpus", min=0.0, help="With --ray: GPUs each job reserves "
+                                   "(e.g. 0.5: two jobs per GPU)."),
 ) -> None:
     """Render many reference × driver pairs with one progress view; a failed job never stops the batch.
 
-    Video jobs take the options of `reenact video`; image jobs (a photo as driver) use those that apply to `reenact image` (motion is absolute). A CSV row's options column adds options for that job. Exit code: 0 when every job succeeded (or was skipped), 1 when any failed (summary.csv says which and why), 130 when interrupted."""
+    Video jobs take the options of `reenact video`; image jobs (a photo as driver) use those that apply to `reenact image` (motion is absolute). A CSV row's options column adds options for that job. With --ray every job is a Ray task on a cluster (or on this machine's CPUs): same summary, failures and --resume. Exit code: 0 when every job succeeded (or was skipped), 1 when any failed (summary.csv says which and why), 130 when interrupted."""
     from reenact import batch as batch_mod
 
     if (jobs is None) == (refs is None and drivers is None) or (refs is None) != (drivers is None):
         fail(UsageError("give either a JOBS.csv file or both --refs and --drivers"))
+    if ray is None and (job_cpus != 1.0 or job_gpus):
+        fail(UsageError("--job-cpus and --job-gpus are for --ray"))
     base = run(batch_mod.split_options, job_options, "--job-options")
     run(_parse_video_options, base)  # a typo stops the batch before any work
     job_list = run(batch_mod.read_jobs, jobs, output) if jobs else run(batch_mod.pair_jobs, refs, drivers, output)
-    run(batch_mod.prepare_output, output)
-    results = _run_batch(job_list, lambda job: _video_settings(**_parse_video_options([*base, *job.options])),
-                         output, overwrite=overwrite, resume=resume)
+    settings = lambda job: _video_settings(**_parse_video_options([*base, *job.options]))  # noqa: E731
+    if ray is None:
+        run(batch_mod.prepare_output, output)
+        results = _run_batch(functools.partial(batch_mod.run_batch, job_list, settings, overwrite=overwrite,
+                                               resume=resume), len(job_list), output)
+    else:
+        results = _run_batch_on_ray(ray or None, job_list, settings, output, overwrite=overwrite, resume=resume,
+                                    job_cpus=job_cpus, job_gpus=job_gpus)
     _batch_report(results, output / "summary.csv")
 
 
@@ -446,36 +480,57 @@ def _parse_video_options(tokens: list[str]) -> dict:
         raise UsageError(f"bad job option: {e.format_message()}", "job options are those of `reenact video`") from None
 
 
-def _run_batch(jobs: list, settings, output: Path, *, overwrite: bool, resume: bool) -> list:
-    """Run the batch under one progress view (jobs done + the current job's stages); writes the
-    summary even when interrupted."""
+def _run_batch(run_jobs, n: int, output: Path, *, parallel: bool = False) -> list:
+    """Run the batch under one progress view (jobs done + each running job's stages); writes the
+    summary even when interrupted. `run_jobs(on_start=, on_end=)`: `batch.run_batch` or
+    `farm.run_batch` with the jobs bound; `parallel`: several jobs run at once."""
     from reenact import batch as batch_mod
 
     with progress_bar() as bar:
-        overall = bar.add_task("jobs", total=len(jobs), unit="jobs")
-        stages: list = []
+        overall = bar.add_task("jobs", total=n, unit="jobs")
+        stages: dict[int, list] = {}
 
         def on_start(i: int, job) -> object:
-            while stages:
-                bar.remove_task(stages.pop())
-            bar.update(overall, description=f"job {i + 1}/{len(jobs)}")
-            return _stage_progress(bar, prefix=f"  {job.reference.name} × {job.driver.name}: ", created=stages)
+            stages[i] = []
+            bar.update(overall, description=f"jobs ({len(stages)} running)" if parallel else f"job {i + 1}/{n}")
+            return _stage_progress(bar, prefix=f"  {job.reference.name} × {job.driver.name}: ", created=stages[i])
 
         def on_end(res) -> None:
+            for task in stages.pop(res.index, []):
+                bar.remove_task(task)
+            if parallel:
+                bar.update(overall, description=f"jobs ({len(stages)} running)")
             bar.advance(overall)
             mark = "[green]ok[/]" if res.status != "failed" else "[red]failed[/]"
             bar.console.print(f"{mark} {res.output}" + (f" — {res.error}" if res.error else "")
                               + (" (exists, skipped)" if res.status == "skipped" else ""))
 
         try:
-            results = batch_mod.run_batch(jobs, settings, overwrite=overwrite, resume=resume,
-                                          on_start=on_start, on_end=on_end)
+            results = run_jobs(on_start=on_start, on_end=on_end)
         except KeyboardInterrupt as e:
             batch_mod.write_summary(getattr(e, "results", []), output)
             err.print(f"[red]interrupted[/] — summary of the jobs so far in {output / 'summary.csv'}")
             raise typer.Exit(code=130)
     batch_mod.write_summary(results, output)
     return results
+
+
+def _run_batch_on_ray(address: Optional[str], jobs: list, settings, output: Path, *, overwrite: bool,
+                      resume: bool, job_cpus: float, job_gpus: float) -> list:
+    """`_run_batch` with every job a Ray task, connected to `address` for the length of the
+    batch (None: RAY_ADDRESS, a `ray start` cluster on this machine, else a new instance)."""
+    from reenact import batch as batch_mod, farm
+
+    with contextlib.ExitStack() as stack:
+        with err.status(f"connecting to Ray at {address}…" if address else "starting Ray…"):
+            cluster = run(stack.enter_context, farm.connect(address))
+        run(farm.check_resources, cluster, job_cpus=job_cpus, job_gpus=job_gpus)
+        run(batch_mod.prepare_output, output)
+        out.print(f"Ray: {cluster.get('CPU', 0):g} CPUs, {cluster.get('GPU', 0):g} GPUs; {len(jobs)} jobs, "
+                  f"{job_cpus:g} CPU{'s' if job_cpus != 1 else ''}" + (f" and {job_gpus:g} GPU" if job_gpus else "")
+                  + " each")
+        return _run_batch(functools.partial(farm.run_batch, jobs, settings, overwrite=overwrite, resume=resume,
+                                            job_cpus=job_cpus, job_gpus=job_gpus), len(jobs), output, parallel=True)
 
 
 def _batch_report(results: list, summary: Path) -> None:

@@ -16,6 +16,7 @@ in [0, 1], zero at the crop border so the paste is seamless). Targets arrive in 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -273,9 +274,43 @@ def build_redrawer(config: InferenceConfig) -> Redrawer:
                     eyes_model=region_model("eyes", config.eyes_weights) if eyes == "generator" else None)
 
 
+# Engines built for earlier configs, kept for reuse (`keep_engines`); None: not kept.
+_kept: OrderedDict[InferenceConfig, Engine] | None = None
+_keep_limit = 0
+
+
+def keep_engines(limit: int = 4) -> int:
+    """From now on in this process, `build_engine` returns the engine it built before for an
+    equal config — up to `limit` engines, the least recently used dropped; 0 builds every time
+    (the default). For a process that renders many jobs (a Ray worker of `reenact batch --ray`):
+    each model is loaded once. Engines keep no per-reference state (that is `RefState`), so the
+    pixels do not change. Returns the previous limit."""
+    global _kept, _keep_limit
+    previous, _keep_limit = _keep_limit, max(0, limit)
+    if not _keep_limit:
+        _kept = None
+    elif _kept is None:
+        _kept = OrderedDict()
+    while _kept is not None and len(_kept) > _keep_limit:
+        _kept.popitem(last=False)
+    return previous
+
+
 def build_engine(config: InferenceConfig) -> Engine:
     """The engine named by `config.engine`: warp; fusion = the warp with the region generators
-    (or, with `--weights` or a bundled whole-face model, FusionNet over F + D); gan = F + D."""
+    (or, with `--weights` or a bundled whole-face model, FusionNet over F + D); gan = F + D.
+    Raises MissingWeights. With `keep_engines`, an engine built before for this config."""
+    if _kept is None:
+        return _build_engine(config)
+    if config not in _kept:
+        _kept[config] = _build_engine(config)
+        while len(_kept) > _keep_limit:
+            _kept.popitem(last=False)
+    _kept.move_to_end(config)
+    return _kept[config]
+
+
+def _build_engine(config: InferenceConfig) -> Engine:
     if config.engine == "warp" or (config.engine == "fusion" and not config.weights and not DEFAULT_WEIGHTS.is_file()):
         return WarpEngine(config, build_redrawer(config), name=config.engine)
     runtime = GeneratorRuntime(resolve_weights(config))
