@@ -148,6 +148,9 @@ class VideoOptions:
     chunk: frames per resumable segment. resume: continue an interrupted render of the same job.
     multi: with several reference photos, "select" (per frame, the one nearest in pose),
         "fuse" (a k-shot generator fuses all) or "auto" (fuse when the engine can, else select).
+    preset: the x264 preset of the rendered video (crf 18 either way). "veryfast" encodes a
+        1080p frame in about 40 % of "medium"'s CPU time, visually the same (≈ 0.5 dB PSNR less,
+        files of similar size); "medium" or slower for the smallest files.
     """
 
     motion: MotionConfig = MotionConfig()
@@ -157,6 +160,7 @@ class VideoOptions:
     chunk: int = 250
     resume: bool = False
     multi: str = "auto"
+    preset: str = "veryfast"
 
     def __post_init__(self) -> None:
         for what, v in (("--face", self.ref_face), ("--driver-face", self.driver_face)):

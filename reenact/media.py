@@ -31,10 +31,12 @@ import logging
 import math
 import numbers
 import os
+import queue
 import re
 import secrets
 import struct
 import subprocess
+import threading
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -1008,6 +1010,11 @@ class VideoWriter:
     exception or Ctrl-C in the with-block, or abort(): ffmpeg is killed and every temp file
     deleted. `frames_written` counts frames.
 
+    `background=True` hands each frame to a writer thread (at most `QUEUE` frames wait, so memory
+    stays bounded) and returns at once: the pipe write to ffmpeg (a few ms for a large frame)
+    overlaps the caller's next frame. The caller must then not modify a frame after write().
+    A failure of the thread surfaces at the next write() or at close().
+
     Raises OutputError (target exists and not overwrite, folder missing/not writable, unknown
     suffix, ffmpeg failing, zero frames written), MediaError for a bad `audio_from` (both at
     construction, before any work), UsageError for bad fps/size/crf/preset, ValueError in write()
@@ -1016,8 +1023,11 @@ class VideoWriter:
 
     def __init__(self, path: str | os.PathLike, *, fps: float, size: tuple[int, int],
                  audio_from: str | os.PathLike | None = None, overwrite: bool = False,
-                 crf: int = 18, preset: str = "medium") -> None:
+                 crf: int = 18, preset: str = "medium", background: bool = False) -> None:
         self._gen = None
+        self._thread: threading.Thread | None = None
+        self._queue: queue.Queue | None = queue.Queue(maxsize=self.QUEUE) if background else None
+        self._failed = False
         self._temps: list[Path] = []
         self._state = "open"  # → "done" (target written) or "aborted" (nothing left behind)
         self.frames_written = 0
@@ -1030,6 +1040,8 @@ class VideoWriter:
         w, h = self.size
         self._padded = np.empty((h + h % 2, w + w % 2, 3), np.uint8) if (w % 2 or h % 2) else None
 
+    QUEUE = 2  # frames waiting for the background writer thread
+
     def write(self, rgb: np.ndarray) -> None:
         """Append one frame: RGB uint8, exactly size[1]×size[0]×3."""
         if self._state != "open":
@@ -1037,13 +1049,48 @@ class VideoWriter:
         _check_rgb(rgb, self.size)
         if self._gen is None:
             self._start()
-        try:
-            self._gen.send(self._pad(rgb))
-        except OSError:
-            self.abort()
-            raise OutputError(f"ffmpeg stopped accepting frames for {self.path}",
-                              hint="see ffmpeg's message above; is the disk full?") from None
+        if self._queue is not None:
+            self._check_thread()
+            # padding writes into a reused buffer: a queued frame needs its own copy then
+            self._queue.put(self._pad(rgb).copy() if self._padded is not None else np.ascontiguousarray(rgb))
+        elif not self._send(self._pad(rgb)):
+            self._stopped()
         self.frames_written += 1
+
+    def _send(self, frame: np.ndarray) -> bool:
+        """One padded, contiguous frame into ffmpeg; False when ffmpeg stopped accepting."""
+        try:
+            self._gen.send(frame)
+        except OSError:
+            return False
+        return True
+
+    def _stopped(self) -> None:
+        self.abort()
+        raise OutputError(f"ffmpeg stopped accepting frames for {self.path}",
+                          hint="see ffmpeg's message above; is the disk full?") from None
+
+    def _pump(self) -> None:
+        """The background thread: frames from the queue into ffmpeg until None; after a failure
+        it only drains the queue (so that write() never blocks on a dead encoder)."""
+        while (rgb := self._queue.get()) is not None:
+            try:
+                if not self._failed and not self._send(rgb):
+                    self._failed = True
+            except BaseException:  # noqa: BLE001 — reported by write()/close(), never lost
+                self._failed = True
+
+    def _check_thread(self) -> None:
+        if self._failed:
+            self._stop_thread()
+            self._stopped()
+
+    def _stop_thread(self) -> None:
+        """Let the thread write what is queued, and end it (idempotent)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
 
     def _pad(self, rgb: np.ndarray) -> np.ndarray:
         if self._padded is None:
@@ -1071,6 +1118,9 @@ class VideoWriter:
             str(tmp), (w, h), fps=float(self.fps), quality=None, codec="libx264",
             pix_fmt_out="yuv420p", macro_block_size=1, ffmpeg_log_level="error", output_params=params)
         self._gen.send(None)
+        if self._queue is not None:
+            self._thread = threading.Thread(target=self._pump, name="VideoWriter", daemon=True)
+            self._thread.start()
 
     def close(self) -> Path | None:
         """Finish: flush the encoder, mux audio, move into place. Returns the target path.
@@ -1085,6 +1135,8 @@ class VideoWriter:
             raise OutputError(f"no frames were written, so {self.path} was not created",
                               hint="the input produced no frames to encode")
         try:
+            self._stop_thread()
+            self._check_thread()
             video = self._finish_encoding()
             final = self._mux_audio(video) if self._audio is not None else video
             if not self._overwrite and self.path.exists():
@@ -1131,9 +1183,15 @@ class VideoWriter:
         """Discard everything: kill ffmpeg, delete every temp file. Idempotent; never raises."""
         if self._state == "open":
             self._state = "aborted"
+        self._failed = True  # the thread drops what is still queued
         gen, self._gen = self._gen, None
+        proc = _generator_process(gen, "p") if gen is not None else None
+        if self._thread is not None:
+            if proc is not None and proc.poll() is None:
+                proc.kill()  # a send in progress in the thread then fails at once
+            with contextlib.suppress(Exception):
+                self._stop_thread()
         if gen is not None:
-            proc = _generator_process(gen, "p")
             with contextlib.suppress(_Abort, StopIteration, Exception):
                 gen.throw(_Abort())
             _reap(proc)

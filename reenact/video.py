@@ -239,7 +239,8 @@ def _render_chunks(work: resume.WorkDir, r: Reenactor, status: np.ndarray, drive
                     if decode:
                         _next(frames, i, drive_path, timer)
                 continue
-            with media.VideoWriter(work.segment(k), fps=fps, size=size, overwrite=True) as writer:
+            with media.VideoWriter(work.segment(k), fps=fps, size=size, overwrite=True,
+                                   preset=options.preset, background=True) as writer:
                 for i in range(lo, hi):
                     face = None if status[i] == temporal.STILL else Face(points=pts[i])
                     frame = _next(frames, i, drive_path, timer) if decode else None

@@ -739,6 +739,40 @@ def test_writer_abort_and_zero_frames(tmp_path):
     assert leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("size", [(64, 48), (65, 49)])
+def test_background_writer_writes_the_same_video(tmp_path, size):
+    """background=True (the frames go to ffmpeg from a thread) gives the same frames, padding
+    included, and a frame buffer the caller reuses after write() is not lost on odd sizes."""
+    frames = _frames(12, size=size)
+    plain = _write(tmp_path / "plain.mp4", frames, crf=0, preset="ultrafast")
+    threaded = _write(tmp_path / "bg.mp4", [f.copy() for f in frames], crf=0, preset="ultrafast", background=True)
+    with media.VideoReader(plain) as a, media.VideoReader(threaded) as b:
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert sorted(leftovers(tmp_path)) == ["bg.mp4", "plain.mp4"]
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
+def test_background_writer_interrupted_leaves_nothing(tmp_path, exc):
+    with pytest.raises(exc):
+        with media.VideoWriter(tmp_path / "o.mp4", fps=25, size=(64, 48), background=True) as out:
+            for f in _frames(20):
+                out.write(f)
+            raise exc
+    assert leftovers(tmp_path) == []
+    if Path("/proc/self").is_dir():
+        assert ffmpeg_children() == []
+
+
+def test_background_writer_reports_a_dead_encoder(tmp_path):
+    out = media.VideoWriter(tmp_path / "o.mp4", fps=25, size=(64, 48), background=True)
+    out.write(_frames(1)[0])
+    media._generator_process(out._gen, "p").kill()  # ffmpeg dies (disk full, killed, …)
+    with pytest.raises(OutputError, match="stopped accepting"):
+        for f in _frames(200):  # the thread's failed pipe write surfaces at a later write()
+            out.write(f)
+    assert leftovers(tmp_path) == [] and out.close() is None
+
+
 def test_writer_rejects_wrong_frames_and_arguments(tmp_path, clips):
     with pytest.raises(ValueError, match="64×48"):
         with media.VideoWriter(tmp_path / "o.mp4", fps=25, size=(64, 48)) as out:
