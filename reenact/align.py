@@ -8,6 +8,7 @@ only rigid landmarks, so the crop follows the head (position, scale, roll) but n
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -106,13 +107,17 @@ def feathered_mask(mask: np.ndarray, *, feather: float) -> np.ndarray:
     return np.clip(blurred, 0.0, 1.0)
 
 
+@functools.lru_cache(maxsize=8)
 def edge_falloff(size: int, margin: float) -> np.ndarray:
-    """(size, size) float32: 1 inside, smoothly 0 at the crop border over `margin` pixels."""
+    """(size, size) float32: 1 inside, smoothly 0 at the crop border over `margin` pixels.
+    Cached per (size, margin): the array is shared and read-only."""
     r = np.arange(size, dtype=np.float32)
     d = np.minimum(r, size - 1 - r) / max(margin, 1e-6)
     ramp = np.clip(d, 0.0, 1.0)
     ramp = ramp * ramp * (3 - 2 * ramp)  # smoothstep
-    return np.outer(ramp, ramp)
+    out = np.outer(ramp, ramp)
+    out.flags.writeable = False
+    return out
 
 
 def paste_back(frame: np.ndarray, crop_rgb: np.ndarray, crop: Crop, mask: np.ndarray) -> np.ndarray:

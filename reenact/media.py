@@ -37,6 +37,7 @@ import secrets
 import struct
 import subprocess
 import threading
+import weakref
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -896,12 +897,20 @@ class VideoReader:
         with VideoReader("driver.mp4") as video:
             for rgb in video: ...
 
+    `background=True` decodes ahead in a thread (at most `QUEUE` frames wait): the pipe read and
+    copy of the next frame overlap the caller's work on this one; errors are raised the same way.
+
     Raises (at construction) what probe_video raises; while iterating, CorruptMedia when
     decoding breaks off mid-frame or yields no frame at all.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    QUEUE = 2  # frames decoded ahead by the background thread
+
+    def __init__(self, path: str | os.PathLike, *, background: bool = False) -> None:
         self._gen = None
+        self._thread: threading.Thread | None = None
+        self._queue: queue.Queue | None = None
+        self._closing = threading.Event()
         self.frames_read = self.repeated = self.dropped = 0
         info, streams, _ = _probe(path)
         self.path = Path(path).expanduser()
@@ -919,24 +928,46 @@ class VideoReader:
         self._w, self._h = meta["size"]
         self.info = dataclasses.replace(info, width=self._w, height=self._h)
         self._log = _generator_local(self._gen, "log_catcher")  # ffmpeg's stderr: dup=/drop= counts
+        if background:  # decode (pipe read + copy) ahead in a thread, while the caller works
+            self._queue = queue.Queue(maxsize=self.QUEUE)
+            self._thread = threading.Thread(target=_prefetch, args=(weakref.ref(self), self._queue, self._closing),
+                                            name="VideoReader", daemon=True)
+            self._thread.start()
 
     def __iter__(self) -> VideoReader:
         return self
 
     def __next__(self) -> np.ndarray:
+        if self._queue is None:
+            return self._next_or_close()
+        if self._thread is None:
+            raise StopIteration
+        item = self._queue.get()
+        if isinstance(item, np.ndarray):
+            return item
+        self.close()
+        raise item
+
+    def _next_or_close(self) -> np.ndarray:
+        try:
+            return self._read()
+        except BaseException:
+            self.close()
+            raise
+
+    def _read(self) -> np.ndarray:
+        """The next frame from ffmpeg; StopIteration at the end, CorruptMedia when it breaks off."""
         if self._gen is None:
             raise StopIteration
         try:
             raw = next(self._gen)
         except StopIteration:
             self._count_repairs()
-            self.close()
             if self.frames_read == 0:
                 raise CorruptMedia(f"{self.path}: no frame could be decoded",
                                    hint="the video data is damaged or truncated") from None
             raise
         except (OSError, RuntimeError):
-            self.close()
             raise CorruptMedia(f"{self.path}: decoding broke off at frame {self.frames_read + 1}",
                                hint="the file is truncated or damaged") from None
         self.frames_read += 1
@@ -951,6 +982,14 @@ class VideoReader:
 
     def close(self) -> None:
         """Stop ffmpeg (killed if it does not quit) and reap it. Idempotent."""
+        thread, self._thread = self._thread, None
+        self._closing.set()
+        if thread is not None and thread is not threading.current_thread():
+            if thread.is_alive():  # unblock a read in progress, then let the thread end
+                proc = _generator_process(self._gen, "process") if self._gen is not None else None
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                thread.join()
         gen, self._gen = self._gen, None
         if gen is not None:
             proc = _generator_process(gen, "process")
@@ -966,6 +1005,29 @@ class VideoReader:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+def _prefetch(reader: weakref.ref, frames: queue.Queue, closing: threading.Event) -> None:
+    """A background VideoReader's thread: frames into the queue, then the exception that ended
+    them (StopIteration, CorruptMedia, …), which __next__ raises in the caller's thread. Holds
+    the reader only while reading a frame, so that a dropped reader is collected (and closed)."""
+    while not closing.is_set():
+        r = reader()
+        if r is None:
+            return
+        try:
+            item = r._read()
+        except BaseException as e:  # noqa: BLE001 — handed over, raised by __next__
+            item = e.with_traceback(None)
+        del r  # may close the reader (its last reference): `closing` is then set
+        while not closing.is_set():
+            try:
+                frames.put(item, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        if not isinstance(item, np.ndarray):
+            return
 
 
 # ───────────────────────────────────── writing ─────────────────────────────────────
@@ -1276,16 +1338,18 @@ class FrameFolderReader:
         self.close()
 
 
-def open_frames(path: str | os.PathLike, *, fps: float | None = None) -> VideoReader | FrameFolderReader:
+def open_frames(path: str | os.PathLike, *, fps: float | None = None,
+                background: bool = False) -> VideoReader | FrameFolderReader:
     """A frame source: a video file (VideoReader) or a folder of images (FrameFolderReader at
-    `fps`, default 25). `fps` is for folders only: a video keeps its own rate (UsageError)."""
+    `fps`, default 25). `fps` is for folders only: a video keeps its own rate (UsageError).
+    `background`: a video is decoded ahead in a thread (`VideoReader`)."""
     p = Path(path).expanduser()
     if p.is_dir():
         return FrameFolderReader(p, 25.0 if fps is None else fps)
     if fps is not None:
         raise UsageError("--fps applies to a folder of frames only",
                          hint="a video keeps its own frame rate; leave --fps out")
-    return VideoReader(p)
+    return VideoReader(p, background=background)
 
 
 # ──────────────────────────────── joining ────────────────────────────────

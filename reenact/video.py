@@ -123,7 +123,7 @@ def _render_job(refs: list[Reference], drive_path: Path, target: Path, config: I
                 options: VideoOptions, work: resume.WorkDir, timer: StageTimer,
                 progress: Progress | None, overwrite: bool) -> VideoSummary:
     ref = refs[0]
-    with media.open_frames(drive_path, fps=options.fps) as src:
+    with media.open_frames(drive_path, fps=options.fps, background=True) as src:
         info = src.info
         if work.state.track is None:
             _track(src, work, options, timer, progress)
@@ -230,7 +230,7 @@ def _render_chunks(work: resume.WorkDir, r: Reenactor, status: np.ndarray, drive
     compare = r.config.compare
     decode = compare or r.needs_driver_image  # pass 2 reads the driver's frames only when it must
     with temporal.FrameFile(work.file("points.f32")) as pts, \
-            media.open_frames(drive_path, fps=options.fps) if decode else contextlib.nullcontext() as frames:
+            media.open_frames(drive_path, fps=options.fps, background=True) if decode else contextlib.nullcontext() as frames:
         for k in range(math.ceil(n / c)):
             lo, hi = k * c, min(n, (k + 1) * c)
             if k in done:  # already rendered: keep the decoder and the reference choice in step

@@ -222,6 +222,7 @@ def backward_map(source: WarpSource, target: np.ndarray, dst: np.ndarray | None 
     identity = np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]])
     table = np.concatenate([identity, affines]).astype(np.float32)  # (T + 1)×3×2
     xs, ys = _grid(size)
+    ids = ids.astype(np.intp)  # take() would convert the int32 indices on every call
     return _apply_affines(table[:, :, 0], ids, xs, ys), _apply_affines(table[:, :, 1], ids, xs, ys)
 
 

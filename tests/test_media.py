@@ -8,6 +8,8 @@ import os
 import struct
 import subprocess
 import sys
+import threading
+import time
 import tracemalloc
 import zlib
 from fractions import Fraction
@@ -560,6 +562,27 @@ def test_leaving_early_leaves_no_ffmpeg_behind(clips):
     for _ in media.VideoReader(clips["silent"]):
         break  # no with, no close: dropping the reader must still stop ffmpeg
     gc.collect()
+    assert ffmpeg_children() == []
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_background_reader_gives_the_same_frames_and_stops_ffmpeg(clips):
+    """background=True (decoding ahead in a thread): the same frames and counts; leaving early,
+    or dropping the reader, stops ffmpeg and the thread."""
+    with media.VideoReader(clips["silent"]) as a, media.VideoReader(clips["silent"], background=True) as b:
+        plain, ahead = list(a), list(b)
+        assert b.frames_read == 50 and (b.repeated, b.dropped) == (a.repeated, a.dropped)
+    assert len(ahead) == 50 and all(np.array_equal(x, y) for x, y in zip(plain, ahead))
+    assert ahead[0].flags.writeable and next(b, None) is None
+    with media.open_frames(clips["silent"], background=True) as r:
+        next(r)
+    assert ffmpeg_children() == [] and not any(t.name == "VideoReader" for t in threading.enumerate())
+    for _ in media.VideoReader(clips["silent"], background=True):
+        break
+    gc.collect()  # the thread may be reading a frame: it closes the reader once it lets go of it
+    deadline = time.monotonic() + 5
+    while ffmpeg_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert ffmpeg_children() == []
 
 
