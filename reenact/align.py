@@ -93,9 +93,9 @@ def feathered_mask(mask: np.ndarray, *, feather: float) -> np.ndarray:
 
     Wide blurs run on a copy shrunk by up to 8× (sigma ≥ 3 px there) and are scaled back: the
     result is smooth at that scale anyway, and a 100-pixel kernel at full size costs ~20× more."""
-    m = mask.astype(np.float32)
+    m = np.asarray(mask, np.float32)  # read only: every step below makes a new array
     if feather <= 0:
-        return m
+        return m.copy()
     f = int(np.clip(feather // 3, 1, 8))
     h, w = m.shape
     small = cv2.resize(m, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA) if f > 1 else m
@@ -104,7 +104,7 @@ def feathered_mask(mask: np.ndarray, *, feather: float) -> np.ndarray:
     blurred = cv2.GaussianBlur(small, (k, k), sigma)
     if f > 1:
         blurred = cv2.resize(blurred, (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.clip(blurred, 0.0, 1.0)
+    return np.clip(blurred, 0.0, 1.0, out=blurred)
 
 
 @functools.lru_cache(maxsize=8)
