@@ -87,7 +87,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
     stages = ["landmarks", "decode", "retarget", "render", "paste", "encode", "join"]
-    print(f"{'':<22} " + "  ".join(f"{s[:6]:>6}" for s in stages) + "     fps  CPU ms self+ffmpeg  peak MiB  new/old fps")
+    head = "  ".join(f"{s[:6]:>6}" for s in stages)
+    print(f"{'':<22} {head}     fps  CPU ms self+ffmpeg  peak MiB  new/old fps")
     with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
         folder = Path(tmp)
         for name in args.scenarios.split(","):

@@ -230,7 +230,8 @@ def _render_chunks(work: resume.WorkDir, r: Reenactor, status: np.ndarray, drive
     compare = r.config.compare
     decode = compare or r.needs_driver_image  # pass 2 reads the driver's frames only when it must
     with temporal.FrameFile(work.file("points.f32")) as pts, \
-            media.open_frames(drive_path, fps=options.fps, background=True) if decode else contextlib.nullcontext() as frames:
+            (media.open_frames(drive_path, fps=options.fps, background=True) if decode
+             else contextlib.nullcontext()) as frames:
         for k in range(math.ceil(n / c)):
             lo, hi = k * c, min(n, (k + 1) * c)
             if k in done:  # already rendered: keep the decoder and the reference choice in step
