@@ -8,6 +8,7 @@ only rigid landmarks, so the crop follows the head (position, scale, roll) but n
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import cv2
@@ -92,9 +93,9 @@ def feathered_mask(mask: np.ndarray, *, feather: float) -> np.ndarray:
 
     Wide blurs run on a copy shrunk by up to 8× (sigma ≥ 3 px there) and are scaled back: the
     result is smooth at that scale anyway, and a 100-pixel kernel at full size costs ~20× more."""
-    m = mask.astype(np.float32)
+    m = np.asarray(mask, np.float32)  # read only: every step below makes a new array
     if feather <= 0:
-        return m
+        return m.copy()
     f = int(np.clip(feather // 3, 1, 8))
     h, w = m.shape
     small = cv2.resize(m, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA) if f > 1 else m
@@ -103,16 +104,20 @@ def feathered_mask(mask: np.ndarray, *, feather: float) -> np.ndarray:
     blurred = cv2.GaussianBlur(small, (k, k), sigma)
     if f > 1:
         blurred = cv2.resize(blurred, (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.clip(blurred, 0.0, 1.0)
+    return np.clip(blurred, 0.0, 1.0, out=blurred)
 
 
+@functools.lru_cache(maxsize=8)
 def edge_falloff(size: int, margin: float) -> np.ndarray:
-    """(size, size) float32: 1 inside, smoothly 0 at the crop border over `margin` pixels."""
+    """(size, size) float32: 1 inside, smoothly 0 at the crop border over `margin` pixels.
+    Cached per (size, margin): the array is shared and read-only."""
     r = np.arange(size, dtype=np.float32)
     d = np.minimum(r, size - 1 - r) / max(margin, 1e-6)
     ramp = np.clip(d, 0.0, 1.0)
     ramp = ramp * ramp * (3 - 2 * ramp)  # smoothstep
-    return np.outer(ramp, ramp)
+    out = np.outer(ramp, ramp)
+    out.flags.writeable = False
+    return out
 
 
 def paste_back(frame: np.ndarray, crop_rgb: np.ndarray, crop: Crop, mask: np.ndarray) -> np.ndarray:

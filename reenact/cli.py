@@ -864,14 +864,18 @@ def bench(
     engines: str = typer.Option("warp,gan,fusion", "--engines", help="Comma-separated engines."),
     frames: int = typer.Option(100, "--frames", help="Driver frames for the video benchmark."),
     repeats: int = typer.Option(10, "--repeats", help="Image renders to average."),
+    scenarios: str = typer.Option("256,2mp,4k", "--scenarios", help="256: everything at 256² (image and "
+                                  "video); 2mp: the reference at ~2 MP, a 512² driver; 4k: a 3840×2160 "
+                                  "reference, a 1080p driver."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers to this JSON file."),
 ) -> None:
-    """Per-stage latency and end-to-end fps, image and video at 256², per engine and execution provider."""
+    """Per-stage latency, end-to-end fps, CPU time and peak memory per engine, execution provider and scenario."""
     from reenact.evaluate import bench as b
 
     names = tuple(e.strip() for e in engines.split(",") if e.strip())
+    kinds = tuple(s.strip().lower() for s in scenarios.split(",") if s.strip())
     with err.status("benchmarking…") as status:
-        result = run(b.run_bench, reference, driver, engines=names, repeats=repeats, frames=frames,
+        result = run(b.run_bench, reference, driver, engines=names, repeats=repeats, frames=frames, scenarios=kinds,
                      progress=lambda msg: status.update(f"benchmarking {msg}…"))
     _bench_table(result)
     if json_out:
@@ -908,18 +912,21 @@ def _eval_summary(doc: dict, folder: Path, wall: float) -> None:
 
 def _bench_table(result: dict) -> None:
     stages = list(dict.fromkeys(k for r in result["rows"] for k in r["stages_ms"]))
-    table = Table("engine", "provider", "mode", *[f"{s} ms" for s in stages], "warm ms", "warm fps",
-                  "end-to-end ms", "end-to-end fps", title=f"reenact bench — {result['size']}², "
-                  f"{result['machine']['cpus']} CPUs, {result['inputs']['frames']} video frames")
+    table = Table("scenario", "engine", "provider", "mode", "frames (out / driver)", *[f"{s} ms" for s in stages],
+                  "warm fps", "end-to-end fps", "CPU ms (self + ffmpeg)", "peak MiB",
+                  title=f"reenact bench — {result['machine']['cpus']} CPUs, {result['inputs']['frames']} video "
+                  "frames; stages in ms per image / frame")
     for r in result["rows"]:
         if r["status"] != "ok":
-            table.add_row(r["engine"], r["status"], *[""] * (len(stages) + 5))
+            table.add_row(r["scenario"], r["engine"], r["status"], *[""] * (len(stages) + 6))
             continue
-        table.add_row(r["engine"], r["provider"], r["mode"],
+        video = r["mode"] == "video"
+        table.add_row(r["scenario"], r["engine"], r["provider"], r["mode"], r["size"],
                       *[f"{r['stages_ms'][s]:.1f}" if s in r["stages_ms"] else "" for s in stages],
-                      f"{r['warm_ms']:.1f}", f"{r['fps_warm']:.1f}", f"{r['end_to_end_ms']:.1f}",
-                      f"{r['fps_end_to_end']:.1f}")
-    _wide(230).print(table)  # 15 columns with every video stage
+                      f"{r['fps_warm']:.1f}", f"{r['fps_end_to_end']:.1f}",
+                      f"{r['cpu_ms']:.0f} + {r['ffmpeg_cpu_ms']:.0f}" if video else "",
+                      f"{r['peak_mib']:.0f}" if video else "")
+    _wide(250).print(table)  # 19 columns with every video stage
 
 
 def _note_faces(ref_faces: int, ref_choice, drv_faces: int, drv_choice, *, video: bool = False) -> None:

@@ -168,6 +168,9 @@ class VideoOptions:
     audio: the "driver"'s audio (default), the "source"'s, or "none" ("none" also for photos).
     source_expression: "replace" (the moved parts follow the driver alone, from the source's
         rest face) or "keep" (the driver's change is added to the source's own expression).
+    preset: the x264 preset of the rendered video (crf 18 either way). "veryfast" encodes a
+        1080p frame in about 40 % of "medium"'s CPU time, visually the same (≈ 0.5 dB PSNR less,
+        files of similar size); "medium" or slower for the smallest files.
     """
 
     motion: MotionConfig = MotionConfig()
@@ -181,6 +184,7 @@ class VideoOptions:
     length: str = "driver"
     audio: str = "driver"
     source_expression: str = "replace"
+    preset: str = "veryfast"
 
     def __post_init__(self) -> None:
         for what, v, allowed in (("--length", self.length, LENGTHS), ("--audio", self.audio, AUDIO_CHOICES),

@@ -68,8 +68,10 @@ def native_size(points: np.ndarray, lo: int, hi: int) -> int:
 def paste_mask(head: np.ndarray, size: int) -> np.ndarray:
     """Paste-back mask: the moved head region grown and feathered, forced to 0 at the crop border."""
     grown = align.feathered_mask((head > 0.05).astype(np.float32), feather=size / 24)
-    grown = np.clip(grown * 2.0, 0.0, 1.0)
-    return grown * align.edge_falloff(size, margin=size / 16)
+    grown *= 2.0  # in place (a new array each time): one full-size temporary less per step
+    np.clip(grown, 0.0, 1.0, out=grown)
+    grown *= align.edge_falloff(size, margin=size / 16)
+    return grown
 
 
 @dataclass(frozen=True)

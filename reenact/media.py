@@ -31,10 +31,13 @@ import logging
 import math
 import numbers
 import os
+import queue
 import re
 import secrets
 import struct
 import subprocess
+import threading
+import weakref
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -894,12 +897,20 @@ class VideoReader:
         with VideoReader("driver.mp4") as video:
             for rgb in video: ...
 
+    `background=True` decodes ahead in a thread (at most `QUEUE` frames wait): the pipe read and
+    copy of the next frame overlap the caller's work on this one; errors are raised the same way.
+
     Raises (at construction) what probe_video raises; while iterating, CorruptMedia when
     decoding breaks off mid-frame or yields no frame at all.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    QUEUE = 2  # frames decoded ahead by the background thread
+
+    def __init__(self, path: str | os.PathLike, *, background: bool = False) -> None:
         self._gen = None
+        self._thread: threading.Thread | None = None
+        self._queue: queue.Queue | None = None
+        self._closing = threading.Event()
         self.frames_read = self.repeated = self.dropped = 0
         info, streams, _ = _probe(path)
         self.path = Path(path).expanduser()
@@ -917,24 +928,46 @@ class VideoReader:
         self._w, self._h = meta["size"]
         self.info = dataclasses.replace(info, width=self._w, height=self._h)
         self._log = _generator_local(self._gen, "log_catcher")  # ffmpeg's stderr: dup=/drop= counts
+        if background:  # decode (pipe read + copy) ahead in a thread, while the caller works
+            self._queue = queue.Queue(maxsize=self.QUEUE)
+            self._thread = threading.Thread(target=_prefetch, args=(weakref.ref(self), self._queue, self._closing),
+                                            name="VideoReader", daemon=True)
+            self._thread.start()
 
     def __iter__(self) -> VideoReader:
         return self
 
     def __next__(self) -> np.ndarray:
+        if self._queue is None:
+            return self._next_or_close()
+        if self._thread is None:
+            raise StopIteration
+        item = self._queue.get()
+        if isinstance(item, np.ndarray):
+            return item
+        self.close()
+        raise item
+
+    def _next_or_close(self) -> np.ndarray:
+        try:
+            return self._read()
+        except BaseException:
+            self.close()
+            raise
+
+    def _read(self) -> np.ndarray:
+        """The next frame from ffmpeg; StopIteration at the end, CorruptMedia when it breaks off."""
         if self._gen is None:
             raise StopIteration
         try:
             raw = next(self._gen)
         except StopIteration:
             self._count_repairs()
-            self.close()
             if self.frames_read == 0:
                 raise CorruptMedia(f"{self.path}: no frame could be decoded",
                                    hint="the video data is damaged or truncated") from None
             raise
         except (OSError, RuntimeError):
-            self.close()
             raise CorruptMedia(f"{self.path}: decoding broke off at frame {self.frames_read + 1}",
                                hint="the file is truncated or damaged") from None
         self.frames_read += 1
@@ -949,6 +982,14 @@ class VideoReader:
 
     def close(self) -> None:
         """Stop ffmpeg (killed if it does not quit) and reap it. Idempotent."""
+        thread, self._thread = self._thread, None
+        self._closing.set()
+        if thread is not None and thread is not threading.current_thread():
+            if thread.is_alive():  # unblock a read in progress, then let the thread end
+                proc = _generator_process(self._gen, "process") if self._gen is not None else None
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                thread.join()
         gen, self._gen = self._gen, None
         if gen is not None:
             proc = _generator_process(gen, "process")
@@ -964,6 +1005,29 @@ class VideoReader:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+def _prefetch(reader: weakref.ref, frames: queue.Queue, closing: threading.Event) -> None:
+    """A background VideoReader's thread: frames into the queue, then the exception that ended
+    them (StopIteration, CorruptMedia, …), which __next__ raises in the caller's thread. Holds
+    the reader only while reading a frame, so that a dropped reader is collected (and closed)."""
+    while not closing.is_set():
+        r = reader()
+        if r is None:
+            return
+        try:
+            item = r._read()
+        except BaseException as e:  # noqa: BLE001 — handed over, raised by __next__
+            item = e.with_traceback(None)
+        del r  # may close the reader (its last reference): `closing` is then set
+        while not closing.is_set():
+            try:
+                frames.put(item, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        if not isinstance(item, np.ndarray):
+            return
 
 
 # ───────────────────────────────────── writing ─────────────────────────────────────
@@ -1008,6 +1072,11 @@ class VideoWriter:
     exception or Ctrl-C in the with-block, or abort(): ffmpeg is killed and every temp file
     deleted. `frames_written` counts frames.
 
+    `background=True` hands each frame to a writer thread (at most `QUEUE` frames wait, so memory
+    stays bounded) and returns at once: the pipe write to ffmpeg (a few ms for a large frame)
+    overlaps the caller's next frame. The caller must then not modify a frame after write().
+    A failure of the thread surfaces at the next write() or at close().
+
     Raises OutputError (target exists and not overwrite, folder missing/not writable, unknown
     suffix, ffmpeg failing, zero frames written), MediaError for a bad `audio_from` (both at
     construction, before any work), UsageError for bad fps/size/crf/preset, ValueError in write()
@@ -1016,8 +1085,11 @@ class VideoWriter:
 
     def __init__(self, path: str | os.PathLike, *, fps: float, size: tuple[int, int],
                  audio_from: str | os.PathLike | None = None, overwrite: bool = False,
-                 crf: int = 18, preset: str = "medium") -> None:
+                 crf: int = 18, preset: str = "medium", background: bool = False) -> None:
         self._gen = None
+        self._thread: threading.Thread | None = None
+        self._queue: queue.Queue | None = queue.Queue(maxsize=self.QUEUE) if background else None
+        self._failed = False
         self._temps: list[Path] = []
         self._state = "open"  # → "done" (target written) or "aborted" (nothing left behind)
         self.frames_written = 0
@@ -1030,6 +1102,8 @@ class VideoWriter:
         w, h = self.size
         self._padded = np.empty((h + h % 2, w + w % 2, 3), np.uint8) if (w % 2 or h % 2) else None
 
+    QUEUE = 2  # frames waiting for the background writer thread
+
     def write(self, rgb: np.ndarray) -> None:
         """Append one frame: RGB uint8, exactly size[1]×size[0]×3."""
         if self._state != "open":
@@ -1037,13 +1111,48 @@ class VideoWriter:
         _check_rgb(rgb, self.size)
         if self._gen is None:
             self._start()
-        try:
-            self._gen.send(self._pad(rgb))
-        except OSError:
-            self.abort()
-            raise OutputError(f"ffmpeg stopped accepting frames for {self.path}",
-                              hint="see ffmpeg's message above; is the disk full?") from None
+        if self._queue is not None:
+            self._check_thread()
+            # padding writes into a reused buffer: a queued frame needs its own copy then
+            self._queue.put(self._pad(rgb).copy() if self._padded is not None else np.ascontiguousarray(rgb))
+        elif not self._send(self._pad(rgb)):
+            self._stopped()
         self.frames_written += 1
+
+    def _send(self, frame: np.ndarray) -> bool:
+        """One padded, contiguous frame into ffmpeg; False when ffmpeg stopped accepting."""
+        try:
+            self._gen.send(frame)
+        except OSError:
+            return False
+        return True
+
+    def _stopped(self) -> None:
+        self.abort()
+        raise OutputError(f"ffmpeg stopped accepting frames for {self.path}",
+                          hint="see ffmpeg's message above; is the disk full?") from None
+
+    def _pump(self) -> None:
+        """The background thread: frames from the queue into ffmpeg until None; after a failure
+        it only drains the queue (so that write() never blocks on a dead encoder)."""
+        while (rgb := self._queue.get()) is not None:
+            try:
+                if not self._failed and not self._send(rgb):
+                    self._failed = True
+            except BaseException:  # noqa: BLE001 — reported by write()/close(), never lost
+                self._failed = True
+
+    def _check_thread(self) -> None:
+        if self._failed:
+            self._stop_thread()
+            self._stopped()
+
+    def _stop_thread(self) -> None:
+        """Let the thread write what is queued, and end it (idempotent)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
 
     def _pad(self, rgb: np.ndarray) -> np.ndarray:
         if self._padded is None:
@@ -1071,6 +1180,9 @@ class VideoWriter:
             str(tmp), (w, h), fps=float(self.fps), quality=None, codec="libx264",
             pix_fmt_out="yuv420p", macro_block_size=1, ffmpeg_log_level="error", output_params=params)
         self._gen.send(None)
+        if self._queue is not None:
+            self._thread = threading.Thread(target=self._pump, name="VideoWriter", daemon=True)
+            self._thread.start()
 
     def close(self) -> Path | None:
         """Finish: flush the encoder, mux audio, move into place. Returns the target path.
@@ -1085,6 +1197,8 @@ class VideoWriter:
             raise OutputError(f"no frames were written, so {self.path} was not created",
                               hint="the input produced no frames to encode")
         try:
+            self._stop_thread()
+            self._check_thread()
             video = self._finish_encoding()
             final = self._mux_audio(video) if self._audio is not None else video
             if not self._overwrite and self.path.exists():
@@ -1131,9 +1245,15 @@ class VideoWriter:
         """Discard everything: kill ffmpeg, delete every temp file. Idempotent; never raises."""
         if self._state == "open":
             self._state = "aborted"
+        self._failed = True  # the thread drops what is still queued
         gen, self._gen = self._gen, None
+        proc = _generator_process(gen, "p") if gen is not None else None
+        if self._thread is not None:
+            if proc is not None and proc.poll() is None:
+                proc.kill()  # a send in progress in the thread then fails at once
+            with contextlib.suppress(Exception):
+                self._stop_thread()
         if gen is not None:
-            proc = _generator_process(gen, "p")
             with contextlib.suppress(_Abort, StopIteration, Exception):
                 gen.throw(_Abort())
             _reap(proc)
@@ -1218,16 +1338,18 @@ class FrameFolderReader:
         self.close()
 
 
-def open_frames(path: str | os.PathLike, *, fps: float | None = None) -> VideoReader | FrameFolderReader:
+def open_frames(path: str | os.PathLike, *, fps: float | None = None,
+                background: bool = False) -> VideoReader | FrameFolderReader:
     """A frame source: a video file (VideoReader) or a folder of images (FrameFolderReader at
-    `fps`, default 25). `fps` is for folders only: a video keeps its own rate (UsageError)."""
+    `fps`, default 25). `fps` is for folders only: a video keeps its own rate (UsageError).
+    `background`: a video is decoded ahead in a thread (`VideoReader`)."""
     p = Path(path).expanduser()
     if p.is_dir():
         return FrameFolderReader(p, 25.0 if fps is None else fps)
     if fps is not None:
         raise UsageError("--fps applies to a folder of frames only",
                          hint="a video keeps its own frame rate; leave --fps out")
-    return VideoReader(p)
+    return VideoReader(p, background=background)
 
 
 # ──────────────────────────────── joining ────────────────────────────────

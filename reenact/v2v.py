@@ -293,7 +293,7 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
         summary.size = video.output_size(r, dinfo, config)
         summary.chunks_resumed = video.write_chunks(work, tl.frames, options.chunk, summary.size, dinfo.fps,
                                                     lambda i: job.render(r, i), lambda i: job.skip(r, i),
-                                                    timer, progress)
+                                                    timer, progress, preset=options.preset)
     summary.multi, summary.usage = r.mode, r.usage() if r.mode == "select" else []
     with timer("join"):
         media.concat_videos([work.segment(k) for k in range(summary.chunks)], target,

@@ -159,7 +159,7 @@ def _render_job(refs: list[Reference], drive_path: Path, target: Path, config: I
                 options: VideoOptions, work: resume.WorkDir, timer: StageTimer,
                 progress: Progress | None, overwrite: bool) -> VideoSummary:
     ref = refs[0]
-    with media.open_frames(drive_path, fps=options.fps) as src:
+    with media.open_frames(drive_path, fps=options.fps, background=True) as src:
         info = src.info
         if work.state.track is None:
             track_pass(src, work, options, timer, progress)
@@ -289,7 +289,8 @@ def _render_chunks(work: resume.WorkDir, r: Reenactor, status: np.ndarray, drive
     compare = r.config.compare
     decode = compare or r.needs_driver_image  # pass 2 reads the driver's frames only when it must
     with temporal.FrameFile(work.file("points.f32")) as pts, \
-            media.open_frames(drive_path, fps=options.fps) if decode else contextlib.nullcontext() as frames:
+            (media.open_frames(drive_path, fps=options.fps, background=True) if decode
+             else contextlib.nullcontext()) as frames:
         def face(i: int) -> Face | None:
             return None if status[i] == temporal.STILL else Face(points=pts[i])
 
@@ -303,15 +304,17 @@ def _render_chunks(work: resume.WorkDir, r: Reenactor, status: np.ndarray, drive
             if decode:
                 _next(frames, i, drive_path, timer)
 
-        return write_chunks(work, len(status), options.chunk, size, fps, render, skip, timer, progress)
+        return write_chunks(work, len(status), options.chunk, size, fps, render, skip, timer, progress,
+                            preset=options.preset)
 
 
 def write_chunks(work: resume.WorkDir, n: int, chunk: int, size: tuple[int, int], fps: float,
                  render: Callable[[int], np.ndarray], skip: Callable[[int], None], timer: StageTimer,
-                 progress: Progress | None) -> int:
+                 progress: Progress | None, *, preset: str) -> int:
     """Pass 2's loop: output frames 0..n-1, `render(i)` each (in order) into one H.264 segment per
     `chunk` frames, padded to `size`; frames of chunks completed by an interrupted run are not
     rendered but `skip(i)` is called for them (in order), so per-frame state stays in step.
+    `preset`: the x264 preset (`VideoOptions.preset`); frames are encoded in a writer thread.
     Returns how many chunks were reused."""
     done = work.completed_chunks()
     finished = sum(min(n, (k + 1) * chunk) - k * chunk for k in done)
@@ -323,7 +326,8 @@ def write_chunks(work: resume.WorkDir, n: int, chunk: int, size: tuple[int, int]
             for i in range(lo, hi):
                 skip(i)
             continue
-        with media.VideoWriter(work.segment(k), fps=fps, size=size, overwrite=True) as writer:
+        with media.VideoWriter(work.segment(k), fps=fps, size=size, overwrite=True,
+                               preset=preset, background=True) as writer:
             for i in range(lo, hi):
                 out = render(i)
                 with timer("encode"):

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -106,15 +107,31 @@ def test_bench_reports_stages_and_fps(shared_data, tmp_path):
     lia = shared_data / "clips" / "lia-vox"
     out = tmp_path / "bench.json"
     r = invoke("bench", "--ref", lia / "macron.png", "--driver", lia / "driving2.mp4", "--frames", "4",
-               "--repeats", "1", "--engines", "warp,gan", "--json", out)
+               "--repeats", "1", "--engines", "warp,gan", "--scenarios", "256,2mp", "--json", out)
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
-    assert res["size"] == 256 and res["inputs"]["frames"] == 4
+    assert res["size"] == 256 and res["inputs"]["frames"] == 4 and res["scenarios"] == ["256", "2mp"]
     warp = [x for x in res["rows"] if x["engine"] == "warp"]
-    assert {x["mode"] for x in warp} == {"image", "video"}
+    assert [(x["scenario"], x["mode"]) for x in warp] == [("256", "image"), ("256", "video"), ("2mp", "video")]
     for row in warp:
         assert row["fps_end_to_end"] > 0 and {"landmarks", "render", "paste"} <= set(row["stages_ms"])
+    for row in warp[1:]:
+        assert row["cpu_ms"] > 0 and (row["peak_mib"] > 50 or not Path("/proc/self").exists())
+    assert warp[1]["size"] == "256×256 / 256×256"
+    assert warp[2]["size"] == "1440×1440 / 512×512"  # a square photo at 2 MP
     assert any(x["engine"] == "gan" and x["status"].startswith("unavailable") for x in res["rows"])
+
+
+def test_bench_scenario_inputs() -> None:
+    from reenact.evaluate import bench
+
+    photo = np.zeros((360, 640, 3), np.uint8)
+    assert bench.scenario_reference(photo, bench.SCENARIOS["2mp"]).shape == (1080, 1920, 3)
+    assert bench.scenario_reference(photo, bench.SCENARIOS["4k"]).shape == (2160, 3840, 3)
+    assert bench.scenario_reference(np.zeros((500, 400, 3), np.uint8), bench.SCENARIOS["2mp"]).shape[:2] == (1610, 1288)
+    assert bench.fit(photo, (512, 512)).shape == (512, 512, 3)
+    with pytest.raises(Exception, match="unknown scenario"):
+        bench.run_bench("a.png", "b.mp4", scenarios=("8k",))
 
 
 def test_eval_runs_an_exported_generator(photos, tmp_path, one_thread):

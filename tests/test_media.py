@@ -8,6 +8,8 @@ import os
 import struct
 import subprocess
 import sys
+import threading
+import time
 import tracemalloc
 import zlib
 from fractions import Fraction
@@ -563,6 +565,27 @@ def test_leaving_early_leaves_no_ffmpeg_behind(clips):
     assert ffmpeg_children() == []
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_background_reader_gives_the_same_frames_and_stops_ffmpeg(clips):
+    """background=True (decoding ahead in a thread): the same frames and counts; leaving early,
+    or dropping the reader, stops ffmpeg and the thread."""
+    with media.VideoReader(clips["silent"]) as a, media.VideoReader(clips["silent"], background=True) as b:
+        plain, ahead = list(a), list(b)
+        assert b.frames_read == 50 and (b.repeated, b.dropped) == (a.repeated, a.dropped)
+    assert len(ahead) == 50 and all(np.array_equal(x, y) for x, y in zip(plain, ahead))
+    assert ahead[0].flags.writeable and next(b, None) is None
+    with media.open_frames(clips["silent"], background=True) as r:
+        next(r)
+    assert ffmpeg_children() == [] and not any(t.name == "VideoReader" for t in threading.enumerate())
+    for _ in media.VideoReader(clips["silent"], background=True):
+        break
+    gc.collect()  # the thread may be reading a frame: it closes the reader once it lets go of it
+    deadline = time.monotonic() + 5
+    while ffmpeg_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ffmpeg_children() == []
+
+
 def _bad_video(tmp_path: Path, case: str, clips: dict[str, Path]) -> Path:
     p = tmp_path / {"missing": "nope.mp4", "folder": "dir.mp4", "empty": "empty.mp4",
                     "truncated": "cut.mp4", "garbage": "noise.mp4", "text": "notes.mp4",
@@ -737,6 +760,40 @@ def test_writer_abort_and_zero_frames(tmp_path):
         with media.VideoWriter(tmp_path / "b.mp4", fps=25, size=(64, 48)):
             pass
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("size", [(64, 48), (65, 49)])
+def test_background_writer_writes_the_same_video(tmp_path, size):
+    """background=True (the frames go to ffmpeg from a thread) gives the same frames, padding
+    included, and a frame buffer the caller reuses after write() is not lost on odd sizes."""
+    frames = _frames(12, size=size)
+    plain = _write(tmp_path / "plain.mp4", frames, crf=0, preset="ultrafast")
+    threaded = _write(tmp_path / "bg.mp4", [f.copy() for f in frames], crf=0, preset="ultrafast", background=True)
+    with media.VideoReader(plain) as a, media.VideoReader(threaded) as b:
+        assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert sorted(leftovers(tmp_path)) == ["bg.mp4", "plain.mp4"]
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
+def test_background_writer_interrupted_leaves_nothing(tmp_path, exc):
+    with pytest.raises(exc):
+        with media.VideoWriter(tmp_path / "o.mp4", fps=25, size=(64, 48), background=True) as out:
+            for f in _frames(20):
+                out.write(f)
+            raise exc
+    assert leftovers(tmp_path) == []
+    if Path("/proc/self").is_dir():
+        assert ffmpeg_children() == []
+
+
+def test_background_writer_reports_a_dead_encoder(tmp_path):
+    out = media.VideoWriter(tmp_path / "o.mp4", fps=25, size=(64, 48), background=True)
+    out.write(_frames(1)[0])
+    media._generator_process(out._gen, "p").kill()  # ffmpeg dies (disk full, killed, …)
+    with pytest.raises(OutputError, match="stopped accepting"):
+        for f in _frames(200):  # the thread's failed pipe write surfaces at a later write()
+            out.write(f)
+    assert leftovers(tmp_path) == [] and out.close() is None
 
 
 def test_writer_rejects_wrong_frames_and_arguments(tmp_path, clips):

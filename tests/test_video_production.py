@@ -71,6 +71,22 @@ def start_and_stop(args: list, out: Path, sig: int, *, after_chunks: int) -> sub
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
+def test_compare_video_decodes_the_driver_again_in_step(clips, tmp_path):
+    """--compare reads the driver a second time (pass 2, decoded ahead in a thread) across
+    chunks: every output frame shows its own driver frame on the left."""
+    out = tmp_path / "cmp.mp4"
+    r = reenact("video", REF, clips["short"], *SMALL, "--engine", "warp", "--compare", "--chunk-frames", "10",
+                "-o", out)
+    assert r.returncode == 0, r.stderr
+    driver, result = frames_of(clips["short"]), frames_of(out)
+    assert len(result) == len(driver) == 24
+    h = result[0].shape[0]
+    w = round(driver[0].shape[1] * h / driver[0].shape[0])
+    for d, o in zip(driver, result):
+        left = cv2.resize(d, (w, h), interpolation=cv2.INTER_AREA).astype(int)
+        assert np.abs(o[:, :w].astype(int) - left).mean() < 6
+
+
 @pytest.mark.slow
 def test_interrupted_render_resumes_to_the_same_video(clips, tmp_path):
     args = ["video", REF, clips["short"], *SMALL, "--chunk-frames", "4", "-o"]
