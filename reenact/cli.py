@@ -224,7 +224,8 @@ def _video_settings(engine: Optional[str], size: int, crop: bool, compare: bool,
                     chunk_frames: int, resume: bool, multi: str = "auto", mouth: str = "auto", eyes: str = "auto",
                     mouth_weights: Optional[Path] = None, eyes_weights: Optional[Path] = None,
                     reference_frames: bool = False, length: str = "driver", audio: str = "driver",
-                    source_expression: str = "replace", **_) -> tuple[InferenceConfig, VideoOptions]:
+                    source_expression: str = "replace", preset: str = "veryfast",
+                    **_) -> tuple[InferenceConfig, VideoOptions]:
     """Options of `reenact video` (also each batch job's) → (config, video options); raises
     UsageError. engine None: the default engine (`engines.default_engine`)."""
     from reenact.config import MotionConfig, parse_face, parse_regions
@@ -239,7 +240,7 @@ def _video_settings(engine: Optional[str], size: int, crop: bool, compare: bool,
     return cfg, VideoOptions(motion=motion_cfg, ref_face=parse_face(face), driver_face=parse_face(driver_face),
                              fps=fps, chunk=chunk_frames, resume=resume, multi=multi,
                              reference_frames=reference_frames, length=length, audio=audio,
-                             source_expression=source_expression)
+                             source_expression=source_expression, preset=preset)
 
 
 @app.command(cls=_Command)
@@ -318,6 +319,9 @@ def video(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted render of the same job "
                                 "from its last completed chunk."),
     chunk_frames: int = typer.Option(250, "--chunk-frames", help="Frames per resumable chunk."),
+    preset: str = typer.Option("veryfast", "--preset", help="x264 preset of the output (ultrafast … "
+                               "veryslow; crf 18 either way): slower presets give smaller files, not "
+                               "better pictures, at more CPU time."),
     weights: Optional[Path] = WeightsOpt, mouth: str = MouthOpt, eyes: str = EyesOpt,
     mouth_weights: Optional[Path] = MouthWeightsOpt, eyes_weights: Optional[Path] = EyesWeightsOpt,
     overwrite: bool = OverwriteOpt,

@@ -198,5 +198,9 @@ class VideoOptions:
             raise UsageError(f"--fps {self.fps:g} is out of range", "give a frame rate in (0, 1000]")
         if self.multi not in ("auto", "select", "fuse"):
             raise UsageError(f"--multi {self.multi!r} is not understood", "use auto, select or fuse")
+        from reenact.media import X264_PRESETS
+
+        if self.preset not in X264_PRESETS:
+            raise UsageError(f"unknown --preset {self.preset!r}", f"choose one of {', '.join(X264_PRESETS)}")
         if self.chunk < 1:
             raise UsageError(f"--chunk-frames {self.chunk} is too small", "use at least 1 (default 250)")

@@ -218,3 +218,16 @@ def test_hard_case_videos(shared_data, tmp_path):
     n_in = sum(1 for _ in media.VideoReader(p / "noface_face.mov"))
     assert sum(1 for _ in media.VideoReader(tmp_path / "nf.mp4")) == n_in
     assert no_leftovers(tmp_path) == ["fn.mp4", "nf.mp4"]
+
+
+def test_preset_reaches_the_video_options_for_video_and_batch_jobs(tmp_path: Path) -> None:
+    from reenact import cli
+    from reenact.errors import UsageError
+
+    settings = lambda *words: cli._video_settings(**cli._parse_video_options(list(words)))[1]  # noqa: E731
+    assert settings().preset == "veryfast" and settings("--preset", "ultrafast").preset == "ultrafast"
+    with pytest.raises(UsageError, match="preset"):
+        settings("--preset", "bogus")
+    r = reenact("video", EXAMPLES / "ref.jpg", EXAMPLES / "drive.mp4", "--preset", "bogus", "-o", tmp_path / "o.mp4")
+    assert_clean_error(r, 2, "preset", "veryfast")
+    assert not (tmp_path / "o.mp4").exists()
