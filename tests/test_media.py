@@ -731,10 +731,12 @@ def test_writer_respects_overwrite_before_any_work(tmp_path):
     assert leftovers(tmp_path) == ["o.mp4"]
 
 
+@pytest.mark.parametrize("background", [False, True], ids=["with-audio", "background"])
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
-def test_writer_interrupted_leaves_nothing(tmp_path, clips, exc):
+def test_writer_interrupted_leaves_nothing(tmp_path, clips, exc, background):
+    extra = {"background": True} if background else {"audio_from": clips["silent"]}
     with pytest.raises(exc):
-        with media.VideoWriter(tmp_path / "o.mp4", fps=25, size=(64, 48), audio_from=clips["silent"]) as out:
+        with media.VideoWriter(tmp_path / "o.mp4", fps=25, size=(64, 48), **extra) as out:
             for f in _frames(20):
                 out.write(f)
             raise exc
@@ -772,18 +774,6 @@ def test_background_writer_writes_the_same_video(tmp_path, size):
     with media.VideoReader(plain) as a, media.VideoReader(threaded) as b:
         assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert sorted(leftovers(tmp_path)) == ["bg.mp4", "plain.mp4"]
-
-
-@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
-def test_background_writer_interrupted_leaves_nothing(tmp_path, exc):
-    with pytest.raises(exc):
-        with media.VideoWriter(tmp_path / "o.mp4", fps=25, size=(64, 48), background=True) as out:
-            for f in _frames(20):
-                out.write(f)
-            raise exc
-    assert leftovers(tmp_path) == []
-    if Path("/proc/self").is_dir():
-        assert ffmpeg_children() == []
 
 
 def test_background_writer_reports_a_dead_encoder(tmp_path):
