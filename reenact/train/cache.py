@@ -140,6 +140,15 @@ def list_photos(source: Path, identities: Path | None, split: str | None) -> lis
     return [(r["file"], int(r["identity"])) for r in keep]
 
 
+def _store_face(writer: CacheWriter, lm, name: str, identity: int, image: np.ndarray) -> bool:
+    """The first face mediapipe finds in `image`, aligned and added to `writer`; False: no face."""
+    faces = lm.detect(image)
+    if faces:
+        crop = align.align(faces[0].points, writer.size)
+        writer.add(name, identity, crop.extract(image), crop.points_to_crop(faces[0].points))
+    return bool(faces)
+
+
 def prepare_cache(source: str | os.PathLike, out_dir: str | os.PathLike, *, identities: str | os.PathLike | None = None,
                   split: str | None = "train", size: int = 256, quality: int = 85, limit: int | None = None,
                   progress: Progress | None = None) -> CacheSummary:
@@ -164,11 +173,7 @@ def prepare_cache(source: str | os.PathLike, out_dir: str | os.PathLike, *, iden
                 except MediaError:
                     unreadable += 1
                     continue
-                faces = lm.detect(image)
-                if faces:
-                    crop = align.align(faces[0].points, size)
-                    writer.add(name, identity, crop.extract(image), crop.points_to_crop(faces[0].points))
-                else:
+                if not _store_face(writer, lm, name, identity, image):
                     no_face += 1
                 if progress:
                     progress(i + 1, len(photos))
@@ -205,12 +210,7 @@ def prepare_video_cache(videos: Sequence[str | os.PathLike], out_dir: str | os.P
                         if i % stride:
                             continue
                         frames += 1
-                        faces = lm.detect(image)
-                        if faces:
-                            crop = align.align(faces[0].points, size)
-                            writer.add(f"{path.name}@{i}", identity, crop.extract(image),
-                                       crop.points_to_crop(faces[0].points))
-                        else:
+                        if not _store_face(writer, lm, f"{path.name}@{i}", identity, image):
                             no_face += 1
                         if progress:
                             progress(frames, None)
