@@ -291,11 +291,16 @@ def keep_engines(limit: int = 4) -> int:
     previous, _keep_limit = _keep_limit, max(0, limit)
     if not _keep_limit:
         _kept = None
-    elif _kept is None:
-        _kept = OrderedDict()
-    while _kept is not None and len(_kept) > _keep_limit:
-        _kept.popitem(last=False)
+    else:
+        _kept = _kept if _kept is not None else OrderedDict()
+        _trim_kept()
     return previous
+
+
+def _trim_kept() -> None:
+    """Drop the least recently used kept engines beyond the limit."""
+    while len(_kept) > _keep_limit:
+        _kept.popitem(last=False)
 
 
 def build_engine(config: InferenceConfig) -> Engine:
@@ -306,8 +311,7 @@ def build_engine(config: InferenceConfig) -> Engine:
         return _build_engine(config)
     if config not in _kept:
         _kept[config] = _build_engine(config)
-        while len(_kept) > _keep_limit:
-            _kept.popitem(last=False)
+        _trim_kept()
     _kept.move_to_end(config)
     return _kept[config]
 
