@@ -167,7 +167,7 @@ def build_pack(cache_dir: str | os.PathLike, out_dir: str | os.PathLike, *, regi
         raise UsageError("refusing to build training pairs from the test split")
     columns: dict[str, list[np.ndarray]] = defaultdict(list)
     counts = [len(c) if limit is None else min(limit, len(c)) for c, *_ in sources]
-    done = 0
+    done, total = 0, sum(counts)
     for (cache, share, other_kind, id_offset), n in zip(sources, counts):
         partners: dict[int, list[int]] = defaultdict(list)
         for j, ident in enumerate(cache.identity.tolist()):
@@ -181,7 +181,7 @@ def build_pack(cache_dir: str | os.PathLike, out_dir: str | os.PathLike, *, regi
                 columns["identity"].append(np.int64(cache.identity[i] + id_offset))
             done += 1
             if progress:
-                progress(done, sum(counts))
+                progress(done, total)
     if not columns:
         raise UsageError(f"no face in {cache_dir} has its {region} open: nothing to learn from")
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
