@@ -25,7 +25,7 @@ from typer.core import TyperCommand, TyperGroup
 from typer.exceptions import TyperException
 
 from reenact import __version__
-from reenact.config import ENGINES, InferenceConfig, VideoOptions
+from reenact.config import ENGINES, PROCESS_ENV, InferenceConfig, VideoOptions
 from reenact.errors import ReenactError, UsageError, from_os_error
 
 # Parameters naming files the command reads, and files or folders it writes: an OSError on one
@@ -1031,11 +1031,8 @@ def _silence_native_stderr() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    # Before numpy loads: multi-threaded OpenBLAS makes the warp's many tiny batched solves
-    # (warp._affines) one to two orders of magnitude slower than a single thread.
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    for name, value in PROCESS_ENV.items():  # before numpy loads (one OpenBLAS thread)
+        os.environ.setdefault(name, value)
     _silence_native_stderr()
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)

@@ -10,6 +10,12 @@ from dataclasses import dataclass, fields
 
 from reenact.errors import UsageError
 
+# The environment a reenact process runs with, set before numpy and mediapipe load (`cli.main`
+# as defaults, and every Ray worker of `reenact batch --ray`): one OpenBLAS thread — the warp's
+# many tiny batched solves (`warp._affines`) are one to two orders of magnitude slower with more
+# — and quiet native logs.
+PROCESS_ENV = {"OPENBLAS_NUM_THREADS": "1", "GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "3"}
+
 ENGINES = ("warp", "gan", "fusion")
 MOUTH_CHOICES = ("auto", "generator", "driver", "cavity")
 EYE_CHOICES = ("auto", "generator", "warp")

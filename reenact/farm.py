@@ -36,15 +36,13 @@ from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 from reenact.batch import Job, JobProgress, JobResult, Settings, new_results, run_job, settle
+from reenact.config import PROCESS_ENV
 from reenact.errors import ReenactError, UsageError
 
 POLL_SECONDS = 0.5  # how often the driver collects results and progress
 REPORT_SECONDS = 0.5  # how often a worker posts its job's progress (and at every new stage)
 CONNECT_TIMEOUT = 10.0  # seconds to reach a given cluster address before giving up
 CANCEL_WAIT = 20.0  # seconds running jobs get to stop cleanly after Ctrl-C
-# Environment of every worker: what `reenact.cli.main` sets before numpy loads (one OpenBLAS
-# thread: the warp's many tiny solves are far slower with more) and quiet native logs.
-WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1", "GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def _ray():
@@ -79,7 +77,7 @@ def connect(address: str | None = None, *, cpus: int | None = None) -> Iterator[
         with _environ(RAY_gcs_server_port_wait_time_s="1" if given else None,
                       RAY_USAGE_STATS_ENABLED=None if given else "0"):
             ray.init(address=address or None, num_cpus=cpus if not given else None, include_dashboard=False,
-                     log_to_driver=False, logging_level=logging.ERROR, runtime_env={"env_vars": WORKER_ENV})
+                     log_to_driver=False, logging_level=logging.ERROR, runtime_env={"env_vars": PROCESS_ENV})
     except (ConnectionError, ValueError, RuntimeError, TimeoutError) as e:
         hint = "check the address: the head node's HOST:PORT (6379 by default), auto, or ray://HOST:10001"
         if given and not os.environ.get("RAY_AUTH_MODE"):
