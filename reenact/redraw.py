@@ -4,7 +4,8 @@
 
 * mouth — "generator": the mouth region generator (`reenact.model.region`, run by ONNX Runtime)
   redraws the mouth crop and its output replaces the warp inside the target's mouth opening
-  (`regions.mouth_mask`); "driver": the classical baseline — the driver's own mouth interior,
+  (`regions.mouth_mask`) — or, for a model trained with `blend = "area"`, over the whole mouth
+  area on every frame (`regions.mouth_area_mask`); "driver": the classical baseline — the driver's own mouth interior,
   mapped onto the target's opening by an affine fit of the inner lip contours and colour-matched
   to the reference's lips; "cavity": the warp's dark cavity, unchanged.
 * eyes — "generator": each eye whose lids the warp had to stretch open (`regions.eye_strength`)
@@ -104,13 +105,16 @@ class Redrawer:
         return rgb
 
     def _mouth_generator(self, ref: RegionRef, rgb: np.ndarray, target: np.ndarray, scale: float) -> np.ndarray:
-        size = self.mouth_model.size
-        strength = mouth_strength(ref, target, scale, size)
+        size, area = self.mouth_model.size, self.mouth_model.blend == "area"
+        strength = 1.0 if area else mouth_strength(ref, target, scale, size)
         if strength <= 0:
             return rgb
         box = regions.mouth_box(target, size, scale)
         pts = box.points(target)
-        out = self.mouth_model.redraw([ref.mouth], [parsing.parsing_map(pts, size)], [box.extract(rgb)])[0]
+        pose, warped = parsing.parsing_map(pts, size), box.extract(rgb)
+        out = self.mouth_model.redraw([ref.mouth], [pose], [warped])[0]
+        if area:  # the whole mouth area, every frame; the warp keeps its detail finer than the crop
+            return box.paste(rgb, out, regions.mouth_area_mask(pose), under=warped)
         return box.paste(rgb, out, regions.mouth_mask(pts, size) * strength)
 
     def _eyes_generator(self, ref: RegionRef, rgb: np.ndarray, target: np.ndarray, scale: float) -> np.ndarray:

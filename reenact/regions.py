@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from reenact import align, motion
+from reenact import align, motion, parsing
 from reenact import geometry as g
 
 REGIONS = ("mouth", "eyes")
@@ -79,9 +79,12 @@ class RegionBox:
         return cv2.warpAffine(image, self.matrix, (self.size, self.size), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
 
-    def paste(self, base: np.ndarray, patch: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def paste(self, base: np.ndarray, patch: np.ndarray, mask: np.ndarray, *,
+              under: np.ndarray | None = None) -> np.ndarray:
         """`base` (face crop, H×W×3 uint8) with `patch` (size×size×3 uint8) blended in by `mask`
-        (size×size float32 in [0, 1]); only the box's bounding rectangle is touched."""
+        (size×size float32 in [0, 1]); only the box's bounding rectangle is touched. With `under`
+        (the region crop the patch was drawn over, `extract(base)`), only the patch's change from
+        it is added: the base keeps its detail finer than the region's resolution."""
         h, w = base.shape[:2]
         half = self.side / 2 + 2
         x0, y0 = max(0, int(np.floor(self.centre[0] - half))), max(0, int(np.floor(self.centre[1] - half)))
@@ -91,12 +94,17 @@ class RegionBox:
         inv = cv2.invertAffineTransform(self.matrix)
         inv[:, 2] -= (x0, y0)  # region → rectangle pixels
         size = (x1 - x0, y1 - y0)
-        up = cv2.warpAffine(patch, inv, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         alpha = cv2.warpAffine(mask.astype(np.float32), inv, size, flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)[..., None]
         out = base.copy()
         rect = out[y0:y1, x0:x1].astype(np.float32)
-        out[y0:y1, x0:x1] = np.clip(rect * (1 - alpha) + up * alpha + 0.5, 0, 255).astype(np.uint8)
+        if under is None:
+            up = cv2.warpAffine(patch, inv, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            rect = rect * (1 - alpha) + up * alpha
+        else:
+            change = patch.astype(np.float32) - under.astype(np.float32)
+            rect += cv2.warpAffine(change, inv, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) * alpha
+        out[y0:y1, x0:x1] = np.clip(rect + 0.5, 0, 255).astype(np.uint8)
         return out
 
 
@@ -165,6 +173,18 @@ def mouth_mask(region_points: np.ndarray, size: int) -> np.ndarray:
     """Where the mouth generator replaces the warp (size×size float32): the inner mouth opening
     of the target, grown a little over the inner lip edge and feathered."""
     return _grow(fill_polygon(size, np.asarray(region_points)[list(g.LIPS_INNER)]), size / 24, size / 40)
+
+
+def mouth_area_mask(parsing_map: np.ndarray) -> np.ndarray:
+    """Where an area-blend mouth generator replaces the warp (size×size float32): the lips and the
+    inner mouth of the target's parsing map ((12, S, S), `reenact.parsing`), grown over the skin
+    around them (an eighth of the crop) and feathered; it fades out towards the crop's edges, which
+    stay the warp's (no seam where a wide mouth fills the crop)."""
+    size = parsing_map.shape[-1]
+    lips = np.clip(sum(parsing_map[parsing.INDEX[c]] for c in ("upper_lip", "lower_lip", "mouth")), 0.0, 1.0)
+    edge = np.minimum(np.arange(size), np.arange(size)[::-1]).astype(np.float32)  # pixels to the nearest edge
+    window = np.clip((edge - 1) / (size / 12), 0.0, 1.0)
+    return _grow(lips.astype(np.float32), size / 8, size / 16) * np.minimum.outer(window, window)
 
 
 def eye_mask(region_points: np.ndarray, size: int) -> np.ndarray:

@@ -62,12 +62,14 @@ def _model_config(path: Path, meta: dict) -> dict:
         cfg = json.loads(meta.get("reenact.model_config", ""))
     except ValueError:
         cfg = None
-    types = {"size": int, "feature_warp": bool, "variant": str, "targeted_embedder": bool}
+    types = {"size": int, "feature_warp": bool, "variant": str, "targeted_embedder": bool, "blend": str}
     problem = "its model config is not a JSON object" if not isinstance(cfg, dict) else next(
         (f"model_config.{k} is {cfg.get(k)!r}" for k, t in types.items()
          if (k in cfg or k in ("size", "feature_warp")) and (type(cfg.get(k)) is not t)), None)
     if problem is None and (cfg["size"] < 16 or cfg.get("variant", "thesis") not in ("thesis", "kshot", "region")):
         problem = f"model_config has size {cfg['size']} and variant {cfg.get('variant')!r}"
+    if problem is None and cfg.get("blend", "opening") not in ("opening", "area"):
+        problem = f"model_config.blend is {cfg['blend']!r}"
     if problem:
         raise MissingWeights(f"{path} is not a reenact model ({problem})", "export it again with `reenact export`")
     return cfg
@@ -221,6 +223,7 @@ class RegionRuntime(GeneratorRuntime):
                  threads: int = 0) -> None:
         super().__init__(path, device=device, threads=threads)
         self.region = self.config.get("region", "")
+        self.blend = self.config.get("blend", "opening")  # models exported before blend existed
         if self.variant != "region" or (expect is not None and self.region != expect):
             what = f"the {expect} region model" if expect else "a region model"
             raise MissingWeights(f"{self.path} is not {what} (it is a {self.variant} {self.region} generator)".replace("  ", " "),

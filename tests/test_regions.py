@@ -32,6 +32,39 @@ def test_region_crop_and_paste_round_trip() -> None:
         assert back[: max(0, cy - int(box.side)), :].max(initial=0) == 0
 
 
+def test_paste_over_the_crop_it_was_drawn_on_adds_only_the_change() -> None:
+    pts = synth.face(256, yaw=10)
+    img = synth.textured(256, seed=2)
+    box = regions.mouth_box(pts, 32)  # a coarse region: the crop loses the texture's fine detail
+    under = box.extract(img)
+    mask = np.ones((32, 32), np.float32)
+    assert np.array_equal(box.paste(img, under, mask, under=under), img)  # no change drawn: none pasted
+    plain = box.paste(img, under, mask)  # pasting the crop itself blurs the face crop under the box
+    cx, cy = (int(round(v)) for v in box.centre)
+    r = int(box.side / 4)
+    inner = (slice(cy - r, cy + r), slice(cx - r, cx + r))
+    assert np.abs(plain[inner].astype(int) - img[inner]).mean() > 2
+    brighter = box.paste(img, np.clip(under.astype(int) + 20, 0, 255).astype(np.uint8), mask, under=under)
+    change = brighter[inner].astype(int) - img[inner]
+    assert np.median(change) == 20 and np.abs(brighter[:cy - int(box.side)].astype(int) - img[:cy - int(box.side)]).max() == 0
+
+
+def test_mouth_area_mask_covers_the_lips_and_fades_before_the_crop_edges() -> None:
+    from reenact import parsing
+
+    pts = synth.open_mouth(synth.face(256, yaw=8), 0.2)
+    box = regions.mouth_box(pts, 64)
+    pose = parsing.parsing_map(box.points(pts), 64)
+    mask = regions.mouth_area_mask(pose)
+    lips = pose[[parsing.INDEX[c] for c in ("upper_lip", "lower_lip", "mouth")]].sum(0) > 0.99
+    assert mask.shape == (64, 64) and lips.any() and mask[lips].min() > 0.95
+    ring = np.ones((64, 64), bool)
+    ring[2:-2, 2:-2] = False
+    assert mask[ring].max() == 0  # a wide mouth fills this synthetic crop: the window keeps the edges
+    inner_only = regions.mouth_mask(box.points(pts), 64)  # the opening blend: the lips stay the warp's
+    assert mask.sum() > 2 * inner_only.sum()
+
+
 def test_mirrored_eye_box_maps_the_left_eye_onto_right_eye_indices() -> None:
     pts = synth.face(256)
     boxes = regions.eye_boxes(pts, 48)
@@ -233,6 +266,45 @@ def test_fusion_engine_redraws_only_the_opening_mouth(tiny_models: dict[str, Pat
     closed_out, _ = fusion.render(a, face.points)  # the reference's own (closed) mouth: untouched
     closed_ref, _ = plain.render(b, face.points)
     assert np.array_equal(closed_out, closed_ref)
+
+
+def test_area_blend_trains_on_from_an_opening_model_and_redraws_every_mouth(tiny_models, tmp_path: Path) -> None:
+    from reenact import engines
+    from reenact.config import InferenceConfig
+    from reenact.export import export_generator
+    from reenact.model.config import ModelConfig
+    from reenact.runtime import RegionRuntime
+    from reenact.train import loop
+    from reenact.train.config import TrainConfig
+
+    def changed(model: dict, max_steps: int) -> TrainConfig:
+        values = _tiny_region_config(tiny_models["mouth"].parent, "mouth").to_dict()
+        values["model"].update(model)
+        return TrainConfig.from_dict({**values, "max_steps": max_steps})
+
+    run = tiny_models["mouth"].parent / "run-mouth"
+    cfg = changed({"blend": "area"}, 4)
+    result = loop.train(cfg, tmp_path / "run", resume=run / "checkpoints" / "last.pt")  # blend changes no weight
+    assert result.step == 4
+    model = export_generator(result.checkpoint, tmp_path / "mouth-area.onnx").generator
+    assert RegionRuntime(model, expect="mouth").blend == "area"
+    with pytest.raises(Exception, match="differs"):
+        loop.train(changed({"blend": "area", "base_channels": 4}, 6), tmp_path / "run2", resume=result.checkpoint)
+    assert not ModelConfig(variant="region", region="mouth").same_weights(ModelConfig(variant="region", region="eyes"))
+    with pytest.raises(ValueError, match="blend"):
+        ModelConfig(variant="region", region="eyes", blend="area")
+
+    fusion = engines.build_engine(InferenceConfig(engine="fusion", mouth_weights=str(model), eyes="warp"))
+    plain = engines.build_engine(InferenceConfig(engine="warp"))
+    frame, face, _ = _frame_and_target()
+    a, b = fusion.prepare(frame, face), plain.prepare(frame, face)
+    out, _ = fusion.render(a, face.points)  # a closed mouth is redrawn too, inside the mouth box only
+    ref, _ = plain.render(b, face.points)
+    ys, xs = np.nonzero(np.abs(out.astype(int) - ref).sum(-1) > 0)
+    mouth = regions.mouth_box(a.crop.points_to_crop(face.points), 64)
+    assert len(xs) > 0
+    assert np.all(np.abs(xs - mouth.centre[0]) <= mouth.side / 2 + 2)
+    assert np.all(np.abs(ys - mouth.centre[1]) <= mouth.side / 2 + 2)
 
 
 def test_eyes_are_redrawn_only_where_the_lids_open_wider(tiny_models: dict[str, Path]) -> None:

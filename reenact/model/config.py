@@ -18,11 +18,12 @@ the same scales, fused by a per-pixel softmax over the references; `reenact.mode
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 INJECTIONS = ("concat", "adain", "spade")
 VARIANTS = ("thesis", "kshot", "region")
 REGION_NAMES = ("mouth", "eyes")
+BLENDS = ("opening", "area")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,11 @@ class ModelConfig:
         responsibility can depend on the pose asked for (then E_k runs per frame, not per reference).
     region: with variant "region", the face part the generator redraws ("mouth" or "eyes");
         `size` is then the side of that part's region crop (`reenact.regions`).
+    blend: where a region model's output replaces the warp (training weights its loss there, and
+        the tool blends it in there): "opening" — what the warp cannot show (the mouth's new
+        opening, lids opening wider); "area" (mouth only) — the whole mouth area, lips and the skin
+        around them, on every frame. Changes no weight shape: a model can be trained on from the
+        other blend (`same_weights`).
     """
 
     size: int = 256
@@ -65,6 +71,7 @@ class ModelConfig:
     k_max: int = 5
     targeted_embedder: bool = False
     region: str = ""
+    blend: str = "opening"
 
     def __post_init__(self) -> None:
         if self.injection not in INJECTIONS:
@@ -75,6 +82,8 @@ class ModelConfig:
             raise ValueError("the kshot variant has no feature_warp (each reference would need its own warp grid)")
         if (self.variant == "region") != (self.region in REGION_NAMES):
             raise ValueError(f"variant \"region\" needs region = one of {REGION_NAMES} (and only it has one)")
+        if self.blend not in BLENDS or (self.blend == "area" and self.region != "mouth"):
+            raise ValueError(f"blend must be one of {BLENDS} (\"area\" for the mouth region only), got {self.blend!r}")
         if self.variant == "region" and self.feature_warp:
             raise ValueError("the region variant has no feature_warp (its D sees the warp render itself)")
         if self.targeted_embedder and self.variant != "kshot":
@@ -87,6 +96,10 @@ class ModelConfig:
         for name in ("parsing_channels", "base_channels", "max_channels", "latent_channels", "spade_hidden", "k_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+
+    def same_weights(self, other: "ModelConfig") -> bool:
+        """Whether `other` has the same networks (it may differ in `blend`, which no weight sees)."""
+        return replace(self, blend="opening") == replace(other, blend="opening")
 
     def width(self, level: int) -> int:
         """Channels at level k (resolution size / 2**k)."""

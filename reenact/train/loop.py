@@ -248,7 +248,8 @@ class Trainer:
             raise UsageError(f"the region pack {c.data.region_pack} holds {pack.region} crops at {pack.size}² but the "
                              f"model draws the {c.model.region} at {c.model.size}²",
                              "point data.region_pack elsewhere (it is built on first use)")
-        self.dataset = RegionDataset(pack, flip=c.data.flip, colour=c.data.colour, seed=c.seed)
+        self.dataset = RegionDataset(pack, flip=c.data.flip, colour=c.data.colour, seed=c.seed,
+                                     blend=c.model.blend)
         self._make_loader(StepBatchSampler(len(pack), c.batch_size, seed=c.seed, **where))
 
     def _make_loader(self, sampler) -> None:
@@ -353,7 +354,7 @@ class Trainer:
                 "rng": ckpt.rng_state()}
 
     def _restore(self, state: dict) -> None:
-        if ModelConfig.from_dict(state["model_config"]) != self.cfg.model:
+        if not ModelConfig.from_dict(state["model_config"]).same_weights(self.cfg.model):
             raise UsageError("the checkpoint's [model] differs from the config's",
                              "train with the config the checkpoint was made with, or start a new run")
         self.g.load_state_dict(state["generator"])

@@ -256,14 +256,17 @@ class RegionDataset(Dataset):
 
     A sample: reference, warped, target, warped_c (3×S×S in [-1, 1]); parsing, ref_parsing,
     parsing_c (12×S×S in [0, 1]); mask, mask_c (1×S×S loss weights: the blend region, with a floor
-    of `MASK_FLOOR` elsewhere); masked = 1; grid_c (S×S×2)."""
+    of `MASK_FLOOR` elsewhere); masked = 1; grid_c (S×S×2). `blend` (the model's): "opening" uses
+    the pack's masks, "area" the whole mouth area of the parsing maps (`regions.mouth_area_mask`)."""
 
     MASK_FLOOR = 0.1
 
-    def __init__(self, pack: RegionPack, *, flip: float, colour: float, seed: int) -> None:
+    def __init__(self, pack: RegionPack, *, flip: float, colour: float, seed: int, blend: str = "opening") -> None:
         if len(pack) < 2:
             raise UsageError("the region pack needs at least 2 samples")
-        self.pack, self.flip, self.colour, self.seed = pack, flip, colour, seed
+        if blend == "area" and pack.region != "mouth":
+            raise UsageError(f"blend = \"area\" is for the mouth, the pack {pack.path} holds {pack.region} crops")
+        self.pack, self.flip, self.colour, self.seed, self.blend = pack, flip, colour, seed, blend
         self.identity = pack.arrays["identity"]
 
     def __len__(self) -> int:
@@ -279,8 +282,10 @@ class RegionDataset(Dataset):
         jitter = colour_params(rng, self.colour)
         sample = {k: to_tensor_image(apply_colour(raw[k], jitter)) for k in IMAGE_KEYS}
         sample.update({k: raw[k].astype(np.float32) / 255.0 for k in PARSING_KEYS})
-        for k in ("mask", "mask_c"):
-            sample[k] = (self.MASK_FLOOR + (1 - self.MASK_FLOOR) * raw[k].astype(np.float32) / 255.0)[None]
+        for k, parsing_key in (("mask", "parsing"), ("mask_c", "parsing_c")):
+            mask = (regions.mouth_area_mask(sample[parsing_key]) if self.blend == "area"
+                    else raw[k].astype(np.float32) / 255.0)
+            sample[k] = (self.MASK_FLOOR + (1 - self.MASK_FLOOR) * mask)[None]
         sample["grid_c"] = raw["grid_c"].astype(np.float32)
         sample["masked"] = np.float32(1.0)
         return sample
