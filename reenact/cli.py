@@ -837,6 +837,7 @@ def eval_(
     no_lpips: bool = typer.Option(False, "--no-lpips", help="Skip LPIPS (no VGG download)."),
     no_identity: bool = typer.Option(False, "--no-identity", help="Skip the SFace identity metric."),
     weights: Optional[Path] = WeightsOpt,
+    mouth_weights: Optional[Path] = MouthWeightsOpt, eyes_weights: Optional[Path] = EyesWeightsOpt,
     k: Optional[str] = typer.Option(None, "--k", metavar="K,K,…", help="Compare 1…K reference photos per "
                                     "identity (celeba-id), e.g. 1,3,5: nearest-pose selection, and fusion "
                                     "with a k-shot model, per k (k = 1, the one-shot baseline, always)."),
@@ -850,7 +851,9 @@ def eval_(
     ks = run(kshot.parse_ks, k) if k else ()
     settings = run(EvalSettings, engines=tuple(e.strip() for e in engines.split(",") if e.strip()), size=size,
                    identity=not no_identity, lpips=not no_lpips, fid=not no_fid,
-                   weights=str(weights) if weights else None, ks=ks)
+                   weights=str(weights) if weights else None, ks=ks,
+                   mouth_weights=str(mouth_weights) if mouth_weights else None,
+                   eyes_weights=str(eyes_weights) if eyes_weights else None)
     proto = run(evaluate.make_protocol, protocol, refs=refs, drivers=drivers, pairs_csv=pairs, data=data,
                 seed=seed, limit=limit or None, references=max(ks, default=1))
     run(report.check_target, output, overwrite=overwrite)

@@ -544,7 +544,8 @@ def test_crafted_onnx_is_not_a_reenact_model(tmp_path, case):
 
 
 @pytest.mark.parametrize("case,code", [("limit-negative", 2), ("pairs-binary", 4), ("pairs-missing", 4),
-                                       ("pairs-folder", 4), ("weights-corrupt", 6), ("weights-missing", 6)])
+                                       ("pairs-folder", 4), ("weights-corrupt", 6), ("weights-missing", 6),
+                                       ("mouth-weights-corrupt", 6)])
 def test_eval_refuses_bad_options(tmp_path, case, code):
     """Cause 7: tracebacks, and exit 0 with nothing evaluated for corrupt --weights."""
     refs, drivers = _mkdir(tmp_path / "refs"), _mkdir(tmp_path / "drivers")
@@ -556,7 +557,9 @@ def test_eval_refuses_bad_options(tmp_path, case, code):
              "pairs-binary": ["--pairs", _write(tmp_path / "p.csv", b"\xff\xfe\x00\x81" * 100)],
              "pairs-missing": ["--pairs", tmp_path / "nope.csv"], "pairs-folder": ["--pairs", refs],
              "weights-corrupt": ["--weights", _write(tmp_path / "w.onnx", b"garbage" * 10)],
-             "weights-missing": ["--weights", tmp_path / "none.onnx"]}[case]
+             "weights-missing": ["--weights", tmp_path / "none.onnx"],
+             "mouth-weights-corrupt": ["--engines", "reference,warp,fusion",
+                                       "--mouth-weights", _write(tmp_path / "m.onnx", b"garbage" * 10)]}[case]
     run_hostile(tmp_path, [*args, *extra], code)
 
 

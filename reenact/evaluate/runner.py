@@ -67,6 +67,8 @@ class EvalSettings:
     threshold: float = SAME_PERSON_THRESHOLD
     thumb: int = 128
     weights: str | None = None  # exported generator for gan/fusion (None: the bundled default)
+    mouth_weights: str | None = None  # exported region generators for fusion (None: the bundled ones)
+    eyes_weights: str | None = None
     ks: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
@@ -137,22 +139,26 @@ class EvalResult:
     mouth_kid: dict[str, dict] = field(default_factory=dict)  # engine → value (KID ×1000), n_outputs, n_real
 
 
-def engine_config(name: str, size: int, weights: str | None = None) -> InferenceConfig:
+def engine_config(name: str, settings: EvalSettings) -> InferenceConfig:
     """The inference config of an evaluated engine name (the driver-mouth baseline is the warp
-    engine with `--mouth driver`; the whole-face `weights` only apply to gan/fusion)."""
+    engine with `--mouth driver`; the whole-face and region weights only apply to gan/fusion)."""
     if name == DRIVER_MOUTH:
-        return InferenceConfig(engine="warp", size=size, mouth="driver")
-    return InferenceConfig(engine=name, size=size, weights=weights if name in ("gan", "fusion") else None)
+        return InferenceConfig(engine="warp", size=settings.size, mouth="driver")
+    if name not in ("gan", "fusion"):
+        return InferenceConfig(engine=name, size=settings.size)
+    return InferenceConfig(engine=name, size=settings.size, weights=settings.weights,
+                           mouth_weights=settings.mouth_weights, eyes_weights=settings.eyes_weights)
 
 
-def build(name: str, size: int, weights: str | None = None) -> tuple[Engine | None, str]:
+def build(name: str, settings: EvalSettings) -> tuple[Engine | None, str]:
     """(engine, "ok"), or (None, "unavailable: …") when its weights are missing."""
     if name == REFERENCE_ENGINE:
         return None, "ok"
     try:
-        return build_engine(engine_config(name, size, weights)), "ok"
+        return build_engine(engine_config(name, settings)), "ok"
     except MissingWeights as e:
-        if weights and name in ("gan", "fusion"):  # the user named these weights: they must work
+        named = settings.weights or settings.mouth_weights or settings.eyes_weights
+        if named and name in ("gan", "fusion"):  # the user named these weights: they must work
             raise
         return None, f"unavailable: no weights ({e.message})"
 
@@ -185,7 +191,7 @@ class Evaluation:
             self.lm, self.pics = lm, Pictures(lm)
             statuses, engines = {}, {}
             for name in self.settings.engines:  # before the pictures: bad --weights fail at once
-                engine, statuses[name] = build(name, self.settings.size, self.settings.weights)
+                engine, statuses[name] = build(name, self.settings)
                 if statuses[name] == "ok":
                     engines[name] = engine
             items = list(dict.fromkeys(self.protocol.references() + self.protocol.drivers()))
@@ -245,7 +251,7 @@ class Evaluation:
             if engine is None:
                 out[name] = lambda driver, driver_image=None, im=image: (im, None)
             else:
-                cfg = engine_config(name, self.settings.size, self.settings.weights)
+                cfg = engine_config(name, self.settings)
                 r = Reenactor(ref, cfg, engine=engine, timer=self.timer)
                 out[name] = lambda driver, image=None, r=r: (r.render(driver, image), None)
         return out
@@ -261,7 +267,7 @@ class Evaluation:
         self._used[ref_item.label] = [r.name for r in bank]
         out: dict[kshot.Variant, Render] = {}
         for name, engine in engines.items():
-            cfg = None if engine is None else engine_config(name, self.settings.size, self.settings.weights)
+            cfg = None if engine is None else engine_config(name, self.settings)
             out |= kshot.renderers(bank, engine, cfg, [v for v in variants if v.engine == name], self.timer)
         return out
 
