@@ -27,6 +27,10 @@ from reenact import geometry as g
 
 RING_SCALE = 1.4  # head ring = face oval scaled about the canonical centre
 _FAR = 1e6
+# Crops up to EXACT_MAP_SIZE (the 256² model crops among them) get the backward map evaluated at
+# every pixel; larger ones (the native-resolution warp) on a grid of at most COARSE_MAP_SIZE² nodes.
+EXACT_MAP_SIZE = 512
+COARSE_MAP_SIZE = 512
 
 
 @dataclass(frozen=True)
@@ -186,8 +190,12 @@ def _affines(src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> tuple[np.nda
 
 
 @functools.lru_cache(maxsize=8)
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+def _grid(size: int, factor: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(xs, ys) float32 (size/factor)² crop coordinates of the backward map's nodes: the centres
+    (j + 0.5)·factor − 0.5 of factor×factor pixel blocks (the pixels themselves for factor 1)."""
+    ys, xs = np.mgrid[0:size // factor, 0:size // factor].astype(np.float64)
+    ys, xs = ((a + 0.5) * factor - 0.5 for a in (ys, xs))
+    xs, ys = xs.astype(np.float32), ys.astype(np.float32)
     xs.flags.writeable = ys.flags.writeable = False
     return xs, ys
 
@@ -198,32 +206,96 @@ def target_controls(source: WarpSource, target: np.ndarray, fit: g.Similarity | 
     return control_points(target, source.size, border=source.control[border_idx].astype(np.float64), fit=fit)
 
 
-def backward_map(source: WarpSource, target: np.ndarray, dst: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def map_factor(size: int) -> int:
+    """How many crop pixels apart `backward_map` evaluates the map (1: at every pixel): 1 up to
+    EXACT_MAP_SIZE, else the smallest power of two that divides `size` and brings the node grid
+    to at most COARSE_MAP_SIZE a side (as far as it divides)."""
+    factor = 1
+    while size > EXACT_MAP_SIZE and size // factor > COARSE_MAP_SIZE and size % (2 * factor) == 0:
+        factor *= 2
+    return factor
+
+
+def backward_map(source: WarpSource, target: np.ndarray, dst: np.ndarray | None = None, *,
+                 factor: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For every pixel of the output crop, where to sample the reference crop.
 
     Returns (map_x, map_y), float32 size×size, for cv2.remap. Piecewise affine over the source
     triangulation moved to `target` (478, 3) crop coordinates (`dst`: its control points, if the
     caller has them); triangles are rasterised far to near by target depth so that nearer
-    surfaces win where the mesh folds, after the triangles that turned away (orientation flipped)."""
+    surfaces win where the mesh folds, after the triangles that turned away (orientation flipped).
+
+    `factor` (default `map_factor(size)`): evaluate the map at the centres of factor×factor pixel
+    blocks and upsample it bilinearly. The map is continuous across triangle edges, so this moves
+    samples by a small fraction of a pixel, except within ~factor pixels of a fold (where a nearer
+    surface starts to cover another) and of the crop border (clamped there)."""
     size = source.size
+    factor = map_factor(size) if factor is None else factor
     dst = target_controls(source, target) if dst is None else dst
     affines, ok = _affines(source.control.astype(np.float64), dst[:, :2], source.triangles)
+    ids = _triangle_ids(source, dst, size // factor, factor, ok)
+    # Triangle 0 of the table is "none": the identity map (pixels no triangle covered).
+    identity = np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]])
+    table = np.concatenate([identity, affines]).astype(np.float32)  # (T + 1)×3×2
+    xs, ys = _grid(size, factor)
+    maps = [_apply_affines(table[:, :, k], ids, xs, ys) for k in (0, 1)]
+    if factor == 1:
+        return maps[0], maps[1]
+    # Node j sits at the centre of block j, where INTER_LINEAR's pixel-centre convention puts it.
+    fine = [cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR) for m in maps]
+    _mend_tears(fine, maps, table, ids, factor)
+    return fine[0], fine[1]
+
+
+TEAR_PX = 1.0  # a node's affine predicting its neighbour's source position worse than this: a tear
+
+
+def _mend_tears(fine: list[np.ndarray], nodes: list[np.ndarray], table: np.ndarray, ids: np.ndarray,
+                factor: int) -> None:
+    """Where the map tears (a fold: neighbouring nodes on surfaces that do not meet in the
+    source), bilinear upsampling would sample between the two surfaces. There, every pixel of
+    the blocks around the tear takes its own block's triangle, evaluated exactly (in place)."""
+    side = ids.shape[0]
+    xs, ys = _grid(side * factor, factor)
+    flat, gx, gy = ids.ravel(), xs.ravel(), ys.ravel()
+    torn = np.zeros(side * side, np.uint8)
+    for step in (1, side):  # right and lower neighbours
+        a = np.flatnonzero(flat[:-step] != flat[step:])  # only nodes on different triangles can tear
+        if step == 1:
+            a = a[a % side != side - 1]  # not from a row's end to the next row's start
+        b, tri = a + step, flat[a]
+        miss = np.zeros(len(a), bool)
+        for k in (0, 1):  # node a's triangle, extended to node b, vs node b's own source position
+            co = table[:, :, k]
+            miss |= np.abs(co[tri, 0] * gx[b] + co[tri, 1] * gy[b] + co[tri, 2] - nodes[k].ravel()[b]) > TEAR_PX
+        torn[a[miss]] = torn[b[miss]] = 1
+    # Every pixel whose bilinear weights reach a torn node: the torn nodes' 3×3 neighbourhoods.
+    iy, ix = np.nonzero(cv2.dilate(torn.reshape(side, side), np.ones((3, 3), np.uint8)))
+    if not len(iy):
+        return
+    off = np.arange(factor)
+    py = (iy[:, None, None] * factor + off[None, :, None]).repeat(factor, 2).ravel()
+    px = (ix[:, None, None] * factor + off[None, None, :]).repeat(factor, 1).ravel()
+    tri, fx, fy = ids[iy, ix].repeat(factor * factor), px.astype(np.float32), py.astype(np.float32)
+    for k in (0, 1):
+        co = table[:, :, k]
+        fine[k][py, px] = co[tri, 0] * fx + co[tri, 1] * fy + co[tri, 2]
+
+
+def _triangle_ids(source: WarpSource, dst: np.ndarray, side: int, factor: int, ok: np.ndarray) -> np.ndarray:
+    """side×side intp raster of 1 + the triangle that covers each map node (0: none), for the
+    nodes of `_grid(size, factor)`; folded triangles first, then far to near, later overwrite."""
     depth = dst[source.triangles, 2].mean(1)
     # Triangles whose orientation flipped between source and target are folded over (turned
     # away): draw them first, so front-facing triangles always cover them.
     folded = _signed_area(source.control, source.triangles) * _signed_area(dst[:, :2], source.triangles) <= 0
-    ids = np.zeros((size, size), np.int32)
-    fixed = np.round(dst[:, :2] * 16).astype(np.int32)
-    for t in np.lexsort((-depth, ~folded)):  # folded first, then far to near; later overwrite
+    nodes = dst[:, :2] if factor == 1 else (dst[:, :2] + 0.5) / factor - 0.5  # crop → node coordinates
+    fixed = np.round(nodes * 16).astype(np.int32)
+    ids = np.zeros((side, side), np.int32)
+    for t in np.lexsort((-depth, ~folded)):
         if ok[t]:
             cv2.fillConvexPoly(ids, fixed[source.triangles[t]], int(t) + 1, lineType=cv2.LINE_8, shift=4)
-    # Triangle 0 of the table is "none": the identity map (pixels no triangle covered).
-    identity = np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]])
-    table = np.concatenate([identity, affines]).astype(np.float32)  # (T + 1)×3×2
-    xs, ys = _grid(size)
-    ids = ids.astype(np.intp)  # take() would convert the int32 indices on every call
-    return _apply_affines(table[:, :, 0], ids, xs, ys), _apply_affines(table[:, :, 1], ids, xs, ys)
+    return ids.astype(np.intp)  # take() would convert the int32 indices on every call
 
 
 def _apply_affines(coef: np.ndarray, ids: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
