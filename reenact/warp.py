@@ -30,7 +30,7 @@ _FAR = 1e6
 # Crops up to EXACT_MAP_SIZE (the 256² model crops among them) get the backward map evaluated at
 # every pixel; larger ones (the native-resolution warp) on a grid of at most COARSE_MAP_SIZE² nodes.
 EXACT_MAP_SIZE = 512
-COARSE_MAP_SIZE = 512
+COARSE_MAP_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -227,13 +227,17 @@ def backward_map(source: WarpSource, target: np.ndarray, dst: np.ndarray | None 
 
     `factor` (default `map_factor(size)`): evaluate the map at the centres of factor×factor pixel
     blocks and upsample it bilinearly. The map is continuous across triangle edges, so this moves
-    samples by a small fraction of a pixel, except within ~factor pixels of a fold (where a nearer
-    surface starts to cover another) and of the crop border (clamped there)."""
+    samples by a small fraction of a pixel (within `factor` pixels of the crop border, where the
+    upsampling clamps, by up to about factor / 2). Where it tears (a fold: a nearer surface
+    starts to cover another) the blocks around the tear are evaluated exactly (`_mend`)."""
     size = source.size
     factor = map_factor(size) if factor is None else factor
     dst = target_controls(source, target) if dst is None else dst
     affines, ok = _affines(source.control.astype(np.float64), dst[:, :2], source.triangles)
-    ids = _triangle_ids(source, dst, size // factor, factor, ok)
+    order = _draw_order(source, dst, ok)
+    # Node j of the raster is crop point (j + 0.5)·factor − 0.5, the centre of block j.
+    nodes = dst[:, :2] if factor == 1 else (dst[:, :2] + 0.5) / factor - 0.5
+    ids = _rasterise(source.triangles, order, nodes, (size // factor, size // factor))
     # Triangle 0 of the table is "none": the identity map (pixels no triangle covered).
     identity = np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]])
     table = np.concatenate([identity, affines]).astype(np.float32)  # (T + 1)×3×2
@@ -241,25 +245,46 @@ def backward_map(source: WarpSource, target: np.ndarray, dst: np.ndarray | None 
     maps = [_apply_affines(table[:, :, k], ids, xs, ys) for k in (0, 1)]
     if factor == 1:
         return maps[0], maps[1]
-    # Node j sits at the centre of block j, where INTER_LINEAR's pixel-centre convention puts it.
+    # INTER_LINEAR puts node j at the centre of block j too.
     fine = [cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR) for m in maps]
-    _mend_tears(fine, maps, table, ids, factor)
+    torn = _torn_nodes(maps, table, ids, xs, ys)
+    if torn.any():
+        _mend(fine, table, ids, torn, factor, source.triangles, order, dst)
     return fine[0], fine[1]
 
 
-TEAR_PX = 1.0  # a node's affine predicting its neighbour's source position worse than this: a tear
+def _draw_order(source: WarpSource, dst: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """The triangles to draw, in drawing order. Those whose orientation flipped between source
+    and target are folded over (turned away): drawn first, so front-facing triangles always cover
+    them; then far to near by target depth; degenerate ones not at all."""
+    depth = dst[source.triangles, 2].mean(1)
+    folded = _signed_area(source.control, source.triangles) * _signed_area(dst[:, :2], source.triangles) <= 0
+    order = np.lexsort((-depth, ~folded))
+    return order[ok[order]]
 
 
-def _mend_tears(fine: list[np.ndarray], nodes: list[np.ndarray], table: np.ndarray, ids: np.ndarray,
-                factor: int) -> None:
-    """Where the map tears (a fold: neighbouring nodes on surfaces that do not meet in the
-    source), bilinear upsampling would sample between the two surfaces. There, every pixel of
-    the blocks around the tear takes its own block's triangle, evaluated exactly (in place)."""
-    side = ids.shape[0]
-    xs, ys = _grid(side * factor, factor)
+def _rasterise(triangles: np.ndarray, order: np.ndarray, points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """intp raster (`shape`) of 1 + the last triangle of `order` covering each pixel (0: none),
+    `points` (K, 2) in its pixel coordinates. intp: take() would convert int32 on every call."""
+    ids = np.zeros(shape, np.int32)
+    corners = np.round(points * 16).astype(np.int32)[triangles[order]]  # 1/16 px, in order
+    for t, poly in zip((order + 1).tolist(), corners):
+        cv2.fillConvexPoly(ids, poly, t, lineType=cv2.LINE_8, shift=4)
+    return ids.astype(np.intp)
+
+
+TEAR_PX = 1.0  # a node's triangle missing a neighbour node's source position by more: a tear
+
+
+def _torn_nodes(maps: list[np.ndarray], table: np.ndarray, ids: np.ndarray, xs: np.ndarray, ys: np.ndarray
+                ) -> np.ndarray:
+    """Nodes whose map jumps to their right or lower neighbour's (a fold: the two lie on surfaces
+    that do not meet in the source), where bilinear upsampling would sample between the
+    surfaces. Bool, like ids."""
+    side = ids.shape[1]
     flat, gx, gy = ids.ravel(), xs.ravel(), ys.ravel()
-    torn = np.zeros(side * side, np.uint8)
-    for step in (1, side):  # right and lower neighbours
+    torn = np.zeros(ids.size, bool)
+    for step in (1, side):
         a = np.flatnonzero(flat[:-step] != flat[step:])  # only nodes on different triangles can tear
         if step == 1:
             a = a[a % side != side - 1]  # not from a row's end to the next row's start
@@ -267,35 +292,33 @@ def _mend_tears(fine: list[np.ndarray], nodes: list[np.ndarray], table: np.ndarr
         miss = np.zeros(len(a), bool)
         for k in (0, 1):  # node a's triangle, extended to node b, vs node b's own source position
             co = table[:, :, k]
-            miss |= np.abs(co[tri, 0] * gx[b] + co[tri, 1] * gy[b] + co[tri, 2] - nodes[k].ravel()[b]) > TEAR_PX
-        torn[a[miss]] = torn[b[miss]] = 1
-    # Every pixel whose bilinear weights reach a torn node: the torn nodes' 3×3 neighbourhoods.
-    iy, ix = np.nonzero(cv2.dilate(torn.reshape(side, side), np.ones((3, 3), np.uint8)))
-    if not len(iy):
-        return
+            miss |= np.abs(co[tri, 0] * gx[b] + co[tri, 1] * gy[b] + co[tri, 2] - maps[k].ravel()[b]) > TEAR_PX
+        torn[a[miss]] = torn[b[miss]] = True
+    return torn.reshape(ids.shape)
+
+
+def _mend(fine: list[np.ndarray], table: np.ndarray, ids: np.ndarray, torn: np.ndarray, factor: int,
+          triangles: np.ndarray, order: np.ndarray, dst: np.ndarray) -> None:
+    """Evaluate the map exactly (in place) at every pixel whose bilinear weights reach a torn
+    node (the blocks of the torn nodes' 3×3 neighbourhoods): rasterised at full resolution in
+    their bounding box, with the triangles near those nodes only."""
+    iy, ix = np.nonzero(cv2.dilate(torn.astype(np.uint8), np.ones((3, 3), np.uint8)))
     off = np.arange(factor)
     py = (iy[:, None, None] * factor + off[None, :, None]).repeat(factor, 2).ravel()
     px = (ix[:, None, None] * factor + off[None, None, :]).repeat(factor, 1).ravel()
-    tri, fx, fy = ids[iy, ix].repeat(factor * factor), px.astype(np.float32), py.astype(np.float32)
+    y0, x0 = py.min(), px.min()
+    # The triangles seen at those nodes and their neighbours (sharing a corner): a sliver
+    # between two seen triangles, that no node hit, is drawn too.
+    near = np.unique(ids[iy, ix])
+    corners = np.unique(triangles[near[near > 0] - 1])
+    seen = order[np.isin(triangles[order], corners).any(1)]
+    local = _rasterise(triangles, seen, dst[:, :2] - (x0, y0), (py.max() - y0 + 1, px.max() - x0 + 1))
+    tri = local[py - y0, px - x0]
+    tri = np.where(tri > 0, tri, ids[iy, ix].repeat(factor * factor))
+    fx, fy = px.astype(np.float32), py.astype(np.float32)
     for k in (0, 1):
         co = table[:, :, k]
         fine[k][py, px] = co[tri, 0] * fx + co[tri, 1] * fy + co[tri, 2]
-
-
-def _triangle_ids(source: WarpSource, dst: np.ndarray, side: int, factor: int, ok: np.ndarray) -> np.ndarray:
-    """side×side intp raster of 1 + the triangle that covers each map node (0: none), for the
-    nodes of `_grid(size, factor)`; folded triangles first, then far to near, later overwrite."""
-    depth = dst[source.triangles, 2].mean(1)
-    # Triangles whose orientation flipped between source and target are folded over (turned
-    # away): draw them first, so front-facing triangles always cover them.
-    folded = _signed_area(source.control, source.triangles) * _signed_area(dst[:, :2], source.triangles) <= 0
-    nodes = dst[:, :2] if factor == 1 else (dst[:, :2] + 0.5) / factor - 0.5  # crop → node coordinates
-    fixed = np.round(nodes * 16).astype(np.int32)
-    ids = np.zeros((side, side), np.int32)
-    for t in np.lexsort((-depth, ~folded)):
-        if ok[t]:
-            cv2.fillConvexPoly(ids, fixed[source.triangles[t]], int(t) + 1, lineType=cv2.LINE_8, shift=4)
-    return ids.astype(np.intp)  # take() would convert the int32 indices on every call
 
 
 def _apply_affines(coef: np.ndarray, ids: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
