@@ -8,7 +8,8 @@ The mesh has a fixed topology: the face surface is triangulated once on the cano
 (`face_triangles`), and strips join the oval to the ring and the ring to the border. Each frame
 moves the landmarks and ring to the target and maps every triangle affinely (a piecewise-affine
 warp, continuous across edges). Triangles are rasterised far-to-near by the target's depth, after
-those that turned away, so at large yaw the near side covers the far side.
+those that turned away, so at large yaw the near side covers the far side. Crops above 512² (the
+native-resolution warp) evaluate that map on a coarser grid and upsample it (`map_factor`).
 
 A classical warp cannot invent what the reference does not show; the one case handled here is
 an opening mouth: the new mouth interior is shaded as a dark cavity (`mouth_cavity`).
