@@ -73,11 +73,29 @@ class RegionBox:
 
     def extract(self, image: np.ndarray) -> np.ndarray:
         """The region crop (size×size×C, same dtype) of a face-crop image; outside → edge pixels."""
+        m = self.matrix
         if self.side > 2 * self.size:  # warpAffine has no area filter: blur before shrinking a lot
             sigma = 0.5 * self.side / self.size
-            image = cv2.GaussianBlur(image, (0, 0), sigma)
-        return cv2.warpAffine(image, self.matrix, (self.size, self.size), flags=cv2.INTER_LINEAR,
+            # Only the box and the blur's reach around it: the same pixels as blurring the whole
+            # image, provided that, where the window meets an image edge, it holds the pixels the
+            # blur reflects there (`reach` deep).
+            reach = int(np.ceil(4 * sigma)) + 1
+            h, w = image.shape[:2]
+            x0, y0, x1, y1 = self._bounds(image.shape, self.side / 2 + 2 + reach)
+            x0, x1 = max(0, min(x0, w - reach)), min(w, max(x1, reach))
+            y0, y1 = max(0, min(y0, h - reach)), min(h, max(y1, reach))
+            image = cv2.GaussianBlur(image[y0:y1, x0:x1], (0, 0), sigma)
+            m = m.copy()
+            m[:, 2] += m[:, :2] @ (x0, y0)  # window pixels → region pixels
+        return cv2.warpAffine(image, m, (self.size, self.size), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
+
+    def _bounds(self, shape: tuple[int, ...], half: float) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1): the pixels within `half` of the box's centre, clipped to `shape`."""
+        h, w = shape[:2]
+        x0, y0 = max(0, int(np.floor(self.centre[0] - half))), max(0, int(np.floor(self.centre[1] - half)))
+        x1, y1 = min(w, int(np.ceil(self.centre[0] + half)) + 1), min(h, int(np.ceil(self.centre[1] + half)) + 1)
+        return x0, y0, x1, y1
 
     def paste(self, base: np.ndarray, patch: np.ndarray, mask: np.ndarray, *,
               under: np.ndarray | None = None) -> np.ndarray:
@@ -85,10 +103,7 @@ class RegionBox:
         (size×size float32 in [0, 1]); only the box's bounding rectangle is touched. With `under`
         (the region crop the patch was drawn over, `extract(base)`), only the patch's change from
         it is added: the base keeps its detail finer than the region's resolution."""
-        h, w = base.shape[:2]
-        half = self.side / 2 + 2
-        x0, y0 = max(0, int(np.floor(self.centre[0] - half))), max(0, int(np.floor(self.centre[1] - half)))
-        x1, y1 = min(w, int(np.ceil(self.centre[0] + half)) + 1), min(h, int(np.ceil(self.centre[1] + half)) + 1)
+        x0, y0, x1, y1 = self._bounds(base.shape, self.side / 2 + 2)
         if x1 <= x0 or y1 <= y0 or not mask.any():
             return base
         inv = cv2.invertAffineTransform(self.matrix)

@@ -8,7 +8,8 @@ The mesh has a fixed topology: the face surface is triangulated once on the cano
 (`face_triangles`), and strips join the oval to the ring and the ring to the border. Each frame
 moves the landmarks and ring to the target and maps every triangle affinely (a piecewise-affine
 warp, continuous across edges). Triangles are rasterised far-to-near by the target's depth, after
-those that turned away, so at large yaw the near side covers the far side.
+those that turned away, so at large yaw the near side covers the far side. Crops above 512² (the
+native-resolution warp) evaluate that map on a coarser grid and upsample it (`map_factor`).
 
 A classical warp cannot invent what the reference does not show; the one case handled here is
 an opening mouth: the new mouth interior is shaded as a dark cavity (`mouth_cavity`).
@@ -27,6 +28,10 @@ from reenact import geometry as g
 
 RING_SCALE = 1.4  # head ring = face oval scaled about the canonical centre
 _FAR = 1e6
+# Crops up to EXACT_MAP_SIZE (the 256² model crops among them) get the backward map evaluated at
+# every pixel; larger ones (the native-resolution warp) on a grid of at most COARSE_MAP_SIZE² nodes.
+EXACT_MAP_SIZE = 512
+COARSE_MAP_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -186,8 +191,12 @@ def _affines(src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> tuple[np.nda
 
 
 @functools.lru_cache(maxsize=8)
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+def _grid(size: int, factor: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(xs, ys) float32 (size/factor)² crop coordinates of the backward map's nodes: the centres
+    (j + 0.5)·factor − 0.5 of factor×factor pixel blocks (the pixels themselves for factor 1)."""
+    ys, xs = np.mgrid[0:size // factor, 0:size // factor].astype(np.float64)
+    ys, xs = ((a + 0.5) * factor - 0.5 for a in (ys, xs))
+    xs, ys = xs.astype(np.float32), ys.astype(np.float32)
     xs.flags.writeable = ys.flags.writeable = False
     return xs, ys
 
@@ -198,32 +207,119 @@ def target_controls(source: WarpSource, target: np.ndarray, fit: g.Similarity | 
     return control_points(target, source.size, border=source.control[border_idx].astype(np.float64), fit=fit)
 
 
-def backward_map(source: WarpSource, target: np.ndarray, dst: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def map_factor(size: int) -> int:
+    """How many crop pixels apart `backward_map` evaluates the map (1: at every pixel): 1 up to
+    EXACT_MAP_SIZE, else the smallest power of two that divides `size` and brings the node grid
+    to at most COARSE_MAP_SIZE a side (as far as it divides)."""
+    factor = 1
+    while size > EXACT_MAP_SIZE and size // factor > COARSE_MAP_SIZE and size % (2 * factor) == 0:
+        factor *= 2
+    return factor
+
+
+def backward_map(source: WarpSource, target: np.ndarray, dst: np.ndarray | None = None, *,
+                 factor: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For every pixel of the output crop, where to sample the reference crop.
 
     Returns (map_x, map_y), float32 size×size, for cv2.remap. Piecewise affine over the source
     triangulation moved to `target` (478, 3) crop coordinates (`dst`: its control points, if the
     caller has them); triangles are rasterised far to near by target depth so that nearer
-    surfaces win where the mesh folds, after the triangles that turned away (orientation flipped)."""
+    surfaces win where the mesh folds, after the triangles that turned away (orientation flipped).
+
+    `factor` (default `map_factor(size)`): evaluate the map at the centres of factor×factor pixel
+    blocks and upsample it bilinearly. The map is continuous across triangle edges, so this moves
+    samples by a small fraction of a pixel (within `factor` pixels of the crop border, where the
+    upsampling clamps, by up to about factor / 2). Where it tears (a fold: a nearer surface
+    starts to cover another) the blocks around the tear are evaluated exactly (`_mend`)."""
     size = source.size
+    factor = map_factor(size) if factor is None else factor
     dst = target_controls(source, target) if dst is None else dst
     affines, ok = _affines(source.control.astype(np.float64), dst[:, :2], source.triangles)
-    depth = dst[source.triangles, 2].mean(1)
-    # Triangles whose orientation flipped between source and target are folded over (turned
-    # away): draw them first, so front-facing triangles always cover them.
-    folded = _signed_area(source.control, source.triangles) * _signed_area(dst[:, :2], source.triangles) <= 0
-    ids = np.zeros((size, size), np.int32)
-    fixed = np.round(dst[:, :2] * 16).astype(np.int32)
-    for t in np.lexsort((-depth, ~folded)):  # folded first, then far to near; later overwrite
-        if ok[t]:
-            cv2.fillConvexPoly(ids, fixed[source.triangles[t]], int(t) + 1, lineType=cv2.LINE_8, shift=4)
+    order = _draw_order(source, dst, ok)
+    # Node j of the raster is crop point (j + 0.5)·factor − 0.5, the centre of block j.
+    nodes = dst[:, :2] if factor == 1 else (dst[:, :2] + 0.5) / factor - 0.5
+    ids = _rasterise(source.triangles, order, nodes, (size // factor, size // factor))
     # Triangle 0 of the table is "none": the identity map (pixels no triangle covered).
     identity = np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]])
     table = np.concatenate([identity, affines]).astype(np.float32)  # (T + 1)×3×2
-    xs, ys = _grid(size)
-    ids = ids.astype(np.intp)  # take() would convert the int32 indices on every call
-    return _apply_affines(table[:, :, 0], ids, xs, ys), _apply_affines(table[:, :, 1], ids, xs, ys)
+    xs, ys = _grid(size, factor)
+    maps = [_apply_affines(table[:, :, k], ids, xs, ys) for k in (0, 1)]
+    if factor == 1:
+        return maps[0], maps[1]
+    # INTER_LINEAR puts node j at the centre of block j too.
+    fine = [cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR) for m in maps]
+    torn = _torn_nodes(maps, table, ids, xs, ys)
+    if torn.any():
+        _mend(fine, table, ids, torn, factor, source.triangles, order, dst)
+    return fine[0], fine[1]
+
+
+def _draw_order(source: WarpSource, dst: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """The triangles to draw, in drawing order. Those whose orientation flipped between source
+    and target are folded over (turned away): drawn first, so front-facing triangles always cover
+    them; then far to near by target depth; degenerate ones not at all."""
+    depth = dst[source.triangles, 2].mean(1)
+    folded = _signed_area(source.control, source.triangles) * _signed_area(dst[:, :2], source.triangles) <= 0
+    order = np.lexsort((-depth, ~folded))
+    return order[ok[order]]
+
+
+def _rasterise(triangles: np.ndarray, order: np.ndarray, points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """intp raster (`shape`) of 1 + the last triangle of `order` covering each pixel (0: none),
+    `points` (K, 2) in its pixel coordinates. intp: take() would convert int32 on every call."""
+    ids = np.zeros(shape, np.int32)
+    corners = np.round(points * 16).astype(np.int32)[triangles[order]]  # 1/16 px, in order
+    for t, poly in zip((order + 1).tolist(), corners):
+        cv2.fillConvexPoly(ids, poly, t, lineType=cv2.LINE_8, shift=4)
+    return ids.astype(np.intp)
+
+
+TEAR_PX = 1.0  # a node's triangle missing a neighbour node's source position by more: a tear
+
+
+def _torn_nodes(maps: list[np.ndarray], table: np.ndarray, ids: np.ndarray, xs: np.ndarray, ys: np.ndarray
+                ) -> np.ndarray:
+    """Nodes whose map jumps to their right or lower neighbour's (a fold: the two lie on surfaces
+    that do not meet in the source), where bilinear upsampling would sample between the
+    surfaces. Bool, like ids."""
+    side = ids.shape[1]
+    flat, gx, gy = ids.ravel(), xs.ravel(), ys.ravel()
+    torn = np.zeros(ids.size, bool)
+    for step in (1, side):
+        a = np.flatnonzero(flat[:-step] != flat[step:])  # only nodes on different triangles can tear
+        if step == 1:
+            a = a[a % side != side - 1]  # not from a row's end to the next row's start
+        b, tri = a + step, flat[a]
+        miss = np.zeros(len(a), bool)
+        for k in (0, 1):  # node a's triangle, extended to node b, vs node b's own source position
+            co = table[:, :, k]
+            miss |= np.abs(co[tri, 0] * gx[b] + co[tri, 1] * gy[b] + co[tri, 2] - maps[k].ravel()[b]) > TEAR_PX
+        torn[a[miss]] = torn[b[miss]] = True
+    return torn.reshape(ids.shape)
+
+
+def _mend(fine: list[np.ndarray], table: np.ndarray, ids: np.ndarray, torn: np.ndarray, factor: int,
+          triangles: np.ndarray, order: np.ndarray, dst: np.ndarray) -> None:
+    """Evaluate the map exactly (in place) at every pixel whose bilinear weights reach a torn
+    node (the blocks of the torn nodes' 3×3 neighbourhoods): rasterised at full resolution in
+    their bounding box, with the triangles near those nodes only."""
+    iy, ix = np.nonzero(cv2.dilate(torn.astype(np.uint8), np.ones((3, 3), np.uint8)))
+    off = np.arange(factor)
+    py = (iy[:, None, None] * factor + off[None, :, None]).repeat(factor, 2).ravel()
+    px = (ix[:, None, None] * factor + off[None, None, :]).repeat(factor, 1).ravel()
+    y0, x0 = py.min(), px.min()
+    # The triangles seen at those nodes and their neighbours (sharing a corner): a sliver
+    # between two seen triangles, that no node hit, is drawn too.
+    near = np.unique(ids[iy, ix])
+    corners = np.unique(triangles[near[near > 0] - 1])
+    seen = order[np.isin(triangles[order], corners).any(1)]
+    local = _rasterise(triangles, seen, dst[:, :2] - (x0, y0), (py.max() - y0 + 1, px.max() - x0 + 1))
+    tri = local[py - y0, px - x0]
+    tri = np.where(tri > 0, tri, ids[iy, ix].repeat(factor * factor))
+    fx, fy = px.astype(np.float32), py.astype(np.float32)
+    for k in (0, 1):
+        co = table[:, :, k]
+        fine[k][py, px] = co[tri, 0] * fx + co[tri, 1] * fy + co[tri, 2]
 
 
 def _apply_affines(coef: np.ndarray, ids: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:

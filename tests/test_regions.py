@@ -435,3 +435,17 @@ def test_region_crops_locate_mouth_and_both_eyes_by_the_landmarks() -> None:
     assert all(c.shape == (metrics.REGION_SIZE,) * 2 + (3,) for c in crops.values())
     same = metrics.region_metrics(crops, crops)
     assert same["mouth_psnr"] == 100.0 and same["eyes_ssim"] == pytest.approx(1.0)
+
+
+def test_extract_blurs_only_around_the_box():
+    """A box much larger than its region crop is blurred first; only a window around it is
+    blurred, with the same pixels as blurring the whole image (edges and outside boxes too)."""
+    image = synth.textured(400, seed=4)
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        box = regions.RegionBox((float(rng.uniform(-150, 550)), float(rng.uniform(-150, 550))),
+                                float(rng.uniform(150, 400)), 48, mirrored=bool(rng.integers(2)))
+        sigma = 0.5 * box.side / box.size
+        whole = cv2.warpAffine(cv2.GaussianBlur(image, (0, 0), sigma), box.matrix, (48, 48),
+                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        assert np.array_equal(box.extract(image), whole)

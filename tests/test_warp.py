@@ -98,3 +98,55 @@ def test_mouth_cavity_only_when_mouth_opens():
     assert out[inner.astype(bool)].mean() < 150, "a new mouth opening must be shaded dark"
     same, _ = warp.warp(src, closed)
     assert same.min() == 200, "no shading when the mouth does not open"
+
+
+def _map_pair(size: int, **pose) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], int]:
+    """(exact map, default map, default factor) for the canonical face moved to `pose` in a
+    size×size crop (eyes half closed and mouth opened, so lids and lips fold)."""
+    src_pts = synth.face(size)
+    dst_pts = synth.open_mouth(synth.close_eyes(synth.face(size, **pose), 0.6), 0.25)
+    src = warp.prepare_source(synth.textured(size), src_pts)
+    return warp.backward_map(src, dst_pts, factor=1), warp.backward_map(src, dst_pts), warp.map_factor(size)
+
+
+def test_model_size_crops_keep_the_exact_map():
+    """The 256² crops (models, `reenact eval`) and anything up to EXACT_MAP_SIZE: bit-identical."""
+    assert warp.map_factor(256) == warp.map_factor(warp.EXACT_MAP_SIZE) == 1
+    exact, default, _ = _map_pair(256, yaw=25, roll=5)
+    assert all(np.array_equal(a, b) for a, b in zip(exact, default))
+
+
+def test_large_crops_use_a_coarse_map():
+    assert warp.map_factor(1024) == 4 and warp.map_factor(2048) == 8 and warp.map_factor(528) == 4
+    exact, coarse, _ = _map_pair(1024, yaw=10)
+    assert not np.array_equal(exact[0], coarse[0])  # really the coarse path
+
+
+@pytest.mark.parametrize("pose", [dict(yaw=10), dict(yaw=-35, pitch=8, roll=6)])
+def test_coarse_map_is_sub_pixel_away_from_folds(pose):
+    (ex, ey), (cx, cy), f = _map_pair(1024, **pose)
+    err = np.hypot(ex - cx, ey - cy)
+    assert (err <= 0.5).mean() > 0.99 and err.mean() < 0.1
+    # Away from folds and squeezed slivers (where the exact map moves > 2 px per pixel), grown
+    # by two blocks, and from the crop border (where the upsampling clamps): sub-pixel.
+    steep = np.zeros(err.shape, np.uint8)
+    steep[:, 1:] |= np.hypot(np.diff(ex, axis=1), np.diff(ey, axis=1)) > 2
+    steep[1:, :] |= np.hypot(np.diff(ex, axis=0), np.diff(ey, axis=0)) > 2
+    away = ~cv2.dilate(steep, np.ones((4 * f + 1, 4 * f + 1), np.uint8)).astype(bool)
+    away[:f], away[-f:], away[:, :f], away[:, -f:] = False, False, False, False
+    assert away.mean() > 0.85
+    assert (err[away] <= 0.5).mean() > 0.999 and err[away].mean() < 0.01
+
+
+@pytest.mark.parametrize("pose", [dict(yaw=10), dict(yaw=-35, pitch=8, roll=6)])
+def test_coarse_map_samples_a_surface_at_folds(pose):
+    """Next to a fold the coarse map must not sample between the two surfaces: every pixel's
+    source position is (within 1.5 px) one the exact map has within a block of it."""
+    (ex, ey), (cx, cy), f = _map_pair(1024, **pose)
+    best = np.full(ex.shape, np.inf, np.float32)
+    pad = [np.pad(m, f, mode="edge") for m in (ex, ey)]
+    for dy in range(-f, f + 1):
+        for dx in range(-f, f + 1):
+            sx, sy = (p[f + dy:f + dy + ex.shape[0], f + dx:f + dx + ex.shape[1]] for p in pad)
+            np.minimum(best, np.hypot(sx - cx, sy - cy), out=best)
+    assert best.max() < 1.5, f"{(best >= 1.5).sum()} pixels sample between surfaces"
