@@ -126,12 +126,21 @@ class Redrawer:
                 todo.append((side, box, box.points(target), strength))
         if not todo:
             return rgb
+        warped = [box.extract(rgb) for _, box, _, _ in todo]
         outs = self.eyes_model.redraw([ref.eyes[side] for side, *_ in todo],
-                                      [parsing.parsing_map(pts, size) for _, _, pts, _ in todo],
-                                      [box.extract(rgb) for _, box, _, _ in todo])
-        for (side, box, pts, strength), out in zip(todo, outs):
-            rgb = box.paste(rgb, out, regions.eye_mask(pts, size) * strength)
+                                      [parsing.parsing_map(pts, size) for _, _, pts, _ in todo], warped)
+        for (side, box, pts, strength), out, under in zip(todo, outs, warped):
+            rgb = box.paste(rgb, within_light(out, under), regions.eye_mask(pts, size) * strength)
         return rgb
+
+
+def within_light(patch: np.ndarray, scene: np.ndarray, percentile: float = 99.0) -> np.ndarray:
+    """`patch` (a generator's region output, uint8) no brighter, channel by channel, than the
+    `percentile` of `scene` (the warp's render of the same crop: the reference's own light). The
+    eye generator learnt its sclera from well-lit photos; in a dim frame, or opening a lid the
+    reference shows closed, it would otherwise paint a glowing white eye."""
+    ceiling = np.percentile(scene.reshape(-1, scene.shape[-1]), percentile, axis=0)
+    return np.minimum(patch, np.round(ceiling).astype(np.uint8))
 
 
 def mouth_strength(ref: RegionRef, target: np.ndarray, scale: float, size: int) -> float:

@@ -324,6 +324,18 @@ def test_eyes_are_redrawn_only_where_the_lids_open_wider(tiny_models: dict[str, 
     assert np.array_equal(engine.render(a, closing)[0], plain.render(b, closing)[0])
 
 
+def test_a_redrawn_eye_is_no_brighter_than_the_references_light() -> None:
+    from reenact.redraw import within_light
+
+    rng = np.random.default_rng(0)
+    dim = rng.integers(40, 120, (48, 48, 3)).astype(np.uint8)  # a dim frame's eye crop
+    glowing = np.full((48, 48, 3), 250, np.uint8)  # a sclera drawn as in well-lit photos
+    out = within_light(glowing, dim)
+    assert out.max() <= 120 and np.array_equal(out.max((0, 1)), np.percentile(dim.reshape(-1, 3), 99, axis=0).round())
+    natural = rng.integers(40, 100, (48, 48, 3)).astype(np.uint8)  # already within the light: untouched
+    assert np.array_equal(within_light(natural, np.full_like(dim, 130)), natural)
+
+
 def test_driver_mouth_baseline_fills_the_opening_with_the_drivers_mouth() -> None:
     from reenact import engines
     from reenact.config import InferenceConfig
