@@ -1,7 +1,7 @@
 """Quality of video-to-video (`reenact video SOURCE.mp4 DRIVER.mp4`) on the shared talking-face clips.
 
 Usage: PYTHONPATH=. python benchmarks/v2v_quality.py [--frames 100] [--variants replace,keep,photo]
-       [--engine fusion] [--mouth-weights M.onnx] [--json OUT.json]
+       [--engine fusion] [--mouth-weights M.onnx] [--eyes-weights E.onnx] [--json OUT.json]
 
 Pairs (../shared/data/clips/pcavs-vox2, 224×224 at 25 fps): *self-reenactment* — a speaker's
 clip driven by the same speaker's other clip (speakers 7414… and 5176…, both directions) — and
@@ -142,6 +142,7 @@ def main() -> None:
     ap.add_argument("--engine", default=default_engine())
     ap.add_argument("--regions", default="mouth,eyes,brows")
     ap.add_argument("--mouth-weights", help="exported mouth generator (default: the bundled one)")
+    ap.add_argument("--eyes-weights", help="exported eye generator (default: the bundled one)")
     ap.add_argument("--pairs", default="self,cross")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -169,7 +170,8 @@ def main() -> None:
                                        source_expression="replace" if variant == "photo" else variant,
                                        motion=MotionConfig(regions=tuple(args.regions.split(","))))
                 t0 = time.perf_counter()
-                video.reenact_video(reference, driver, out, InferenceConfig(engine=args.engine, mouth_weights=args.mouth_weights),
+                video.reenact_video(reference, driver, out, InferenceConfig(engine=args.engine, mouth_weights=args.mouth_weights,
+                                                                    eyes_weights=args.eyes_weights),
                                     options=options,
                                     overwrite=True)
                 wall = time.perf_counter() - t0
