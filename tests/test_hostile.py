@@ -563,6 +563,18 @@ def test_eval_refuses_bad_options(tmp_path, case, code):
     run_hostile(tmp_path, [*args, *extra], code)
 
 
+def test_eval_region_weights_do_not_make_a_missing_whole_face_model_fatal(tmp_path):
+    """--mouth-weights names the fusion engine's mouth, not gan's weights: gan without bundled
+    whole-face weights is still reported unavailable, not an exit 6."""
+    from reenact.evaluate import runner
+
+    settings = runner.EvalSettings(engines=("gan",), mouth_weights=str(tmp_path / "m.onnx"))
+    engine, status = runner.build("gan", settings)
+    assert engine is None and status.startswith("unavailable")
+    with pytest.raises(Exception, match="m.onnx"):
+        runner.build("fusion", settings)
+
+
 @pytest.mark.parametrize("extra,code", [(["--repeats", "-1"], 2), (["--repeats", "0"], 2), (["--frames", "0"], 2),
                                         (["--repeats", "many"], 2), (["--engines", "nope"], 2)])
 def test_bench_refuses_bad_numbers(tmp_path, extra, code):

@@ -157,8 +157,9 @@ def build(name: str, settings: EvalSettings) -> tuple[Engine | None, str]:
     try:
         return build_engine(engine_config(name, settings)), "ok"
     except MissingWeights as e:
-        named = settings.weights or settings.mouth_weights or settings.eyes_weights
-        if named and name in ("gan", "fusion"):  # the user named these weights: they must work
+        # The user named weights this engine uses (gan: the whole-face model only): they must work.
+        named = settings.weights or (name == "fusion" and (settings.mouth_weights or settings.eyes_weights))
+        if named and name in ("gan", "fusion"):
             raise
         return None, f"unavailable: no weights ({e.message})"
 
