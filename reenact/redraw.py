@@ -5,9 +5,9 @@
 * mouth — "generator": the mouth region generator (`reenact.model.region`, run by ONNX Runtime)
   redraws the mouth crop and its output replaces the warp inside the target's mouth opening
   (`regions.mouth_mask`) — or, for a model trained with `blend = "area"`, over the whole mouth
-  area on every frame (`regions.mouth_area_mask`); "driver": the classical baseline — the driver's own mouth interior,
-  mapped onto the target's opening by an affine fit of the inner lip contours and colour-matched
-  to the reference's lips; "cavity": the warp's dark cavity, unchanged.
+  area on every frame (`regions.mouth_area_mask`); "driver": the classical baseline — the
+  driver's own mouth interior, mapped onto the target's opening by an affine fit of the inner lip
+  contours and colour-matched to the reference's lips; "cavity": the warp's dark cavity, unchanged.
 * eyes — "generator": each eye whose lids the warp had to stretch open (`regions.eye_strength`)
   is redrawn by the eye generator and blended in over the lids in proportion; "warp": unchanged.
 

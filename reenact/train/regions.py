@@ -264,8 +264,6 @@ class RegionDataset(Dataset):
     def __init__(self, pack: RegionPack, *, flip: float, colour: float, seed: int, blend: str = "opening") -> None:
         if len(pack) < 2:
             raise UsageError("the region pack needs at least 2 samples")
-        if blend == "area" and pack.region != "mouth":
-            raise UsageError(f"blend = \"area\" is for the mouth, the pack {pack.path} holds {pack.region} crops")
         self.pack, self.flip, self.colour, self.seed, self.blend = pack, flip, colour, seed, blend
         self.identity = pack.arrays["identity"]
 
