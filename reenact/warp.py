@@ -11,8 +11,12 @@ warp, continuous across edges). Triangles are rasterised far-to-near by the targ
 those that turned away, so at large yaw the near side covers the far side. Crops above 512² (the
 native-resolution warp) evaluate that map on a coarser grid and upsample it (`map_factor`).
 
-A classical warp cannot invent what the reference does not show; the one case handled here is
-an opening mouth: the new mouth interior is shaded as a dark cavity (`mouth_cavity`).
+A classical warp cannot invent what the reference does not show. Two cases are handled here: an
+opening mouth — the new mouth interior is shaded as a dark cavity (`mouth_cavity`) — and the side
+of the face a turn reveals (`revealed`): the reference saw it at a grazing angle, so its outermost
+band is a few pixels of skin edge and whatever lies beside it (hair, background), which the warp
+would stretch over the revealed cheek. There the band samples the reference a little further in,
+and `warp` smooths it with the skin next to it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,21 @@ _FAR = 1e6
 # every pixel; larger ones (the native-resolution warp) on a grid of at most COARSE_MAP_SIZE² nodes.
 EXACT_MAP_SIZE = 512
 COARSE_MAP_SIZE = 256
+# The revealed side (`revealed`): landmarks within REVEAL_BAND canonical units (outer eye corners
+# 1 apart) of the face oval, that the reference sees at a grazing angle (facing — the cosine of
+# their surface normal to the view — below REVEAL_GRAZING) and the target turns towards the
+# camera by more than REVEAL_MIN_TURN of facing (about 6° for the silhouette; less is left to the
+# plain warp); the weight ramps up over REVEAL_SPAN of facing. There the reference is sampled
+# REVEAL_INSET face scales further in (along the surface, towards the camera; all of it from a
+# weight of one half: a thin sliver of hair must be left behind even on a moderate turn), and
+# the render is smoothed with the skin around it in proportion (a blur of REVEAL_BLUR face
+# scales), so the stretched band does not streak.
+REVEAL_BAND = 0.25
+REVEAL_GRAZING = 0.45
+REVEAL_MIN_TURN = 0.1
+REVEAL_SPAN = 0.3
+REVEAL_INSET = 0.07
+REVEAL_BLUR = 0.06
 
 
 @dataclass(frozen=True)
@@ -39,7 +58,9 @@ class WarpSource:
     """Everything the warp needs from one reference crop (computed once, reused per frame).
 
     image: size×size×3 uint8 RGB crop; points: (478, 3) landmarks in crop pixels;
-    control: (K, 2) float32 source control points; triangles: (T, 3) int32 indices into them.
+    control: (K, 2) float32 source control points; triangles: (T, 3) int32 indices into them;
+    normals: (478, 3) unit surface normals at the landmarks, turned as the reference's head (the
+    camera looks along +z, so a surface facing it has normal z < 0).
     """
 
     image: np.ndarray
@@ -47,6 +68,7 @@ class WarpSource:
     control: np.ndarray
     triangles: np.ndarray
     scale: float  # the reference face's scale (outer-eye-corner distance, crop pixels)
+    normals: np.ndarray
 
     @property
     def size(self) -> int:
@@ -91,6 +113,52 @@ def face_triangles() -> np.ndarray:
     centroids = uv[tris].mean(1)
     inside = [cv2.pointPolygonTest(oval, (float(x), float(y)), False) >= 0 for x, y in centroids]
     return tris[np.array(inside)]
+
+
+@functools.lru_cache(maxsize=1)
+def surface_normals() -> np.ndarray:
+    """(478, 3) unit normals of the canonical face at its landmarks (area-weighted means of the
+    surface triangles' normals), pointing out of the face: towards the camera (−z) at the nose."""
+    pts = g.canonical().points
+    tris = face_triangles()
+    a, b, c = (pts[tris[:, k]] for k in range(3))
+    per_triangle = np.cross(b - a, c - a)
+    normals = np.zeros_like(pts)
+    for k in range(3):
+        np.add.at(normals, tris[:, k], per_triangle)
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    return -normals if normals[g.NOSE_TIP, 2] > 0 else normals
+
+
+@functools.lru_cache(maxsize=1)
+def _oval_band() -> np.ndarray:
+    """(478,) 1 on the face oval, falling to 0 at REVEAL_BAND canonical units from it."""
+    canon = g.canonical().points[:, :2]
+    oval = canon[list(g.FACE_OVAL)]
+    dist = np.sqrt(((canon[:, None] - oval[None]) ** 2).sum(-1)).min(1)
+    return np.clip(1.0 - dist / REVEAL_BAND, 0.0, 1.0)
+
+
+def revealed(source: WarpSource, target_fit: g.Similarity) -> np.ndarray | None:
+    """(478,) how much of each landmark's neighbourhood a turn to `target_fit` (the target's head
+    fit) reveals — 0 where the reference saw the surface well enough or the target turns it
+    away; None when nothing is revealed (most frames: no change to the warp)."""
+    before = -source.normals[:, 2]
+    after = -(surface_normals() @ target_fit.rotation.T)[:, 2]
+    weight = (np.clip((after - before - REVEAL_MIN_TURN) / REVEAL_SPAN, 0.0, 1.0)
+              * np.clip((REVEAL_GRAZING - before) / REVEAL_SPAN, 0.0, 1.0) * _oval_band())
+    return weight if weight.max() > 0.01 else None
+
+
+def _reveal_controls(source: WarpSource, weight: np.ndarray) -> np.ndarray:
+    """The source control points with each revealed landmark moved up to REVEAL_INSET face scales
+    into the face (against its normal's image-plane direction): min(1, 2·weight) of it."""
+    inward = -source.normals[:, :2]
+    inward = inward / np.maximum(np.linalg.norm(inward, axis=1, keepdims=True), 1e-9)
+    control = source.control.astype(np.float64)
+    reach = np.minimum(2.0 * weight, 1.0) * REVEAL_INSET * source.scale
+    control[:g.N_LANDMARKS] += inward * reach[:, None]
+    return control
 
 
 def _delaunay_indices(pts: np.ndarray) -> np.ndarray:
@@ -159,7 +227,8 @@ def prepare_source(image: np.ndarray, points: np.ndarray) -> WarpSource:
     _, border_idx, _ = _layout(size)
     tris = _triangles(ctrl[border_idx, :2], np.asarray(points, np.float64).mean(0), size)
     return WarpSource(image=image, points=np.asarray(points, np.float32),
-                      control=ctrl[:, :2].astype(np.float32), triangles=tris, scale=fit.scale)
+                      control=ctrl[:, :2].astype(np.float32), triangles=tris, scale=fit.scale,
+                      normals=surface_normals() @ fit.rotation.T)
 
 
 def _signed_area(pts: np.ndarray, tris: np.ndarray) -> np.ndarray:
@@ -218,7 +287,7 @@ def map_factor(size: int) -> int:
 
 
 def backward_map(source: WarpSource, target: np.ndarray, dst: np.ndarray | None = None, *,
-                 factor: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 factor: int | None = None, fit: g.Similarity | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For every pixel of the output crop, where to sample the reference crop.
 
     Returns (map_x, map_y), float32 size×size, for cv2.remap. Piecewise affine over the source
@@ -230,11 +299,17 @@ def backward_map(source: WarpSource, target: np.ndarray, dst: np.ndarray | None 
     blocks and upsample it bilinearly. The map is continuous across triangle edges, so this moves
     samples by a small fraction of a pixel (within `factor` pixels of the crop border, where the
     upsampling clamps, by up to about factor / 2). Where it tears (a fold: a nearer surface
-    starts to cover another) the blocks around the tear are evaluated exactly (`_mend`)."""
+    starts to cover another) the blocks around the tear are evaluated exactly (`_mend`).
+
+    `fit`: the target's head fit, when the caller has it. Where a turn reveals a side of the face
+    (`revealed`), that band samples the reference further in."""
     size = source.size
     factor = map_factor(size) if factor is None else factor
-    dst = target_controls(source, target) if dst is None else dst
-    affines, ok = _affines(source.control.astype(np.float64), dst[:, :2], source.triangles)
+    fit = g.fit_head(target) if fit is None else fit
+    dst = target_controls(source, target, fit) if dst is None else dst
+    weight = revealed(source, fit)
+    control = source.control if weight is None else _reveal_controls(source, weight)
+    affines, ok = _affines(control.astype(np.float64), dst[:, :2], source.triangles)
     order = _draw_order(source, dst, ok)
     # Node j of the raster is crop point (j + 0.5)·factor − 0.5, the centre of block j.
     nodes = dst[:, :2] if factor == 1 else (dst[:, :2] + 0.5) / factor - 0.5
@@ -344,10 +419,50 @@ def warp(source: WarpSource, target: np.ndarray) -> tuple[np.ndarray, np.ndarray
     i.e. the hull of the target's head ring, feathered)."""
     fit = g.fit_head(target)
     dst = target_controls(source, target, fit)
-    map_x, map_y = backward_map(source, target, dst)
+    map_x, map_y = backward_map(source, target, dst, fit=fit)
     rgb = cv2.remap(source.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    weight = revealed(source, fit)
+    if weight is not None:
+        rgb = smooth_revealed(rgb, weight, dst, fit.scale)
     rgb = mouth_cavity(rgb, source.points, target, scale=fit.scale / max(source.scale, 1e-6))
     return rgb, _hull_mask(dst[g.N_LANDMARKS:g.N_LANDMARKS + len(g.FACE_OVAL), :2], source.size)
+
+
+def smooth_revealed(rgb: np.ndarray, weight: np.ndarray, dst: np.ndarray, scale: float) -> np.ndarray:
+    """`rgb` (a warp render, uint8) with the revealed band (`revealed`'s `weight` on the
+    landmarks, `dst` the target's control points) blended, in place, towards a
+    blur of the face's own pixels — skin, not the hair or background beyond the oval — of
+    REVEAL_BLUR·`scale` pixels. Computed in the band's bounding box, at a resolution the blur
+    allows. Returns `rgb`."""
+    tris = face_triangles()
+    shade = weight[tris].mean(1)
+    hit = tris[shade > 0.01]
+    if not len(hit):
+        return rgb
+    size, sigma = rgb.shape[0], REVEAL_BLUR * scale
+    pts = dst[:, :2]
+    reach = 3 * sigma
+    x0, y0 = np.maximum(np.floor(pts[hit].reshape(-1, 2).min(0) - reach), 0).astype(int)
+    x1, y1 = np.minimum(np.ceil(pts[hit].reshape(-1, 2).max(0) + reach), size).astype(int)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return rgb
+    down = max(1, int(sigma // 3))  # the blur is low-frequency: work at 1/down resolution
+    w, h = max(1, (x1 - x0) // down), max(1, (y1 - y0) // down)
+    to_small = lambda p: ((p - (x0, y0)) * (w / (x1 - x0), h / (y1 - y0)) * 16).round().astype(np.int32)  # noqa: E731
+    face = np.zeros((h, w), np.float32)
+    cv2.fillPoly(face, [to_small(pts[list(g.FACE_OVAL)])], 1.0, lineType=cv2.LINE_AA, shift=4)
+    band = np.zeros((h, w), np.float32)
+    for tri, value in zip(to_small(pts[hit]), shade[shade > 0.01]):
+        cv2.fillConvexPoly(band, tri, float(value), lineType=cv2.LINE_8, shift=4)
+    box = rgb[y0:y1, x0:x1].copy()
+    small = cv2.resize(box, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
+    s = sigma * w / (x1 - x0)
+    skin = cv2.GaussianBlur(small * face[..., None], (0, 0), s) / np.maximum(cv2.GaussianBlur(face, (0, 0), s), 1e-3)[..., None]
+    alpha = np.clip(cv2.GaussianBlur(band, (0, 0), s / 2), 0.0, 1.0) * face
+    skin = cv2.resize(np.clip(skin + 0.5, 0, 255).astype(np.uint8), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    alpha = cv2.resize(alpha, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    rgb[y0:y1, x0:x1] = cv2.blendLinear(box, skin, 1.0 - alpha, alpha)
+    return rgb
 
 
 def head_mask(points: np.ndarray, size: int) -> np.ndarray:

@@ -100,6 +100,60 @@ def test_mouth_cavity_only_when_mouth_opens():
     assert same.min() == 200, "no shading when the mouth does not open"
 
 
+def _hair_beside_the_face(size: int, points: np.ndarray) -> np.ndarray:
+    """Skin (textured) inside the face oval and dark hair beside it, reaching 2 px inside the
+    oval — as in photos, whose detected oval lies on the skin's edge."""
+    img = np.full((size, size, 3), 25, np.uint8)
+    oval = points[list(g.FACE_OVAL), :2]
+    centre = oval.mean(0)
+    inner = centre + (oval - centre) * (1 - 2.0 / np.linalg.norm(oval - centre, axis=1, keepdims=True))
+    skin = np.zeros((size, size), np.uint8)
+    cv2.fillPoly(skin, [np.round(inner * 16).astype(np.int32)], 1, cv2.LINE_AA, shift=4)
+    texture = 150 + synth.textured(size).astype(np.int32) // 4
+    return np.where(skin[..., None] > 0, texture, img).astype(np.uint8)
+
+
+def _dark_inside_oval(rgb: np.ndarray, points: np.ndarray, margin: int = 3) -> float:
+    """Share of dark (< 80) pixels inside the face oval of `points`, `margin` px in from it."""
+    inside = np.zeros(rgb.shape[:2], np.uint8)
+    cv2.fillPoly(inside, [np.round(points[list(g.FACE_OVAL), :2]).astype(np.int32)], 1)
+    inside = cv2.erode(inside, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)) > 0
+    return float((rgb[inside].max(1) < 80).mean())
+
+
+def test_revealed_side_is_the_one_turning_towards_the_camera():
+    size = 256
+    src = warp.prepare_source(synth.textured(size), synth.face(size))
+    assert warp.revealed(src, g.fit_head(synth.face(size))) is None  # no turn, nothing revealed
+    assert warp.revealed(src, g.fit_head(synth.face(size, pitch=3))) is None  # a nod reveals no side
+    weight = warp.revealed(src, g.fit_head(synth.face(size, yaw=25)))
+    canon_x = g.canonical().points[:, 0]
+    assert weight is not None and weight[list(g.FACE_OVAL)].max() > 0.5
+    towards = weight[canon_x * np.sign(canon_x[np.argmax(weight)]) < 0]
+    assert towards.max() == 0.0, "the side turning away reveals nothing"
+    assert weight[list(g.NOSE) + list(g.LIPS_OUTER) + list(g.RIGHT_EYE) + list(g.LEFT_EYE)].max() == 0.0
+
+
+@pytest.mark.parametrize("yaw", [20, -30])
+def test_turn_shows_skin_not_the_hair_beside_the_face(yaw):
+    """A turn reveals the side of the face the reference saw at a grazing angle; the warp must not
+    stretch the hair at the reference's silhouette over the revealed cheek."""
+    size = 256
+    src_pts, dst_pts = synth.face(size), synth.face(size, yaw=yaw)
+    src = warp.prepare_source(_hair_beside_the_face(size, src_pts), src_pts)
+    out, _ = warp.warp(src, dst_pts)
+    assert _dark_inside_oval(out, dst_pts) < 0.002
+
+
+def test_small_turns_and_moves_reveal_nothing():
+    """Below REVEAL_MIN_TURN, or without a turn, the warp is the plain piecewise-affine one."""
+    size = 256
+    src = warp.prepare_source(synth.textured(size), synth.face(size, yaw=20))
+    for dst_pts in (synth.face(size, yaw=16), synth.face(size, yaw=20, roll=8, scale=1.1, shift=(5, 3))):
+        assert warp.revealed(src, g.fit_head(dst_pts)) is None
+    assert warp.revealed(src, g.fit_head(synth.face(size, yaw=8))) is not None
+
+
 def _map_pair(size: int, **pose) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], int]:
     """(exact map, default map, default factor) for the canonical face moved to `pose` in a
     size×size crop (eyes half closed and mouth opened, so lids and lips fold)."""
