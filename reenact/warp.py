@@ -35,6 +35,29 @@ COARSE_MAP_SIZE = 256
 
 
 @dataclass(frozen=True)
+class View:
+    """Where a warp renders when not into the source crop itself (the direct render): a patch of
+    an image, `shape` (h, w), whose pixels map to target-crop pixels by `to_crop` (2×3), sampling
+    `image` (the reference photo), whose pixels are the source crop's mapped by `from_crop` (2×3).
+    The crop's backward map and these two affines are composed into one map, so the photo is
+    resampled once."""
+
+    shape: tuple[int, int]
+    to_crop: np.ndarray
+    image: np.ndarray
+    from_crop: np.ndarray
+
+    @property
+    def scale(self) -> float:
+        """Patch pixels per target-crop pixel."""
+        return 1.0 / float(np.sqrt(abs(np.linalg.det(self.to_crop[:, :2]))))
+
+    def points(self, points: np.ndarray) -> np.ndarray:
+        """(N, 2|3) target-crop coordinates → patch coordinates (z scaled with x, y)."""
+        return align.apply_affine(cv2.invertAffineTransform(self.to_crop), points)
+
+
+@dataclass(frozen=True)
 class WarpSource:
     """Everything the warp needs from one reference crop (computed once, reused per frame).
 
@@ -191,10 +214,10 @@ def _affines(src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> tuple[np.nda
 
 
 @functools.lru_cache(maxsize=8)
-def _grid(size: int, factor: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(xs, ys) float32 (size/factor)² crop coordinates of the backward map's nodes: the centres
+def _grid(rows: int, cols: int, factor: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(xs, ys) float32 rows×cols output coordinates of the backward map's nodes: the centres
     (j + 0.5)·factor − 0.5 of factor×factor pixel blocks (the pixels themselves for factor 1)."""
-    ys, xs = np.mgrid[0:size // factor, 0:size // factor].astype(np.float64)
+    ys, xs = np.mgrid[0:rows, 0:cols].astype(np.float64)
     ys, xs = ((a + 0.5) * factor - 0.5 for a in (ys, xs))
     xs, ys = xs.astype(np.float32), ys.astype(np.float32)
     xs.flags.writeable = ys.flags.writeable = False
@@ -217,8 +240,16 @@ def map_factor(size: int) -> int:
     return factor
 
 
+def view_factor(size: int, view: View) -> int:
+    """`map_factor` for a view of a size² crop: the power of two nearest to the crop's node
+    spacing in patch pixels (1: exact), whatever the patch's shape (its node grid may overhang
+    its edges)."""
+    spacing = map_factor(size) * view.scale
+    return 1 if spacing < 1.5 else 2 ** int(round(np.log2(spacing)))
+
+
 def backward_map(source: WarpSource, target: np.ndarray, dst: np.ndarray | None = None, *,
-                 factor: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 factor: int | None = None, view: View | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For every pixel of the output crop, where to sample the reference crop.
 
     Returns (map_x, map_y), float32 size×size, for cv2.remap. Piecewise affine over the source
@@ -226,31 +257,55 @@ def backward_map(source: WarpSource, target: np.ndarray, dst: np.ndarray | None 
     caller has them); triangles are rasterised far to near by target depth so that nearer
     surfaces win where the mesh folds, after the triangles that turned away (orientation flipped).
 
-    `factor` (default `map_factor(size)`): evaluate the map at the centres of factor×factor pixel
-    blocks and upsample it bilinearly. The map is continuous across triangle edges, so this moves
-    samples by a small fraction of a pixel (within `factor` pixels of the crop border, where the
-    upsampling clamps, by up to about factor / 2). Where it tears (a fold: a nearer surface
-    starts to cover another) the blocks around the tear are evaluated exactly (`_mend`)."""
+    `view`: for every pixel of the view's patch instead, where to sample the view's image (the
+    same map, composed with the view's affines: float32 maps of `view.shape`).
+
+    `factor` (default `map_factor(size)`, `view_factor` for a view): evaluate the map at the
+    centres of factor×factor pixel blocks and upsample it bilinearly. The map is continuous across
+    triangle edges, so this moves samples by a small fraction of a pixel (within `factor` pixels
+    of the output's border, where the upsampling clamps, by up to about factor / 2). Where it
+    tears (a fold: a nearer surface starts to cover another) the blocks around the tear are
+    evaluated exactly (`_mend`)."""
     size = source.size
-    factor = map_factor(size) if factor is None else factor
     dst = target_controls(source, target) if dst is None else dst
-    affines, ok = _affines(source.control.astype(np.float64), dst[:, :2], source.triangles)
-    order = _draw_order(source, dst, ok)
-    # Node j of the raster is crop point (j + 0.5)·factor − 0.5, the centre of block j.
-    nodes = dst[:, :2] if factor == 1 else (dst[:, :2] + 0.5) / factor - 0.5
-    ids = _rasterise(source.triangles, order, nodes, (size // factor, size // factor))
-    # Triangle 0 of the table is "none": the identity map (pixels no triangle covered).
+    src_ctrl, out_ctrl = source.control.astype(np.float64), dst[:, :2]
+    # Triangle 0 of the table is "none": pixels no triangle covered are not moved (the identity
+    # map in the crop; through a view, crop → source crop unchanged).
     identity = np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]])
+    pad = 0
+    if view is None:
+        rows = cols = size
+        factor = map_factor(size) if factor is None else factor
+    else:
+        factor = view_factor(size, view) if factor is None else factor
+        # The nodes reach one block beyond every edge of the patch (it is evaluated `pad` pixels
+        # further out and cut), so no pixel of it lies where the upsampling clamps.
+        pad = factor if factor > 1 else 0
+        rows, cols = view.shape[0] + 2 * pad, view.shape[1] + 2 * pad
+        to_out = cv2.invertAffineTransform(view.to_crop)
+        to_out[:, 2] += pad
+        src_ctrl = align.apply_affine(view.from_crop, src_ctrl)
+        out_ctrl = align.apply_affine(to_out, out_ctrl)
+        unmoved = align.compose(view.from_crop, align.translated(view.to_crop, -pad, -pad))  # → source image
+        identity = unmoved.T[None]
+    affines, ok = _affines(src_ctrl, out_ctrl, source.triangles)
+    order = _draw_order(source, dst, ok)
+    # Node j of the raster is output point (j + 0.5)·factor − 0.5, the centre of block j.
+    nodes = out_ctrl if factor == 1 else (out_ctrl + 0.5) / factor - 0.5
+    shape = (-(-rows // factor), -(-cols // factor))
+    ids = _rasterise(source.triangles, order, nodes, shape)
     table = np.concatenate([identity, affines]).astype(np.float32)  # (T + 1)×3×2
-    xs, ys = _grid(size, factor)
+    xs, ys = _grid(*shape, factor)
     maps = [_apply_affines(table[:, :, k], ids, xs, ys) for k in (0, 1)]
     if factor == 1:
         return maps[0], maps[1]
     # INTER_LINEAR puts node j at the centre of block j too.
-    fine = [cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR) for m in maps]
+    fine = [cv2.resize(m, (shape[1] * factor, shape[0] * factor), interpolation=cv2.INTER_LINEAR) for m in maps]
     torn = _torn_nodes(maps, table, ids, xs, ys)
     if torn.any():
-        _mend(fine, table, ids, torn, factor, source.triangles, order, dst)
+        _mend(fine, table, ids, torn, factor, source.triangles, order, out_ctrl)
+    if view is not None:  # the node grid overhangs the patch
+        fine = [f[pad:pad + view.shape[0], pad:pad + view.shape[1]] for f in fine]
     return fine[0], fine[1]
 
 
@@ -344,18 +399,34 @@ def warp(source: WarpSource, target: np.ndarray) -> tuple[np.ndarray, np.ndarray
     i.e. the hull of the target's head ring, feathered)."""
     fit = g.fit_head(target)
     dst = target_controls(source, target, fit)
-    map_x, map_y = backward_map(source, target, dst)
-    rgb = cv2.remap(source.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    rgb = mouth_cavity(rgb, source.points, target, scale=fit.scale / max(source.scale, 1e-6))
-    return rgb, _hull_mask(dst[g.N_LANDMARKS:g.N_LANDMARKS + len(g.FACE_OVAL), :2], source.size)
+    return render(source, target, dst, fit), hull_mask(head_ring(dst), source.size)
+
+
+def render(source: WarpSource, target: np.ndarray, dst: np.ndarray, fit: g.Similarity,
+           view: View | None = None) -> np.ndarray:
+    """The warp's RGB render (uint8) of `target` (478, 3 crop coordinates; `dst` its control
+    points, `fit` its head fit): the crop (size×size), or `view`'s patch sampled straight from
+    the view's image. The mouth's new opening is shaded (`mouth_cavity`) in either."""
+    map_x, map_y = backward_map(source, target, dst, view=view)
+    image = source.image if view is None else view.image
+    rgb = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    scale = fit.scale / max(source.scale, 1e-6)
+    if view is None:
+        return mouth_cavity(rgb, source.points, target, scale=scale)
+    return mouth_cavity(rgb, source.points, view.points(target), scale=scale * view.scale)
+
+
+def head_ring(dst: np.ndarray) -> np.ndarray:
+    """(R, 2) head ring among control points (`control_points`, `target_controls`)."""
+    return dst[g.N_LANDMARKS:g.N_LANDMARKS + len(g.FACE_OVAL), :2]
 
 
 def head_mask(points: np.ndarray, size: int) -> np.ndarray:
     """Feathered hull of the head ring of `points` (crop coords): where a warp moves pixels."""
-    return _hull_mask(control_points(points, size)[g.N_LANDMARKS:g.N_LANDMARKS + len(g.FACE_OVAL), :2], size)
+    return hull_mask(head_ring(control_points(points, size)), size)
 
 
-def _hull_mask(ring: np.ndarray, size: int) -> np.ndarray:
+def hull_mask(ring: np.ndarray, size: int) -> np.ndarray:
     canvas = np.zeros((size, size), np.uint8)
     hull = cv2.convexHull(np.round(ring * 16).astype(np.int32))
     cv2.fillConvexPoly(canvas, hull, 255, lineType=cv2.LINE_AA, shift=4)
@@ -390,12 +461,12 @@ def mouth_cavity(rgb: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray
     new = new_mouth_opening(src_points, dst_points, scale=scale)
     if new <= 0.0:
         return rgb
-    size = rgb.shape[0]
+    h, w = rgb.shape[:2]
     poly = np.round(np.asarray(dst_points)[inner, :2] * 16).astype(np.int32)  # 1/16 px
     # Everything happens in the opening's bounding box (2 px around it: the anti-aliased edge and
     # a ring of zeros for the distance transform); outside it the blend weight is 0.
     x0, y0 = np.maximum(poly.min(0) // 16 - 2, 0)
-    x1, y1 = np.minimum(poly.max(0) // 16 + 3, size)
+    x1, y1 = np.minimum(poly.max(0) // 16 + 3, (w, h))
     if x1 <= x0 or y1 <= y0:
         return rgb
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
