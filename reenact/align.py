@@ -167,13 +167,23 @@ def frame_box(crop: Crop, shape: tuple[int, ...], rect: tuple[int, int, int, int
     return max(x0, 0), max(y0, 0), max(min(x1, w), 0), max(min(y1, h), 0)
 
 
-def mask_in_frame(mask: np.ndarray, to_mask: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+def mask_in_frame(mask: np.ndarray, to_mask: np.ndarray, box: tuple[int, int, int, int], step: int = 1
+                  ) -> np.ndarray:
     """`mask` (float in [0, 1]) resampled onto the frame rectangle `box` (x0, y0, x1, y1), given
-    `to_mask` (2×3, frame pixels → mask pixels); 0 outside the mask."""
+    `to_mask` (2×3, frame pixels → mask pixels); 0 outside the mask. `step` > 1: resampled at
+    the centres of step×step blocks and upsampled bilinearly (for a mask that is smooth at that
+    scale, e.g. one coarser than the frame: a few times cheaper)."""
     x0, y0, x1, y1 = box
-    return cv2.warpAffine(mask.astype(np.float32), translated(to_mask, x0, y0), (x1 - x0, y1 - y0),
-                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
-                          borderValue=0)
+    if step == 1:
+        return cv2.warpAffine(mask.astype(np.float32), translated(to_mask, x0, y0), (x1 - x0, y1 - y0),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=0)
+    cols, rows = -(-(x1 - x0) // step), -(-(y1 - y0) // step)
+    blocks = np.array([[step, 0.0, x0 + 0.5 * step - 0.5], [0.0, step, y0 + 0.5 * step - 0.5]])  # block → frame
+    small = cv2.warpAffine(mask.astype(np.float32), compose(to_mask, blocks), (cols, rows),
+                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    # INTER_LINEAR puts block j's value at its centre again
+    return cv2.resize(small, (cols * step, rows * step), interpolation=cv2.INTER_LINEAR)[:y1 - y0, :x1 - x0]
 
 
 def paste_back(frame: np.ndarray, crop_rgb: np.ndarray, crop: Crop, mask: np.ndarray) -> np.ndarray:

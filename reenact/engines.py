@@ -187,7 +187,9 @@ class WarpEngine:
         rgb = warp.render(src, points, dst, fit, view)
         if self.redrawer is not None:
             rgb = self.redrawer.redraw(state.extra.regions, rgb, points, driver, canvas=to_crop)
-        alpha = align.mask_in_frame(mask, align.compose(to_mask_grid(size), at.matrix), (x0, y0, x1, y1))
+        # The mask is smooth at its grid's scale: resampled at that spacing and upsampled.
+        step = max(1, int(f * view.scale))
+        alpha = align.mask_in_frame(mask, align.compose(to_mask_grid(size), at.matrix), (x0, y0, x1, y1), step)
         return align.Patch(rgb, alpha, x0, y0)
 
 
