@@ -101,6 +101,7 @@ def reenact_video(ref_path: str | Path | list, drive_path: str | Path, out_path:
     chunk is complete (the work folder is kept)."""
     from reenact import v2v
 
+    media.reuse_frame_memory()
     timer = StageTimer()
     specs = list(ref_path) if isinstance(ref_path, (list, tuple)) else [ref_path]
     target = media.check_output_path(out_path, overwrite=overwrite, kinds=media.WRITABLE_VIDEO_SUFFIXES,
