@@ -142,17 +142,42 @@ class Patch:
     x: int
     y: int
 
+    BAND = 32  # rows per band of `onto`
+
     def onto(self, frame: np.ndarray) -> np.ndarray:
         """A copy of `frame` (H×W×3 uint8) with the patch blended in; pixels where alpha is 0 are
-        returned bit-identical."""
-        out = frame.copy()
+        returned bit-identical, pixels where it is 1 are the patch's."""
         h, w = self.alpha.shape
         if not h or not w:
-            return out
-        box = out[self.y:self.y + h, self.x:self.x + w]
-        # Per-pixel weighted sum in OpenCV (rounded uint8); weight 0 keeps the frame's pixel exactly.
-        box[...] = cv2.blendLinear(self.rgb, np.ascontiguousarray(box), self.alpha, 1.0 - self.alpha)
+            return frame.copy()
+        x, y = self.x, self.y
+        out = np.empty_like(frame)  # the frame around the patch, then the patch's rectangle
+        out[:y], out[y + h:] = frame[:y], frame[y + h:]
+        out[y:y + h, :x], out[y:y + h, x + w:] = frame[y:y + h, :x], frame[y:y + h, x + w:]
+        box, under = out[y:y + h, x:x + w], frame[y:y + h, x:x + w]
+        solid = self.alpha >= 1.0
+        for r0 in range(0, h, self.BAND):
+            r1 = min(h, r0 + self.BAND)
+            # In each band of rows, the columns where the patch is opaque in every row are copied
+            # (a run in the middle: the head); only the rest is blended.
+            inside = solid[r0:r1].all(0)
+            a = int(inside.argmax()) if inside.any() else w
+            b = w - int(inside[::-1].argmax()) if a < w else w
+            if a < w and not inside[a:b].all():
+                a = b = w
+            box[r0:r1, a:b] = self.rgb[r0:r1, a:b]
+            for c0, c1 in ((0, a), (b, w)):
+                if c1 > c0:
+                    _blend(self.rgb[r0:r1, c0:c1], under[r0:r1, c0:c1], self.alpha[r0:r1, c0:c1], box[r0:r1, c0:c1])
         return out
+
+
+def _blend(top: np.ndarray, base: np.ndarray, alpha: np.ndarray, out: np.ndarray) -> None:
+    """out = top · alpha + base · (1 − alpha) per pixel, in OpenCV (rounded uint8; views of
+    larger arrays are read and written in place); weight 0 keeps the base's pixel exactly."""
+    got = cv2.blendLinear(top, base, alpha, 1.0 - alpha, dst=out)
+    if got is not out and not np.shares_memory(got, out):  # OpenCV made its own array after all
+        out[...] = got
 
 
 def frame_box(crop: Crop, shape: tuple[int, ...], rect: tuple[int, int, int, int] | None = None
