@@ -322,11 +322,16 @@ def _draw_order(source: WarpSource, dst: np.ndarray, ok: np.ndarray) -> np.ndarr
 def _rasterise(triangles: np.ndarray, order: np.ndarray, points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """intp raster (`shape`) of 1 + the last triangle of `order` covering each pixel (0: none),
     `points` (K, 2) in its pixel coordinates. intp: take() would convert int32 on every call."""
+    return _raster_ids(triangles, order, points, shape).astype(np.intp)
+
+
+def _raster_ids(triangles: np.ndarray, order: np.ndarray, points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """`_rasterise`'s raster as int32 (for a raster read only a few times)."""
     ids = np.zeros(shape, np.int32)
     corners = np.round(points * 16).astype(np.int32)[triangles[order]]  # 1/16 px, in order
     for t, poly in zip((order + 1).tolist(), corners):
         cv2.fillConvexPoly(ids, poly, t, lineType=cv2.LINE_8, shift=4)
-    return ids.astype(np.intp)
+    return ids
 
 
 TEAR_PX = 1.0  # a node's triangle missing a neighbour node's source position by more: a tear
@@ -368,13 +373,18 @@ def _mend(fine: list[np.ndarray], table: np.ndarray, ids: np.ndarray, torn: np.n
     near = np.unique(ids[iy, ix])
     corners = np.unique(triangles[near[near > 0] - 1])
     seen = order[np.isin(triangles[order], corners).any(1)]
-    local = _rasterise(triangles, seen, dst[:, :2] - (x0, y0), (py.max() - y0 + 1, px.max() - x0 + 1))
-    tri = local[py - y0, px - x0]
+    local = _raster_ids(triangles, seen, dst[:, :2] - (x0, y0), (py.max() - y0 + 1, px.max() - x0 + 1))
+    tri = local.ravel().take((py - y0) * local.shape[1] + (px - x0)).astype(np.intp)  # flat: faster than 2-D
     tri = np.where(tri > 0, tri, ids[iy, ix].repeat(factor * factor))
     fx, fy = px.astype(np.float32), py.astype(np.float32)
+    flat = py * fine[0].shape[1] + px
     for k in (0, 1):
-        co = table[:, :, k]
-        fine[k][py, px] = co[tri, 0] * fx + co[tri, 1] * fy + co[tri, 2]
+        a, b, c = (np.ascontiguousarray(table[:, j, k]) for j in range(3))
+        val = a.take(tri)
+        val *= fx
+        val += b.take(tri) * fy
+        val += c.take(tri)
+        fine[k].ravel()[flat] = val  # cv2.resize's output: contiguous, ravel() is a view
 
 
 def _apply_affines(coef: np.ndarray, ids: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
