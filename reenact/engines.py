@@ -11,7 +11,9 @@ fuses every reference of a bank (`KShotEngine.bank`).
 An engine works in its own crop of the reference frame (`RefState.crop`). `prepare` runs once per
 reference; `render` runs per frame and returns the rendered crop and the paste-back mask (float
 in [0, 1], zero at the crop border so the paste is seamless). Targets arrive in the reference
-*frame's* pixel coordinates; each engine maps them into its crop.
+*frame's* pixel coordinates; each engine maps them into its crop. The warp engines also render a
+native-resolution state straight into the photo (`WarpEngine.direct` / `render_patch`: one
+resampling, no crop), which `pipeline.Reenactor` prefers where an engine offers it.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ def paste_mask(head: np.ndarray, size: int) -> np.ndarray:
     return grown
 
 
+DIRECT_FACTOR = 2  # crops larger than this × the model crop render straight into the photo
 MASK_SIDE = 256  # the direct render's paste mask: evaluated on a grid of about this side
 
 
@@ -130,7 +133,7 @@ class WarpEngine:
         image = crop.extract(frame)
         points = crop.points_to_crop(face.points)
         regions_ref = self.redrawer.prepare(image, points) if self.redrawer else None
-        direct = size > self.config.size  # the model crop keeps crop-then-paste
+        direct = size > DIRECT_FACTOR * self.config.size  # see `direct`
         head = self._grid_mask(warp.head_ring(warp.control_points(points, size)), size) if direct else None
         return RefState(crop=crop, image=image, points=points, head=warp.head_mask(points, size),
                         extra=WarpRef(warp.prepare_source(image, points), regions_ref,
@@ -144,8 +147,10 @@ class WarpEngine:
     @staticmethod
     def direct(state: RefState) -> bool:
         """Whether `state` renders straight into the photo (`render_patch`) rather than into its
-        crop (`render`, then `align.paste_back`): the warp at the face's native resolution does;
-        the model crop (`config.size`) does not."""
+        crop (`render`, then `align.paste_back`): a native-resolution crop more than DIRECT_FACTOR
+        times the model crop's side does (a face in a real photo); smaller ones keep the crop
+        render + paste-back, bit for bit as before — among them the model crop and the faces of
+        `reenact eval`'s pictures (celeba-id and clips: native crops of 256–288)."""
         return state.extra.photo is not None
 
     def render(self, state: RefState, target: np.ndarray, driver: DriverFace | None = None

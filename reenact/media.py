@@ -1059,6 +1059,7 @@ def _check_writer_args(fps: float, size: tuple[int, int], crf: int, preset: str)
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+FRAME_HEAP_MIN = 1 << 20  # output frames from this many bytes on: `reuse_frame_memory` (video renders)
 
 
 @functools.lru_cache(maxsize=1)
@@ -1066,8 +1067,9 @@ def reuse_frame_memory() -> bool:
     """Make glibc serve frame-sized blocks (up to 32 MB: a 4K RGB frame) from its heap and keep
     freed ones for reuse, instead of mapping fresh pages for every output frame and returning
     them on free — ≈ 1,600 page faults per 1080p frame, 4–16 ms of CPU per frame at 2 MP. Once per
-    process, before a video render; peak memory grows by about two frames. Left alone where the
-    user set MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_, and off glibc. True when set."""
+    process, before a video render of large frames (`FRAME_HEAP_MIN`); peak memory may grow by
+    tens of MiB (freed blocks are kept). Left alone where the user set MALLOC_MMAP_THRESHOLD_ /
+    MALLOC_TRIM_THRESHOLD_, and off glibc. True when set."""
     if not sys.platform.startswith("linux") or any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_",
                                                                              "MALLOC_TRIM_THRESHOLD_")):
         return False

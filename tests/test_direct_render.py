@@ -37,11 +37,12 @@ def _crop_path(r: pipeline.Reenactor, driver: np.ndarray) -> np.ndarray:
     return align.paste_back(r.reference.image, rgb, state.crop, mask)
 
 
-def test_native_state_renders_directly_and_model_crop_does_not(photo):
+def test_native_state_renders_directly_and_small_crops_do_not(photo):
     r = _reenactor(photo)
     assert r.states[0].image.shape[0] > 512 and r.engine.direct(r.states[0])
-    small = pipeline.Reference(synth.textured(256), Face(points=synth.face(256)), 1)
-    assert not _reenactor(small).engine.direct(_reenactor(small).states[0])
+    for side, crop in ((256, 256), (384, 384), (400, 400)):  # the model crop; up to 2× it (eval's faces)
+        small = _reenactor(pipeline.Reference(synth.textured(side), Face(points=synth.face(side)), 1))
+        assert small.states[0].image.shape[0] == crop and not small.engine.direct(small.states[0])
 
 
 def test_identity_target_reproduces_the_photo_in_place(photo):
@@ -85,12 +86,14 @@ def test_direct_render_matches_crop_then_paste(photo, move):
     assert not changed[outside].any()
 
 
-def test_model_crop_is_still_crop_then_paste():
-    """A face at the model crop's resolution keeps the crop render + paste-back, bit for bit."""
-    image = synth.textured(256, seed=5)
-    pts = synth.face(256, roll=5)
+@pytest.mark.parametrize("side", [256, 384])
+def test_small_crops_are_still_crop_then_paste(side):
+    """A face at up to twice the model crop's resolution keeps the crop render + paste-back, bit
+    for bit."""
+    image = synth.textured(side, seed=5)
+    pts = synth.face(side, roll=5)
     r = _reenactor(pipeline.Reference(image, Face(points=pts), 1))
-    assert r.states[0].image.shape[0] == 256
+    assert r.states[0].image.shape[0] == side
     target = synth.open_mouth(pts, 0.3)
     assert np.array_equal(r.render(Face(points=target)), _crop_path(r, target))
 
