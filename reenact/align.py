@@ -62,7 +62,6 @@ def apply_affine(m: np.ndarray, points: np.ndarray) -> np.ndarray:
     return out
 
 
-
 def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
     """2×3 affine of `outer` after `inner` (both 2×3)."""
     return np.hstack([outer[:, :2] @ inner[:, :2], (outer[:, :2] @ inner[:, 2] + outer[:, 2])[:, None]])
@@ -180,7 +179,7 @@ def _blend(top: np.ndarray, base: np.ndarray, alpha: np.ndarray, out: np.ndarray
         out[...] = got
 
 
-def frame_box(crop: Crop, shape: tuple[int, ...], rect: tuple[int, int, int, int] | None = None
+def frame_box(crop: Crop, shape: tuple[int, ...], rect: tuple[float, float, float, float] | None = None
               ) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1): the frame pixels (`shape`) that the crop's rectangle `rect` (x0, y0, x1,
     y1 in crop pixels; None = the whole crop) can reach, 2 pixels around it, clipped."""

@@ -31,12 +31,12 @@ import logging
 import math
 import numbers
 import os
-import sys
 import queue
 import re
 import secrets
 import struct
 import subprocess
+import sys
 import threading
 import weakref
 from collections.abc import Iterator
