@@ -38,10 +38,10 @@ class Crop:
 
     def points_to_crop(self, points: np.ndarray) -> np.ndarray:
         """(N, 2|3) frame coordinates → crop coordinates (z scaled with x, y)."""
-        return _apply(self.matrix, points)
+        return apply_affine(self.matrix, points)
 
     def points_to_frame(self, points: np.ndarray) -> np.ndarray:
-        return _apply(self.inverse, points)
+        return apply_affine(self.inverse, points)
 
     def extract(self, frame: np.ndarray) -> np.ndarray:
         """The crop (size×size×C, same dtype as `frame`); outside the frame → edge pixels."""
@@ -52,13 +52,24 @@ class Crop:
                               borderMode=cv2.BORDER_REPLICATE)
 
 
-def _apply(m: np.ndarray, points: np.ndarray) -> np.ndarray:
+def apply_affine(m: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(N, 2|3) points through the 2×3 affine `m` (float64; z scaled with x, y)."""
     pts = np.asarray(points, np.float64)
     out = pts.copy()
     out[:, :2] = pts[:, :2] @ m[:, :2].T + m[:, 2]
     if pts.shape[1] == 3:
         out[:, 2] = pts[:, 2] * float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
     return out
+
+
+def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """2×3 affine of `outer` after `inner` (both 2×3)."""
+    return np.hstack([outer[:, :2] @ inner[:, :2], (outer[:, :2] @ inner[:, 2] + outer[:, 2])[:, None]])
+
+
+def translated(m: np.ndarray, x: float, y: float) -> np.ndarray:
+    """2×3 affine `m` applied to points given relative to (x, y): p ↦ m(p + (x, y))."""
+    return compose(m, np.array([[1.0, 0.0, x], [0.0, 1.0, y]]))
 
 
 def _extract_downscaled(frame: np.ndarray, crop: Crop) -> np.ndarray:
@@ -120,25 +131,96 @@ def edge_falloff(size: int, margin: float) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class Patch:
+    """A rendered rectangle of a frame: `rgb` (h×w×3 uint8) and its blend weight `alpha` (h×w
+    float32 in [0, 1], 1 = take the patch), placed with its top-left pixel at (x, y)."""
+
+    rgb: np.ndarray
+    alpha: np.ndarray
+    x: int
+    y: int
+
+    BAND = 32  # rows per band of `onto`
+
+    def onto(self, frame: np.ndarray) -> np.ndarray:
+        """A copy of `frame` (H×W×3 uint8) with the patch blended in; pixels where alpha is 0 are
+        returned bit-identical, pixels where it is 1 are the patch's."""
+        h, w = self.alpha.shape
+        if not h or not w:
+            return frame.copy()
+        x, y = self.x, self.y
+        out = np.empty_like(frame)  # the frame around the patch, then the patch's rectangle
+        out[:y], out[y + h:] = frame[:y], frame[y + h:]
+        out[y:y + h, :x], out[y:y + h, x + w:] = frame[y:y + h, :x], frame[y:y + h, x + w:]
+        box, under = out[y:y + h, x:x + w], frame[y:y + h, x:x + w]
+        solid = self.alpha >= 1.0
+        for r0 in range(0, h, self.BAND):
+            r1 = min(h, r0 + self.BAND)
+            # In each band of rows, the columns where the patch is opaque in every row are copied
+            # (a run in the middle: the head); only the rest is blended.
+            inside = solid[r0:r1].all(0)
+            a = int(inside.argmax()) if inside.any() else w
+            b = w - int(inside[::-1].argmax()) if a < w else w
+            if a < w and not inside[a:b].all():
+                a = b = w
+            box[r0:r1, a:b] = self.rgb[r0:r1, a:b]
+            for c0, c1 in ((0, a), (b, w)):
+                if c1 > c0:
+                    _blend(self.rgb[r0:r1, c0:c1], under[r0:r1, c0:c1], self.alpha[r0:r1, c0:c1], box[r0:r1, c0:c1])
+        return out
+
+
+def _blend(top: np.ndarray, base: np.ndarray, alpha: np.ndarray, out: np.ndarray) -> None:
+    """out = top · alpha + base · (1 − alpha) per pixel, in OpenCV (rounded uint8; views of
+    larger arrays are read and written in place); weight 0 keeps the base's pixel exactly."""
+    got = cv2.blendLinear(top, base, alpha, 1.0 - alpha, dst=out)
+    if got is not out and not np.shares_memory(got, out):  # OpenCV made its own array after all
+        out[...] = got
+
+
+def frame_box(crop: Crop, shape: tuple[int, ...], rect: tuple[float, float, float, float] | None = None
+              ) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the frame pixels (`shape`) that the crop's rectangle `rect` (x0, y0, x1,
+    y1 in crop pixels; None = the whole crop) can reach, 2 pixels around it, clipped."""
+    h, w = shape[:2]
+    a0, b0, a1, b1 = (0, 0, crop.size, crop.size) if rect is None else rect
+    corners = crop.points_to_frame(np.array([[a0, b0], [a1, b0], [a0, b1], [a1, b1]], np.float64))
+    x0, y0 = np.floor(corners.min(0)).astype(int) - 2
+    x1, y1 = np.ceil(corners.max(0)).astype(int) + 2
+    return max(x0, 0), max(y0, 0), max(min(x1, w), 0), max(min(y1, h), 0)
+
+
+def mask_in_frame(mask: np.ndarray, to_mask: np.ndarray, box: tuple[int, int, int, int], step: int = 1
+                  ) -> np.ndarray:
+    """`mask` (float in [0, 1]) resampled onto the frame rectangle `box` (x0, y0, x1, y1), given
+    `to_mask` (2×3, frame pixels → mask pixels); 0 outside the mask. `step` > 1: resampled at
+    the centres of step×step blocks and upsampled bilinearly (for a mask that is smooth at that
+    scale, e.g. one coarser than the frame: a few times cheaper)."""
+    x0, y0, x1, y1 = box
+    if step == 1:
+        return cv2.warpAffine(mask.astype(np.float32), translated(to_mask, x0, y0), (x1 - x0, y1 - y0),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=0)
+    cols, rows = -(-(x1 - x0) // step), -(-(y1 - y0) // step)
+    blocks = np.array([[step, 0.0, x0 + 0.5 * step - 0.5], [0.0, step, y0 + 0.5 * step - 0.5]])  # block → frame
+    small = cv2.warpAffine(mask.astype(np.float32), compose(to_mask, blocks), (cols, rows),
+                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    # INTER_LINEAR puts block j's value at its centre again
+    return cv2.resize(small, (cols * step, rows * step), interpolation=cv2.INTER_LINEAR)[:y1 - y0, :x1 - x0]
+
+
 def paste_back(frame: np.ndarray, crop_rgb: np.ndarray, crop: Crop, mask: np.ndarray) -> np.ndarray:
     """Blend `crop_rgb` (size×size×3 uint8) into a copy of `frame` (H×W×3 uint8) through `mask`
     (size×size float in [0, 1], 1 = take the crop). Pixels where the warped mask is 0 are returned
     bit-identical. Only the crop's bounding box in the frame is processed."""
-    h, w = frame.shape[:2]
-    corners = crop.points_to_frame(np.array([[0, 0], [crop.size, 0], [0, crop.size],
-                                             [crop.size, crop.size]], np.float64))
-    x0, y0 = np.floor(corners.min(0)).astype(int) - 2
-    x1, y1 = np.ceil(corners.max(0)).astype(int) + 2
-    x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-    out = frame.copy()
+    x0, y0, x1, y1 = frame_box(crop, frame.shape)
     if x1 <= x0 or y1 <= y0:
-        return out
+        return frame.copy()
     inv = crop.inverse.copy()
     inv[:, 2] -= (x0, y0)
     box = (x1 - x0, y1 - y0)
     warped = cv2.warpAffine(crop_rgb, inv, box, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.warpAffine(mask.astype(np.float32), inv, box, flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    # Per-pixel weighted sum in OpenCV (rounded uint8); weight 0 keeps the frame's pixel exactly.
-    out[y0:y1, x0:x1] = cv2.blendLinear(warped, np.ascontiguousarray(out[y0:y1, x0:x1]), alpha, 1.0 - alpha)
-    return out
+    return Patch(warped, alpha, x0, y0).onto(frame)

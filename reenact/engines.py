@@ -11,7 +11,9 @@ fuses every reference of a bank (`KShotEngine.bank`).
 An engine works in its own crop of the reference frame (`RefState.crop`). `prepare` runs once per
 reference; `render` runs per frame and returns the rendered crop and the paste-back mask (float
 in [0, 1], zero at the crop border so the paste is seamless). Targets arrive in the reference
-*frame's* pixel coordinates; each engine maps them into its crop.
+*frame's* pixel coordinates; each engine maps them into its crop. The warp engines also render a
+native-resolution state straight into the photo (`WarpEngine.direct` / `render_patch`: one
+resampling, no crop), which `pipeline.Reenactor` prefers where an engine offers it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import cv2
 import numpy as np
 
 from reenact import align, fusion, parsing, redraw, warp
+from reenact import geometry as g
 from reenact.config import InferenceConfig
 from reenact.errors import MissingWeights
 from reenact.landmarks import Face
@@ -74,13 +77,36 @@ def paste_mask(head: np.ndarray, size: int) -> np.ndarray:
     return grown
 
 
+DIRECT_FACTOR = 2  # crops larger than this × the model crop render straight into the photo
+MASK_SIDE = 256  # the direct render's paste mask: evaluated on a grid of about this side
+
+
+def mask_factor(size: int) -> int:
+    """Crop pixels per node of the direct render's mask grid: a power of two dividing `size`,
+    bringing the grid to no less than MASK_SIDE a side (the mask is smooth at that scale)."""
+    factor = 1
+    while size // (2 * factor) >= MASK_SIDE and size % (2 * factor) == 0:
+        factor *= 2
+    return factor
+
+
+def to_mask_grid(size: int) -> np.ndarray:
+    """2×3: crop pixels → the mask grid's (`mask_factor`) pixels (centres to centres)."""
+    f = mask_factor(size)
+    return np.array([[1.0 / f, 0.0, 0.5 / f - 0.5], [0.0, 1.0 / f, 0.5 / f - 0.5]])
+
+
 @dataclass(frozen=True)
 class WarpRef:
     """`RefState.extra` of the warp engines: the warp source and the redrawer's per-reference
-    state (None when nothing is redrawn)."""
+    state (None when nothing is redrawn). A native-resolution state renders straight into the
+    photo (`WarpEngine.render_patch`): `photo` is the reference frame it samples, `head` the
+    reference's head region on the mask grid (`to_mask_grid`); both None for a model crop."""
 
     source: warp.WarpSource
     regions: RegionRef | None
+    photo: np.ndarray | None = None
+    head: np.ndarray | None = None
 
 
 class WarpEngine:
@@ -107,8 +133,25 @@ class WarpEngine:
         image = crop.extract(frame)
         points = crop.points_to_crop(face.points)
         regions_ref = self.redrawer.prepare(image, points) if self.redrawer else None
+        direct = size > DIRECT_FACTOR * self.config.size  # see `direct`
+        head = self._grid_mask(warp.head_ring(warp.control_points(points, size)), size) if direct else None
         return RefState(crop=crop, image=image, points=points, head=warp.head_mask(points, size),
-                        extra=WarpRef(warp.prepare_source(image, points), regions_ref))
+                        extra=WarpRef(warp.prepare_source(image, points), regions_ref,
+                                      frame if direct else None, head))
+
+    @staticmethod
+    def _grid_mask(ring: np.ndarray, size: int) -> np.ndarray:
+        """`warp.hull_mask` of a head ring (crop coordinates) on the mask grid of a size² crop."""
+        return warp.hull_mask(align.apply_affine(to_mask_grid(size), ring), size // mask_factor(size))
+
+    @staticmethod
+    def direct(state: RefState) -> bool:
+        """Whether `state` renders straight into the photo (`render_patch`) rather than into its
+        crop (`render`, then `align.paste_back`): a native-resolution crop more than DIRECT_FACTOR
+        times the model crop's side does (a face in a real photo); smaller ones keep the crop
+        render + paste-back, bit for bit as before — among them the model crop and the faces of
+        `reenact eval`'s pictures (celeba-id and clips: native crops of 256–288)."""
+        return state.extra.photo is not None
 
     def render(self, state: RefState, target: np.ndarray, driver: DriverFace | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -118,6 +161,41 @@ class WarpEngine:
         if self.redrawer is not None:
             rgb = self.redrawer.redraw(state.extra.regions, rgb, points, driver)
         return rgb, paste_mask(np.maximum(head, state.head), state.image.shape[0])
+
+    def render_patch(self, state: RefState, target: np.ndarray, shape: tuple[int, ...], at: align.Crop,
+                     driver: DriverFace | None = None, limit: np.ndarray | None = None) -> align.Patch:
+        """The direct render (`direct` states): the rectangle of a frame of `shape` that the
+        paste mask reaches, rendered from the reference photo in one resampling (the crop's
+        backward map composed with the crop ↔ photo affines, `warp.View`), the regions redrawn
+        in it, with its blend weight: what `render` + `align.paste_back` give, without the crop.
+
+        `target`: (478, 3) landmarks in the state's reference frame; `at`: the crop of the frame
+        the patch lands in (the primary reference's: the same crop coordinates as `state.crop`);
+        `limit`: a (S, S) crop-space mask the paste is limited to (as `render`'s mask would be)."""
+        points = state.crop.points_to_crop(target)
+        src = state.extra.source
+        size = src.size
+        fit = g.fit_head(points)
+        dst = warp.target_controls(src, points, fit)
+        grid = size // mask_factor(size)
+        mask = paste_mask(np.maximum(self._grid_mask(warp.head_ring(dst), size), state.extra.head), grid)
+        if limit is not None:
+            mask *= cv2.resize(np.asarray(limit, np.float32), (grid, grid), interpolation=cv2.INTER_AREA)
+        x, y, w, h = cv2.boundingRect((mask > 0).astype(np.uint8))
+        f = mask_factor(size)  # mask grid pixel g is crop pixel (g + 0.5)·f − 0.5; alpha > 0 within one of it
+        rect = ((x - 0.5) * f - 0.5, (y - 0.5) * f - 0.5, (x + w + 0.5) * f - 0.5, (y + h + 0.5) * f - 0.5)
+        x0, y0, x1, y1 = align.frame_box(at, shape, rect) if w and h else (0, 0, 0, 0)
+        if x1 <= x0 or y1 <= y0:
+            return align.Patch(np.zeros((0, 0, 3), np.uint8), np.zeros((0, 0), np.float32), 0, 0)
+        to_crop = align.translated(at.matrix, x0, y0)
+        view = warp.View((y1 - y0, x1 - x0), to_crop, state.extra.photo, state.crop.inverse)
+        rgb = warp.render(src, points, dst, fit, view)
+        if self.redrawer is not None:
+            rgb = self.redrawer.redraw(state.extra.regions, rgb, points, driver, canvas=to_crop)
+        # The mask is smooth at its grid's scale: resampled at that spacing and upsampled.
+        step = max(1, int(f * view.scale))
+        alpha = align.mask_in_frame(mask, align.compose(to_mask_grid(size), at.matrix), (x0, y0, x1, y1), step)
+        return align.Patch(rgb, alpha, x0, y0)
 
 
 # The bundled whole-face generator, once trained weights ship with the project (absent until then).

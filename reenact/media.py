@@ -36,6 +36,7 @@ import re
 import secrets
 import struct
 import subprocess
+import sys
 import threading
 import weakref
 from collections.abc import Iterator
@@ -1055,6 +1056,30 @@ def _check_writer_args(fps: float, size: tuple[int, int], crf: int, preset: str)
                          hint="use 0–51: 0 is lossless, 18 looks lossless, 51 is worst")
     if preset not in X264_PRESETS:
         raise UsageError(f"unknown x264 preset {preset!r}", hint=f"one of: {', '.join(X264_PRESETS)}")
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+FRAME_HEAP_MIN = 1 << 20  # output frames from this many bytes on: `reuse_frame_memory` (video renders)
+
+
+@functools.lru_cache(maxsize=1)
+def reuse_frame_memory() -> bool:
+    """Make glibc serve frame-sized blocks (up to 32 MB: a 4K RGB frame) from its heap and keep
+    freed ones for reuse, instead of mapping fresh pages for every output frame and returning
+    them on free — ≈ 1,600 page faults per 1080p frame, 4–16 ms of CPU per frame at 2 MP. Once per
+    process, before a video render of large frames (`FRAME_HEAP_MIN`); peak memory may grow by
+    tens of MiB (freed blocks are kept). Left alone where the user set MALLOC_MMAP_THRESHOLD_ /
+    MALLOC_TRIM_THRESHOLD_, and off glibc. True when set."""
+    if not sys.platform.startswith("linux") or any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_",
+                                                                             "MALLOC_TRIM_THRESHOLD_")):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20))
+    except (OSError, AttributeError):  # not glibc
+        return False
 
 
 class VideoWriter:

@@ -207,15 +207,29 @@ class Reenactor:
         if j:  # the same crop-space target, expressed in reference j's frame
             target = state.crop.points_to_frame(self.states[0].crop.points_to_crop(target))
         with self.timer("render"):
+            face = None
             if self.needs_driver_image:
                 if driver_image is None:
                     raise UsageError("--mouth driver needs the driver's frames", "use --mouth generator or cavity")
-                crop_rgb, mask = self.engine.render(state, target, DriverFace(driver_image, driver.points))
-            else:
-                crop_rgb, mask = self.engine.render(state, target)
+                face = DriverFace(driver_image, driver.points)
+            limit = None
             if self.paste_limit is not None and j == 0:
-                mask = mask * self.paste_limit(state, state.crop.points_to_crop(target))
+                limit = self.paste_limit(state, state.crop.points_to_crop(target))
+            if self._direct(state):  # straight into the photo: no crop render, no paste-back resampling
+                patch = self.engine.render_patch(state, target, self.reference.image.shape, self.states[0].crop,
+                                                 face, limit)
+            else:
+                crop_rgb, mask = self.engine.render(state, target, face) if face else self.engine.render(state, target)
+                if limit is not None:
+                    mask = mask * limit
+        if self._direct(state):
+            with self.timer("paste"):
+                return self._output(patch.onto(self.reference.image))
         return self._finish(crop_rgb, mask)
+
+    def _direct(self, state: RefState) -> bool:
+        direct = getattr(self.engine, "direct", None)
+        return bool(direct and direct(state))
 
     def advance(self, driver: Face | None) -> None:
         """Account for a frame without rendering it (a resumed video's completed chunks), so the
@@ -237,13 +251,15 @@ class Reenactor:
                 full = self.reference.image
             else:
                 full = align.paste_back(self.reference.image, crop_rgb, self.states[0].crop, mask)
-            if self._crop is not None:
-                return self._crop.extract(full)
-            return full
+            return self._output(full)
+
+    def _output(self, full: np.ndarray) -> np.ndarray:
+        """A full output frame in the output's layout (`--crop`: the current crop of it)."""
+        return full if self._crop is None else self._crop.extract(full)
 
     def unchanged(self, frame: np.ndarray) -> np.ndarray:
         """`frame` as it is, in the output's layout (`--crop`: the current crop of it)."""
-        return frame if self._crop is None else self._crop.extract(frame)
+        return self._output(frame)
 
     def output_size(self) -> tuple[int, int]:
         """(width, height) of rendered frames (before any compare layout)."""

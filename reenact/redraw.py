@@ -90,26 +90,29 @@ class Redrawer:
         return RegionRef(np.asarray(points, np.float64), scale, mouth, eyes, image)
 
     def redraw(self, ref: RegionRef, rgb: np.ndarray, target: np.ndarray,
-               driver: DriverFace | None = None) -> np.ndarray:
+               driver: DriverFace | None = None, canvas: np.ndarray | None = None) -> np.ndarray:
         """The warp render `rgb` (face crop, uint8) of target landmarks `target` (478, 3 crop
-        coordinates) with its mouth and eyes redrawn as configured."""
+        coordinates) with its mouth and eyes redrawn as configured. `canvas`: `rgb` is not the
+        face crop but an image whose pixels map to face-crop pixels by this 2×3 affine (the
+        direct render's patch of the photo); the regions are read from and drawn into it."""
         scale = g.face_scale(target)
         if self.mouth == "generator":
-            rgb = self._mouth_generator(ref, rgb, target, scale)
+            rgb = self._mouth_generator(ref, rgb, target, scale, canvas)
         elif self.mouth == "driver":
             if driver is None:
                 raise UsageError("--mouth driver needs the driver's frame", "use --mouth generator or cavity")
-            rgb = driver_mouth(rgb, target, ref, driver, scale)
+            rgb = driver_mouth(rgb, target, ref, driver, scale, canvas)
         if self.eyes == "generator":
-            rgb = self._eyes_generator(ref, rgb, target, scale)
+            rgb = self._eyes_generator(ref, rgb, target, scale, canvas)
         return rgb
 
-    def _mouth_generator(self, ref: RegionRef, rgb: np.ndarray, target: np.ndarray, scale: float) -> np.ndarray:
+    def _mouth_generator(self, ref: RegionRef, rgb: np.ndarray, target: np.ndarray, scale: float,
+                         canvas: np.ndarray | None) -> np.ndarray:
         size, area = self.mouth_model.size, self.mouth_model.blend == "area"
         strength = 1.0 if area else mouth_strength(ref, target, scale, size)
         if strength <= 0:
             return rgb
-        box = regions.mouth_box(target, size, scale)
+        box = regions.mouth_box(target, size, scale).on(canvas)
         pts = box.points(target)
         pose, warped = parsing.parsing_map(pts, size), box.extract(rgb)
         out = self.mouth_model.redraw([ref.mouth], [pose], [warped])[0]
@@ -117,13 +120,14 @@ class Redrawer:
             return box.paste(rgb, out, regions.mouth_area_mask(pose), under=warped)
         return box.paste(rgb, out, regions.mouth_mask(pts, size) * strength)
 
-    def _eyes_generator(self, ref: RegionRef, rgb: np.ndarray, target: np.ndarray, scale: float) -> np.ndarray:
+    def _eyes_generator(self, ref: RegionRef, rgb: np.ndarray, target: np.ndarray, scale: float,
+                        canvas: np.ndarray | None) -> np.ndarray:
         size = self.eyes_model.size
         todo = []
         for side, box in regions.eye_boxes(target, size, scale).items():
             strength = regions.eye_strength(ref.points, target, side)
             if strength > 0:
-                todo.append((side, box, box.points(target), strength))
+                todo.append((side, box.on(canvas), box.points(target), strength))
         if not todo:
             return rgb
         warped = [box.extract(rgb) for _, box, _, _ in todo]
@@ -153,10 +157,11 @@ def mouth_strength(ref: RegionRef, target: np.ndarray, scale: float, size: int) 
 
 
 def driver_mouth(rgb: np.ndarray, target: np.ndarray, ref: RegionRef, driver: DriverFace,
-                 scale: float) -> np.ndarray:
+                 scale: float, canvas: np.ndarray | None = None) -> np.ndarray:
     """The classical baseline: the driver's mouth interior, affinely fitted from the driver's inner
     lip contour onto the target's, its colours matched (mean and spread per channel in Lab) from the
-    driver's lips to the reference's lips, blended into the target's mouth opening."""
+    driver's lips to the reference's lips, blended into the target's mouth opening. `canvas`: as
+    for `Redrawer.redraw`."""
     size = 64
     strength = mouth_strength(ref, target, scale, size)
     if strength <= 0:
@@ -176,7 +181,7 @@ def driver_mouth(rgb: np.ndarray, target: np.ndarray, ref: RegionRef, driver: Dr
     lips = lambda p, n: regions.fill_polygon(n, p[list(g.LIPS_OUTER)]) - regions.fill_polygon(n, p[inner])  # noqa: E731
     mouth = _match_colours(mouth, d_crop, lips(d_pts, size * 2), r_box.extract(ref.image),
                            lips(r_box.points(ref.points), size * 2))
-    return box.paste(rgb, mouth, regions.mouth_mask(pts, size) * strength)
+    return box.on(canvas).paste(rgb, mouth, regions.mouth_mask(pts, size) * strength)
 
 
 def _match_colours(image: np.ndarray, source: np.ndarray, source_mask: np.ndarray, goal: np.ndarray,

@@ -19,7 +19,7 @@ No torch, no ONNX here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -49,6 +49,26 @@ class RegionBox:
     side: float
     size: int
     mirrored: bool = False
+    # 2×3 (row-major) map from the pixels of the image that `extract` and `paste` work on to
+    # face-crop pixels; None: that image is the face crop (see `on`).
+    canvas: tuple[float, ...] | None = None
+
+    def on(self, canvas: np.ndarray | None) -> RegionBox:
+        """The same box, extracted from and pasted into an image whose pixels map to face-crop
+        pixels by `canvas` (2×3: the direct render's patch of the photo); None: the face crop."""
+        return self if canvas is None else replace(self, canvas=tuple(np.asarray(canvas, np.float64).ravel()))
+
+    def _place(self) -> tuple[np.ndarray, tuple[float, float], float, float]:
+        """(image pixels → region pixels 2×3, the box centre and side in image pixels, how much
+        wider than its side the rotated box's bounding rectangle is)."""
+        if self.canvas is None:
+            return self.matrix, self.centre, self.side, 1.0
+        canvas = np.array(self.canvas).reshape(2, 3)
+        inv = cv2.invertAffineTransform(canvas)  # face crop → image
+        centre = inv[:, :2] @ np.array(self.centre) + inv[:, 2]
+        scale = float(np.sqrt(abs(np.linalg.det(inv[:, :2]))))
+        spread = float(np.abs(inv[0, :2]).sum()) / scale  # |cos| + |sin| of the rotation
+        return align.compose(self.matrix, canvas), (float(centre[0]), float(centre[1])), self.side * scale, spread
 
     @property
     def matrix(self) -> np.ndarray:
@@ -72,16 +92,17 @@ class RegionBox:
         return out[g.canonical().mirror] if self.mirrored else out
 
     def extract(self, image: np.ndarray) -> np.ndarray:
-        """The region crop (size×size×C, same dtype) of a face-crop image; outside → edge pixels."""
-        m = self.matrix
-        if self.side > 2 * self.size:  # warpAffine has no area filter: blur before shrinking a lot
-            sigma = 0.5 * self.side / self.size
+        """The region crop (size×size×C, same dtype) of a face-crop image (or of the image `on`
+        names); outside → edge pixels."""
+        m, centre, side, spread = self._place()
+        if side > 2 * self.size:  # warpAffine has no area filter: blur before shrinking a lot
+            sigma = 0.5 * side / self.size
             # Only the box and the blur's reach around it: the same pixels as blurring the whole
             # image, provided that, where the window meets an image edge, it holds the pixels the
             # blur reflects there (`reach` deep).
             reach = int(np.ceil(4 * sigma)) + 1
             h, w = image.shape[:2]
-            x0, y0, x1, y1 = self._bounds(image.shape, self.side / 2 + 2 + reach)
+            x0, y0, x1, y1 = _bounds(image.shape, centre, side / 2 * spread + 2 + reach)
             x0, x1 = max(0, min(x0, w - reach)), min(w, max(x1, reach))
             y0, y1 = max(0, min(y0, h - reach)), min(h, max(y1, reach))
             image = cv2.GaussianBlur(image[y0:y1, x0:x1], (0, 0), sigma)
@@ -90,23 +111,18 @@ class RegionBox:
         return cv2.warpAffine(image, m, (self.size, self.size), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
 
-    def _bounds(self, shape: tuple[int, ...], half: float) -> tuple[int, int, int, int]:
-        """(x0, y0, x1, y1): the pixels within `half` of the box's centre, clipped to `shape`."""
-        h, w = shape[:2]
-        x0, y0 = max(0, int(np.floor(self.centre[0] - half))), max(0, int(np.floor(self.centre[1] - half)))
-        x1, y1 = min(w, int(np.ceil(self.centre[0] + half)) + 1), min(h, int(np.ceil(self.centre[1] + half)) + 1)
-        return x0, y0, x1, y1
-
     def paste(self, base: np.ndarray, patch: np.ndarray, mask: np.ndarray, *,
               under: np.ndarray | None = None) -> np.ndarray:
-        """`base` (face crop, H×W×3 uint8) with `patch` (size×size×3 uint8) blended in by `mask`
-        (size×size float32 in [0, 1]); only the box's bounding rectangle is touched. With `under`
-        (the region crop the patch was drawn over, `extract(base)`), only the patch's change from
-        it is added: the base keeps its detail finer than the region's resolution."""
-        x0, y0, x1, y1 = self._bounds(base.shape, self.side / 2 + 2)
+        """`base` (face crop, or the image `on` names; H×W×3 uint8) with `patch` (size×size×3
+        uint8) blended in by `mask` (size×size float32 in [0, 1]); only the box's bounding
+        rectangle is touched. With `under` (the region crop the patch was drawn over,
+        `extract(base)`), only the patch's change from it is added: the base keeps its detail
+        finer than the region's resolution."""
+        m, centre, side, spread = self._place()
+        x0, y0, x1, y1 = _bounds(base.shape, centre, side / 2 * spread + 2)
         if x1 <= x0 or y1 <= y0 or not mask.any():
             return base
-        inv = cv2.invertAffineTransform(self.matrix)
+        inv = cv2.invertAffineTransform(m)
         inv[:, 2] -= (x0, y0)  # region → rectangle pixels
         size = (x1 - x0, y1 - y0)
         alpha = cv2.warpAffine(mask.astype(np.float32), inv, size, flags=cv2.INTER_LINEAR,
@@ -121,6 +137,14 @@ class RegionBox:
             rect += cv2.warpAffine(change, inv, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) * alpha
         out[y0:y1, x0:x1] = np.clip(rect + 0.5, 0, 255).astype(np.uint8)
         return out
+
+
+def _bounds(shape: tuple[int, ...], centre: tuple[float, float], half: float) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the pixels within `half` of `centre`, clipped to `shape`."""
+    h, w = shape[:2]
+    x0, y0 = max(0, int(np.floor(centre[0] - half))), max(0, int(np.floor(centre[1] - half)))
+    x1, y1 = min(w, int(np.ceil(centre[0] + half)) + 1), min(h, int(np.ceil(centre[1] + half)) + 1)
+    return x0, y0, x1, y1
 
 
 def mouth_box(points: np.ndarray, size: int, scale: float | None = None) -> RegionBox:

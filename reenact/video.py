@@ -316,6 +316,8 @@ def write_chunks(work: resume.WorkDir, n: int, chunk: int, size: tuple[int, int]
     rendered but `skip(i)` is called for them (in order), so per-frame state stays in step.
     `preset`: the x264 preset (`VideoOptions.preset`); frames are encoded in a writer thread.
     Returns how many chunks were reused."""
+    if size[0] * size[1] * 3 >= media.FRAME_HEAP_MIN:  # large frames: no fresh pages per frame
+        media.reuse_frame_memory()
     done = work.completed_chunks()
     finished = sum(min(n, (k + 1) * chunk) - k * chunk for k in done)
     if progress:

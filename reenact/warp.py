@@ -54,6 +54,29 @@ REVEAL_BLUR = 0.06
 
 
 @dataclass(frozen=True)
+class View:
+    """Where a warp renders when not into the source crop itself (the direct render): a patch of
+    an image, `shape` (h, w), whose pixels map to target-crop pixels by `to_crop` (2×3), sampling
+    `image` (the reference photo), whose pixels are the source crop's mapped by `from_crop` (2×3).
+    The crop's backward map and these two affines are composed into one map, so the photo is
+    resampled once."""
+
+    shape: tuple[int, int]
+    to_crop: np.ndarray
+    image: np.ndarray
+    from_crop: np.ndarray
+
+    @property
+    def scale(self) -> float:
+        """Patch pixels per target-crop pixel."""
+        return 1.0 / float(np.sqrt(abs(np.linalg.det(self.to_crop[:, :2]))))
+
+    def points(self, points: np.ndarray) -> np.ndarray:
+        """(N, 2|3) target-crop coordinates → patch coordinates (z scaled with x, y)."""
+        return align.apply_affine(cv2.invertAffineTransform(self.to_crop), points)
+
+
+@dataclass(frozen=True)
 class WarpSource:
     """Everything the warp needs from one reference crop (computed once, reused per frame).
 
@@ -260,10 +283,10 @@ def _affines(src: np.ndarray, dst: np.ndarray, tris: np.ndarray) -> tuple[np.nda
 
 
 @functools.lru_cache(maxsize=8)
-def _grid(size: int, factor: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(xs, ys) float32 (size/factor)² crop coordinates of the backward map's nodes: the centres
+def _grid(rows: int, cols: int, factor: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(xs, ys) float32 rows×cols output coordinates of the backward map's nodes: the centres
     (j + 0.5)·factor − 0.5 of factor×factor pixel blocks (the pixels themselves for factor 1)."""
-    ys, xs = np.mgrid[0:size // factor, 0:size // factor].astype(np.float64)
+    ys, xs = np.mgrid[0:rows, 0:cols].astype(np.float64)
     ys, xs = ((a + 0.5) * factor - 0.5 for a in (ys, xs))
     xs, ys = xs.astype(np.float32), ys.astype(np.float32)
     xs.flags.writeable = ys.flags.writeable = False
@@ -286,8 +309,17 @@ def map_factor(size: int) -> int:
     return factor
 
 
+def view_factor(size: int, view: View) -> int:
+    """`map_factor` for a view of a size² crop: the power of two nearest to the crop's node
+    spacing in patch pixels (1: exact), whatever the patch's shape (its node grid may overhang
+    its edges)."""
+    spacing = map_factor(size) * view.scale
+    return 1 if spacing < 1.5 else 2 ** int(round(np.log2(spacing)))
+
+
 def backward_map(source: WarpSource, target: np.ndarray, dst: np.ndarray | None = None, *,
-                 factor: int | None = None, fit: g.Similarity | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 factor: int | None = None, view: View | None = None, fit: g.Similarity | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """For every pixel of the output crop, where to sample the reference crop.
 
     Returns (map_x, map_y), float32 size×size, for cv2.remap. Piecewise affine over the source
@@ -295,37 +327,61 @@ def backward_map(source: WarpSource, target: np.ndarray, dst: np.ndarray | None 
     caller has them); triangles are rasterised far to near by target depth so that nearer
     surfaces win where the mesh folds, after the triangles that turned away (orientation flipped).
 
-    `factor` (default `map_factor(size)`): evaluate the map at the centres of factor×factor pixel
-    blocks and upsample it bilinearly. The map is continuous across triangle edges, so this moves
-    samples by a small fraction of a pixel (within `factor` pixels of the crop border, where the
-    upsampling clamps, by up to about factor / 2). Where it tears (a fold: a nearer surface
-    starts to cover another) the blocks around the tear are evaluated exactly (`_mend`).
+    `view`: for every pixel of the view's patch instead, where to sample the view's image (the
+    same map, composed with the view's affines: float32 maps of `view.shape`).
+
+    `factor` (default `map_factor(size)`, `view_factor` for a view): evaluate the map at the
+    centres of factor×factor pixel blocks and upsample it bilinearly. The map is continuous across
+    triangle edges, so this moves samples by a small fraction of a pixel (within `factor` pixels
+    of the output's border, where the upsampling clamps, by up to about factor / 2). Where it
+    tears (a fold: a nearer surface starts to cover another) the blocks around the tear are
+    evaluated exactly (`_mend`).
 
     `fit`: the target's head fit, when the caller has it. Where a turn reveals a side of the face
     (`revealed`), that band samples the reference further in."""
     size = source.size
-    factor = map_factor(size) if factor is None else factor
     fit = g.fit_head(target) if fit is None else fit
     dst = target_controls(source, target, fit) if dst is None else dst
     weight = revealed(source, fit)
-    control = source.control if weight is None else _reveal_controls(source, weight)
-    affines, ok = _affines(control.astype(np.float64), dst[:, :2], source.triangles)
-    order = _draw_order(source, dst, ok)
-    # Node j of the raster is crop point (j + 0.5)·factor − 0.5, the centre of block j.
-    nodes = dst[:, :2] if factor == 1 else (dst[:, :2] + 0.5) / factor - 0.5
-    ids = _rasterise(source.triangles, order, nodes, (size // factor, size // factor))
-    # Triangle 0 of the table is "none": the identity map (pixels no triangle covered).
+    src_ctrl = source.control if weight is None else _reveal_controls(source, weight)
+    src_ctrl, out_ctrl = src_ctrl.astype(np.float64), dst[:, :2]
+    # Triangle 0 of the table is "none": pixels no triangle covered are not moved (the identity
+    # map in the crop; through a view, crop → source crop unchanged).
     identity = np.array([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]])
+    pad = 0
+    if view is None:
+        rows = cols = size
+        factor = map_factor(size) if factor is None else factor
+    else:
+        factor = view_factor(size, view) if factor is None else factor
+        # The nodes reach one block beyond every edge of the patch (it is evaluated `pad` pixels
+        # further out and cut), so no pixel of it lies where the upsampling clamps.
+        pad = factor if factor > 1 else 0
+        rows, cols = view.shape[0] + 2 * pad, view.shape[1] + 2 * pad
+        to_out = cv2.invertAffineTransform(view.to_crop)
+        to_out[:, 2] += pad
+        src_ctrl = align.apply_affine(view.from_crop, src_ctrl)
+        out_ctrl = align.apply_affine(to_out, out_ctrl)
+        unmoved = align.compose(view.from_crop, align.translated(view.to_crop, -pad, -pad))  # → source image
+        identity = unmoved.T[None]
+    affines, ok = _affines(src_ctrl, out_ctrl, source.triangles)
+    order = _draw_order(source, dst, ok)
+    # Node j of the raster is output point (j + 0.5)·factor − 0.5, the centre of block j.
+    nodes = out_ctrl if factor == 1 else (out_ctrl + 0.5) / factor - 0.5
+    shape = (-(-rows // factor), -(-cols // factor))
+    ids = _rasterise(source.triangles, order, nodes, shape)
     table = np.concatenate([identity, affines]).astype(np.float32)  # (T + 1)×3×2
-    xs, ys = _grid(size, factor)
+    xs, ys = _grid(*shape, factor)
     maps = [_apply_affines(table[:, :, k], ids, xs, ys) for k in (0, 1)]
     if factor == 1:
         return maps[0], maps[1]
     # INTER_LINEAR puts node j at the centre of block j too.
-    fine = [cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR) for m in maps]
+    fine = [cv2.resize(m, (shape[1] * factor, shape[0] * factor), interpolation=cv2.INTER_LINEAR) for m in maps]
     torn = _torn_nodes(maps, table, ids, xs, ys)
     if torn.any():
-        _mend(fine, table, ids, torn, factor, source.triangles, order, dst)
+        _mend(fine, table, ids, torn, factor, source.triangles, order, out_ctrl)
+    if view is not None:  # the node grid overhangs the patch
+        fine = [f[pad:pad + view.shape[0], pad:pad + view.shape[1]] for f in fine]
     return fine[0], fine[1]
 
 
@@ -342,11 +398,16 @@ def _draw_order(source: WarpSource, dst: np.ndarray, ok: np.ndarray) -> np.ndarr
 def _rasterise(triangles: np.ndarray, order: np.ndarray, points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """intp raster (`shape`) of 1 + the last triangle of `order` covering each pixel (0: none),
     `points` (K, 2) in its pixel coordinates. intp: take() would convert int32 on every call."""
+    return _raster_ids(triangles, order, points, shape).astype(np.intp)
+
+
+def _raster_ids(triangles: np.ndarray, order: np.ndarray, points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """`_rasterise`'s raster as int32 (for a raster read only a few times)."""
     ids = np.zeros(shape, np.int32)
     corners = np.round(points * 16).astype(np.int32)[triangles[order]]  # 1/16 px, in order
     for t, poly in zip((order + 1).tolist(), corners):
         cv2.fillConvexPoly(ids, poly, t, lineType=cv2.LINE_8, shift=4)
-    return ids.astype(np.intp)
+    return ids
 
 
 TEAR_PX = 1.0  # a node's triangle missing a neighbour node's source position by more: a tear
@@ -388,13 +449,18 @@ def _mend(fine: list[np.ndarray], table: np.ndarray, ids: np.ndarray, torn: np.n
     near = np.unique(ids[iy, ix])
     corners = np.unique(triangles[near[near > 0] - 1])
     seen = order[np.isin(triangles[order], corners).any(1)]
-    local = _rasterise(triangles, seen, dst[:, :2] - (x0, y0), (py.max() - y0 + 1, px.max() - x0 + 1))
-    tri = local[py - y0, px - x0]
+    local = _raster_ids(triangles, seen, dst[:, :2] - (x0, y0), (py.max() - y0 + 1, px.max() - x0 + 1))
+    tri = local.ravel().take((py - y0) * local.shape[1] + (px - x0)).astype(np.intp)  # flat: faster than 2-D
     tri = np.where(tri > 0, tri, ids[iy, ix].repeat(factor * factor))
     fx, fy = px.astype(np.float32), py.astype(np.float32)
+    flat = py * fine[0].shape[1] + px
     for k in (0, 1):
-        co = table[:, :, k]
-        fine[k][py, px] = co[tri, 0] * fx + co[tri, 1] * fy + co[tri, 2]
+        a, b, c = (np.ascontiguousarray(table[:, j, k]) for j in range(3))
+        val = a.take(tri)
+        val *= fx
+        val += b.take(tri) * fy
+        val += c.take(tri)
+        fine[k].ravel()[flat] = val  # cv2.resize's output: contiguous, ravel() is a view
 
 
 def _apply_affines(coef: np.ndarray, ids: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -419,31 +485,50 @@ def warp(source: WarpSource, target: np.ndarray) -> tuple[np.ndarray, np.ndarray
     i.e. the hull of the target's head ring, feathered)."""
     fit = g.fit_head(target)
     dst = target_controls(source, target, fit)
-    map_x, map_y = backward_map(source, target, dst, fit=fit)
-    rgb = cv2.remap(source.image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return render(source, target, dst, fit), hull_mask(head_ring(dst), source.size)
+
+
+def render(source: WarpSource, target: np.ndarray, dst: np.ndarray, fit: g.Similarity,
+           view: View | None = None) -> np.ndarray:
+    """The warp's RGB render (uint8) of `target` (478, 3 crop coordinates; `dst` its control
+    points, `fit` its head fit): the crop (size×size), or `view`'s patch sampled straight from
+    the view's image. The mouth's new opening is shaded (`mouth_cavity`) and the side a turn
+    reveals smoothed (`smooth_revealed`) in either."""
+    map_x, map_y = backward_map(source, target, dst, view=view, fit=fit)
+    image = source.image if view is None else view.image
+    rgb = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    scale = fit.scale / max(source.scale, 1e-6)
     weight = revealed(source, fit)
+    if view is None:
+        if weight is not None:
+            rgb = smooth_revealed(rgb, weight, dst, fit.scale)
+        return mouth_cavity(rgb, source.points, target, scale=scale)
     if weight is not None:
-        rgb = smooth_revealed(rgb, weight, dst, fit.scale)
-    rgb = mouth_cavity(rgb, source.points, target, scale=fit.scale / max(source.scale, 1e-6))
-    return rgb, _hull_mask(dst[g.N_LANDMARKS:g.N_LANDMARKS + len(g.FACE_OVAL), :2], source.size)
+        rgb = smooth_revealed(rgb, weight, view.points(dst[:, :2]), fit.scale * view.scale)
+    return mouth_cavity(rgb, source.points, view.points(target), scale=scale * view.scale)
+
+
+def head_ring(dst: np.ndarray) -> np.ndarray:
+    """(R, 2) head ring among control points (`control_points`, `target_controls`)."""
+    return dst[g.N_LANDMARKS:g.N_LANDMARKS + len(g.FACE_OVAL), :2]
 
 
 def smooth_revealed(rgb: np.ndarray, weight: np.ndarray, dst: np.ndarray, scale: float) -> np.ndarray:
-    """`rgb` (a warp render, uint8) with the revealed band (`revealed`'s `weight` on the
-    landmarks, `dst` the target's control points) blended, in place, towards a
-    blur of the face's own pixels — skin, not the hair or background beyond the oval — of
-    REVEAL_BLUR·`scale` pixels. Computed in the band's bounding box, at a resolution the blur
-    allows. Returns `rgb`."""
+    """`rgb` (a warp render, uint8: a crop or a view's patch) with the revealed band (`revealed`'s
+    `weight` on the landmarks, `dst` the target's control points in `rgb`'s pixels, `scale` the
+    face scale there) blended, in place, towards a blur of the face's own pixels — skin, not the
+    hair or background beyond the oval — of REVEAL_BLUR·`scale` pixels. Computed in the band's
+    bounding box, at a resolution the blur allows. Returns `rgb`."""
     tris = face_triangles()
     shade = weight[tris].mean(1)
     hit = tris[shade > 0.01]
     if not len(hit):
         return rgb
-    size, sigma = rgb.shape[0], REVEAL_BLUR * scale
+    sigma = REVEAL_BLUR * scale
     pts = dst[:, :2]
     reach = 3 * sigma
     x0, y0 = np.maximum(np.floor(pts[hit].reshape(-1, 2).min(0) - reach), 0).astype(int)
-    x1, y1 = np.minimum(np.ceil(pts[hit].reshape(-1, 2).max(0) + reach), size).astype(int)
+    x1, y1 = np.minimum(np.ceil(pts[hit].reshape(-1, 2).max(0) + reach), rgb.shape[1::-1]).astype(int)
     if x1 - x0 < 2 or y1 - y0 < 2:
         return rgb
     down = max(1, int(sigma // 3))  # the blur is low-frequency: work at 1/down resolution
@@ -467,10 +552,10 @@ def smooth_revealed(rgb: np.ndarray, weight: np.ndarray, dst: np.ndarray, scale:
 
 def head_mask(points: np.ndarray, size: int) -> np.ndarray:
     """Feathered hull of the head ring of `points` (crop coords): where a warp moves pixels."""
-    return _hull_mask(control_points(points, size)[g.N_LANDMARKS:g.N_LANDMARKS + len(g.FACE_OVAL), :2], size)
+    return hull_mask(head_ring(control_points(points, size)), size)
 
 
-def _hull_mask(ring: np.ndarray, size: int) -> np.ndarray:
+def hull_mask(ring: np.ndarray, size: int) -> np.ndarray:
     canvas = np.zeros((size, size), np.uint8)
     hull = cv2.convexHull(np.round(ring * 16).astype(np.int32))
     cv2.fillConvexPoly(canvas, hull, 255, lineType=cv2.LINE_AA, shift=4)
@@ -505,12 +590,12 @@ def mouth_cavity(rgb: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray
     new = new_mouth_opening(src_points, dst_points, scale=scale)
     if new <= 0.0:
         return rgb
-    size = rgb.shape[0]
+    h, w = rgb.shape[:2]
     poly = np.round(np.asarray(dst_points)[inner, :2] * 16).astype(np.int32)  # 1/16 px
     # Everything happens in the opening's bounding box (2 px around it: the anti-aliased edge and
     # a ring of zeros for the distance transform); outside it the blend weight is 0.
     x0, y0 = np.maximum(poly.min(0) // 16 - 2, 0)
-    x1, y1 = np.minimum(poly.max(0) // 16 + 3, size)
+    x1, y1 = np.minimum(poly.max(0) // 16 + 3, (w, h))
     if x1 <= x0 or y1 <= y0:
         return rgb
     mask = np.zeros((y1 - y0, x1 - x0), np.uint8)

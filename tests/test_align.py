@@ -31,7 +31,7 @@ def test_crop_paste_round_trip_outside_mask_is_exact():
     mask = align.feathered_mask(mask, feather=6) * align.edge_falloff(256, 16)
     out = align.paste_back(frame, patch, crop, mask)
     # Outside the warped mask nothing may change, bit for bit.
-    from reenact.align import _apply  # noqa: F401  (kept internal; exercised via Crop)
+    from reenact.align import apply_affine  # noqa: F401  (exercised via Crop)
     import cv2
     alpha = cv2.warpAffine(mask, crop.inverse, (640, 640), flags=cv2.INTER_LINEAR)
     assert np.array_equal(out[alpha == 0], frame[alpha == 0])

@@ -849,3 +849,16 @@ def test_sample_clip_audio(shared_data, tmp_path):
     assert not media.probe_video(shared_data / "clips/lia-vox/driving1.mp4").has_audio
     out = _write(tmp_path / "o.mp4", _frames(25), audio_from=driving)
     assert media.probe_video(out).has_audio and count_frames(out) == 25
+
+
+def test_reuse_frame_memory_is_idempotent_and_leaves_user_settings(monkeypatch):
+    from reenact import media as m
+
+    m.reuse_frame_memory.cache_clear()
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert m.reuse_frame_memory() is False  # the user's malloc settings win
+    m.reuse_frame_memory.cache_clear()
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    first = m.reuse_frame_memory()
+    assert isinstance(first, bool) and m.reuse_frame_memory() is first
+    m.reuse_frame_memory.cache_clear()
