@@ -51,6 +51,7 @@ REVEAL_MIN_TURN = 0.1
 REVEAL_SPAN = 0.3
 REVEAL_INSET = 0.07
 REVEAL_BLUR = 0.06
+_FEATURES = (g.RIGHT_EYE + g.RIGHT_BROW, g.LEFT_EYE + g.LEFT_BROW, g.LIPS_OUTER)  # not skin
 
 
 @dataclass(frozen=True)
@@ -155,11 +156,14 @@ def surface_normals() -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _oval_band() -> np.ndarray:
-    """(478,) 1 on the face oval, falling to 0 at REVEAL_BAND canonical units from it."""
+    """(478,) 1 on the face oval, falling to 0 at REVEAL_BAND canonical units from it; 0 on the
+    eyes, brows and lips (a brow's tail near the oval keeps its own texture)."""
     canon = g.canonical().points[:, :2]
     oval = canon[list(g.FACE_OVAL)]
     dist = np.sqrt(((canon[:, None] - oval[None]) ** 2).sum(-1)).min(1)
-    return np.clip(1.0 - dist / REVEAL_BAND, 0.0, 1.0)
+    band = np.clip(1.0 - dist / REVEAL_BAND, 0.0, 1.0)
+    band[[i for part in _FEATURES for i in part]] = 0.0
+    return band
 
 
 def revealed(source: WarpSource, target_fit: g.Similarity) -> np.ndarray | None:
@@ -516,8 +520,8 @@ def head_ring(dst: np.ndarray) -> np.ndarray:
 def smooth_revealed(rgb: np.ndarray, weight: np.ndarray, dst: np.ndarray, scale: float) -> np.ndarray:
     """`rgb` (a warp render, uint8: a crop or a view's patch) with the revealed band (`revealed`'s
     `weight` on the landmarks, `dst` the target's control points in `rgb`'s pixels, `scale` the
-    face scale there) blended, in place, towards a blur of the face's own pixels — skin, not the
-    hair or background beyond the oval — of REVEAL_BLUR·`scale` pixels. Computed in the band's
+    face scale there) blended, in place, towards a blur of the face's own skin — not the hair or
+    background beyond the oval, nor eyes, brows and lips — of REVEAL_BLUR·`scale` pixels. Computed in the band's
     bounding box, at a resolution the blur allows. Returns `rgb`."""
     tris = face_triangles()
     shade = weight[tris].mean(1)
@@ -536,6 +540,8 @@ def smooth_revealed(rgb: np.ndarray, weight: np.ndarray, dst: np.ndarray, scale:
     to_small = lambda p: ((p - (x0, y0)) * (w / (x1 - x0), h / (y1 - y0)) * 16).round().astype(np.int32)  # noqa: E731
     face = np.zeros((h, w), np.float32)
     cv2.fillPoly(face, [to_small(pts[list(g.FACE_OVAL)])], 1.0, lineType=cv2.LINE_AA, shift=4)
+    for part in _FEATURES:  # eyes with lids and brows, lips: not skin to spread, not to blur
+        cv2.fillConvexPoly(face, cv2.convexHull(to_small(pts[list(part)])), 0.0, lineType=cv2.LINE_AA, shift=4)
     band = np.zeros((h, w), np.float32)
     for tri, value in zip(to_small(pts[hit]), shade[shade > 0.01]):
         cv2.fillConvexPoly(band, tri, float(value), lineType=cv2.LINE_8, shift=4)
