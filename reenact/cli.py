@@ -375,7 +375,7 @@ def live(
     from reenact.live import LiveOptions, run_live
 
     opts = run(LiveOptions, camera=camera, source=source, window=window, output=output, overwrite=overwrite,
-               virtual_camera=virtual_camera, max_frames=max_frames)
+               virtual_camera=virtual_camera, max_frames=max_frames, inputs=(reference,))
     with err.status("loading the reference…"):
         anim = run(api.load, reference, engine=engine, size=size, crop=crop, transfer=transfer, regions=regions,
                    face=face, driver_face=driver_face, weights=weights, mouth=mouth, eyes=eyes,
@@ -856,7 +856,8 @@ def eval_(
                    eyes_weights=str(eyes_weights) if eyes_weights else None)
     proto = run(evaluate.make_protocol, protocol, refs=refs, drivers=drivers, pairs_csv=pairs, data=data,
                 seed=seed, limit=limit or None, references=max(ks, default=1))
-    run(report.check_target, output, overwrite=overwrite)
+    run(report.check_target, output, overwrite=overwrite,  # the report folder replaces no input
+        inputs=(refs or [], drivers or [], pairs, data, evaluate.protocol_files(proto, settings)))
     t0 = time.perf_counter()
     with progress_bar() as bar:
         doc = run(evaluate.evaluate, proto, settings, output, overwrite=overwrite,
@@ -879,8 +880,12 @@ def bench(
     """Per-stage latency, end-to-end fps, CPU time and peak memory per engine, execution provider and scenario."""
     from reenact.evaluate import bench as b
 
+    from reenact import media
+
     names = tuple(e.strip() for e in engines.split(",") if e.strip())
     kinds = tuple(s.strip().lower() for s in scenarios.split(",") if s.strip())
+    if json_out:  # before the minutes of benchmarking; a previous JSON file is replaced, never an input
+        run(media.check_output_path, json_out, overwrite=True, kinds=frozenset({".json"}), inputs=(reference, driver))
     with err.status("benchmarking…") as status:
         result = run(b.run_bench, reference, driver, engines=names, repeats=repeats, frames=frames, scenarios=kinds,
                      progress=lambda msg: status.update(f"benchmarking {msg}…"))

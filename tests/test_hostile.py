@@ -660,3 +660,54 @@ def test_corrupt_driver_frames_are_repeated_not_skipped(tmp_path):
     r = invoke("video", EXAMPLES / "ref.jpg", bad, "-o", tmp_path / "o.mp4", "--size", "128", "--max-side", "256")
     assert r.exit_code == 0, r.output
     assert "undecodable" in r.output and media.probe_video(tmp_path / "o.mp4").n_frames == 120
+
+
+# ───────────────────────────── found by tools/hostile_sweep.py ─────────────────────────────
+
+
+@pytest.mark.parametrize("where", ["the-refs-folder", "above-the-inputs"])
+def test_eval_report_folder_never_holds_an_input(tmp_path, where):
+    """`eval -o REFS -y` replaced the folder of reference photos with the report: data loss."""
+    refs, drivers = _mkdir(tmp_path / "refs"), _mkdir(tmp_path / "drivers")
+    _write(refs / "a.jpg", (EXAMPLES / "ref.jpg").read_bytes())
+    _write(drivers / "b.jpg", (EXAMPLES / "pose.jpg").read_bytes())
+    out = refs if where == "the-refs-folder" else tmp_path
+    run_hostile(tmp_path, ["eval", "--refs", refs, "--drivers", drivers, "-o", out, "-y", "--no-fid", "--no-lpips",
+                           "--no-identity", "--engines", "reference,warp"], 5, "input")
+
+
+def test_live_recording_is_never_the_source(tmp_path):
+    """`live --source a.mp4 -o a.mp4 -y` recorded over the source video."""
+    src = _write(tmp_path / "a.mp4", (EXAMPLES / "drive.mp4").read_bytes())
+    run_hostile(tmp_path, ["live", EXAMPLES / "ref.jpg", "--source", src, "--no-window", "--max-frames", "2",
+                           "--engine", "warp", "-o", src, "-y"], 5, "input")
+
+
+@pytest.mark.parametrize("case", ["is-the-reference", "name-too-long", "a-folder", "under-a-file"])
+def test_bench_json_is_checked_before_benchmarking(tmp_path, monkeypatch, case):
+    """--json was only written after minutes of benchmarking: over the reference photo itself
+    (data loss), or failing with a long OSError text and a leftover temporary file."""
+    from reenact.evaluate import bench
+
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **k: pytest.fail("benchmark started"))
+    ref = _write(tmp_path / "r.jpg", (EXAMPLES / "ref.jpg").read_bytes())
+    out = {"is-the-reference": ref, "name-too-long": tmp_path / f"{LONG}.json", "a-folder": _mkdir(tmp_path / "b.json"),
+           "under-a-file": _write(tmp_path / "f", b"x") / "b.json"}[case]
+    run_hostile(tmp_path, ["bench", "--ref", ref, "--driver", EXAMPLES / "drive.mp4", "--json", out], 5)
+
+
+@pytest.mark.parametrize("how", ["hard-link", "symlink"])
+def test_export_output_is_never_the_checkpoint(tmp_path, how):
+    ck = _write(tmp_path / "c.pt", b"not even loaded: the output is checked first")
+    out = tmp_path / "m.onnx"
+    (os.link if how == "hard-link" else os.symlink)(ck, out)
+    run_hostile(tmp_path, ["export", ck, "-o", out, "-y"], 5, "input")
+
+
+def test_export_over_a_folder_writes_nothing(tmp_path):
+    """-o NAME.onnx being a folder: NAME.appearance.onnx was written before the failure."""
+    from tests.gen_helpers import trained_checkpoint
+
+    ck = trained_checkpoint(_mkdir(tmp_path / "t"), steps=1)
+    _mkdir(tmp_path / "m.onnx")
+    run_hostile(tmp_path, ["export", ck, "-o", tmp_path / "m.onnx", "-y"], 5, "folder")
