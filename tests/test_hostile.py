@@ -394,11 +394,15 @@ def test_train_config_values_of_the_wrong_type(tmp_path, monkeypatch, toml, key)
     run_hostile(tmp_path, ["train", "--config", cfg, "--out", tmp_path / "run"], 2, key, "bad.toml")
 
 
-@pytest.mark.parametrize("case", ["binary", "missing", "folder", "not-toml"])
-def test_train_config_file_unreadable(tmp_path, case):
+@pytest.mark.parametrize("case,code", [("binary", 2), ("not-toml", 2), ("missing", 4), ("folder", 4),
+                                       ("name-too-long", 4)])
+def test_train_config_file_unreadable(tmp_path, case, code):
+    """A file that is not TOML is a usage error (2); one that cannot be read is a missing input (4,
+    as for every command: README's table)."""
     path = {"binary": lambda: _write(tmp_path / "c.toml", bytes(range(256)) * 4), "missing": lambda: tmp_path / "n.toml",
-            "folder": lambda: _mkdir(tmp_path / "c.toml"), "not-toml": lambda: _write(tmp_path / "c.toml", b"[[[")}[case]()
-    run_hostile(tmp_path, ["train", "--config", path, "--out", tmp_path / "run"], 2)
+            "folder": lambda: _mkdir(tmp_path / "c.toml"), "not-toml": lambda: _write(tmp_path / "c.toml", b"[[["),
+            "name-too-long": lambda: tmp_path / f"{LONG}.toml"}[case]()
+    run_hostile(tmp_path, ["train", "--config", path, "--out", tmp_path / "run"], code)
 
 
 @dataclasses.dataclass
@@ -663,6 +667,69 @@ def test_corrupt_driver_frames_are_repeated_not_skipped(tmp_path):
 
 
 # ───────────────────────────── found by tools/hostile_sweep.py ─────────────────────────────
+
+
+@pytest.mark.parametrize("toml,key", [
+    ("lr_g = -1.0", "lr_g"), ("lr_g = nan", "lr_g"), ("lr_d = inf", "lr_d"), ("threads = -3", "threads"),
+    ("batch_size = 1000000000", "batch_size"), ("[data]\nworkers = -1", "data.workers"),
+    ("[losses]\nl1 = -2.0", "losses.l1"), ("[model]\nsize = -64", "model.size"),
+])
+def test_train_config_numbers_out_of_range(tmp_path, monkeypatch, toml, key):
+    """Typed validation let negative, infinite and NaN numbers through: tracebacks from PyTorch
+    (learning rate, threads, DataLoader workers) or a run training on nonsense (exit 0); a huge
+    batch_size ran out of memory. Now exit 2 naming the key and the file, before any work."""
+    from reenact.train import cache
+
+    monkeypatch.setattr(cache, "ensure_cache", lambda *a, **k: pytest.fail("work started"))
+    cfg = _write(tmp_path / "bad.toml", toml.encode())
+    run_hostile(tmp_path, ["train", "--config", cfg, "--out", tmp_path / "run"], 2, key, "bad.toml")
+
+
+def test_range_check_allows_every_shipped_config():
+    from reenact.train.config import TrainConfig
+
+    for path in sorted((REPO / "configs").glob("*.toml")):
+        TrainConfig.from_toml(path)
+
+
+@pytest.mark.parametrize("how", ["missing", "folder"])
+def test_train_resume_from_a_missing_checkpoint_is_exit_6(tmp_path, how):
+    """A missing checkpoint is exit 6 in every command (export said 6, train said 2)."""
+    ck = tmp_path / "last.pt" if how == "missing" else _mkdir(tmp_path / "last.pt")
+    cfg = tiny_config_file(tmp_path)
+    run_hostile(tmp_path, ["train", "--config", cfg, "--out", tmp_path / "run", "--resume", ck], 6, "last.pt")
+
+
+def test_train_disk_full_at_the_start_leaves_no_run_folder(tmp_path, monkeypatch):
+    """The run folder was left behind with a half-written config.json, the error named no file."""
+    from reenact.train import loop
+
+    cfg = tiny_config_file(tmp_path)
+    real = Path.write_text
+
+    def full(self, *a, **k):
+        if self.name == "config.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr(loop.Trainer, "__init__", _fake_trainer_init)
+    text = run_hostile(tmp_path, ["train", "--config", cfg, "--out", tmp_path / "run"], 5, "config.json")
+    assert "no space" in text
+
+
+def tiny_config_file(tmp_path: Path) -> Path:
+    from tests.gen_helpers import synthetic_cache
+
+    cache = synthetic_cache(tmp_path / "cache", n=4, size=64).path
+    text = (REPO / "configs" / "tiny.toml").read_text().replace('".cache/packs/tiny-64"', json.dumps(str(cache)))
+    return _write(tmp_path / "c.toml", text.encode())
+
+
+def _fake_trainer_init(self, config, out_dir, *, dist=None, resume=None):
+    from reenact.train.ddp import DistInfo
+
+    self.cfg, self.out, self.dist = config, Path(out_dir), dist or DistInfo()
 
 
 @pytest.mark.parametrize("where", ["the-refs-folder", "above-the-inputs"])
