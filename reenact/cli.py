@@ -96,9 +96,12 @@ def _path_role(filename, params: dict) -> str | None:
             if not isinstance(v, (Path, str)) or name not in _INPUT_PARAMS | _OUTPUT_PARAMS:
                 continue
             q = Path(os.path.abspath(v))
-            if name in _INPUT_PARAMS and (p == q or q in p.parents):
+            # the path itself, something under it (a folder's files), or a folder on its way
+            # (a regular file where a parent folder should be: ENOTDIR, EEXIST)
+            on_it = p == q or q in p.parents or (p in q.parents and not p.is_dir())
+            if name in _INPUT_PARAMS and on_it:
                 return "input"
-            if name in _OUTPUT_PARAMS and (p == q or q in p.parents or p.parent == q.parent):
+            if name in _OUTPUT_PARAMS and (on_it or p.parent == q.parent):
                 found = "output"
     return found
 

@@ -732,6 +732,28 @@ def _fake_trainer_init(self, config, out_dir, *, dist=None, resume=None):
     self.cfg, self.out, self.dist = config, Path(out_dir), dist or DistInfo()
 
 
+@pytest.mark.parametrize("case,code", [
+    ("identities-missing", 4), ("identities-binary", 4), ("identities-unbalanced-quote", 4),
+    ("identities-word-id", 2), ("size-0", 2), ("size-17", 2), ("size-absurd", 2), ("output-under-a-file", 5),
+])
+def test_data_prepare_refuses_bad_inputs_and_sizes(tmp_path, case, code):
+    """Tracebacks (UnicodeDecodeError, int(None), int('bob'), OpenCV resize and allocation errors),
+    a 17² cache accepted, a file in the way of the output folder blamed on nothing (exit 1)."""
+    src = _mkdir(tmp_path / "photos")
+    _write(src / "a.jpg", (EXAMPLES / "ref.jpg").read_bytes())
+    args = ["data", "prepare", src, "-o", tmp_path / "cache", "--split", "all"]
+    ids = {"identities-missing": tmp_path / "nope.csv",
+           "identities-binary": _write(tmp_path / "b.csv", b"\xff\x00\xfe" * 50),
+           "identities-unbalanced-quote": _write(tmp_path / "u.csv", b'file,identity\n"a.jpg,1\n'),
+           "identities-word-id": _write(tmp_path / "w.csv", b"file,identity\na.jpg,bob\n")}.get(case)
+    if ids is not None:
+        args += ["--identities", ids]
+    args += {"size-0": ["--size", "0"], "size-17": ["--size", "17"], "size-absurd": ["--size", "100000"]}.get(case, [])
+    if case == "output-under-a-file":
+        args[args.index("-o") + 1] = _write(tmp_path / "f", b"x") / "cache"
+    run_hostile(tmp_path, args, code)
+
+
 @pytest.mark.parametrize("where", ["the-refs-folder", "above-the-inputs"])
 def test_eval_report_folder_never_holds_an_input(tmp_path, where):
     """`eval -o REFS -y` replaced the folder of reference photos with the report: data loss."""
