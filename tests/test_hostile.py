@@ -800,3 +800,28 @@ def test_export_over_a_folder_writes_nothing(tmp_path):
     ck = trained_checkpoint(_mkdir(tmp_path / "t"), steps=1)
     _mkdir(tmp_path / "m.onnx")
     run_hostile(tmp_path, ["export", ck, "-o", tmp_path / "m.onnx", "-y"], 5, "folder")
+
+
+@pytest.mark.parametrize("row,job_options,words", [
+    ("ref.jpg,pose.jpg,a.png,--frobnicate", "", "no such option"),
+    ("ref.jpg,pose.jpg,a.png,--size big", "", "--size"),
+    ("ref.jpg,pose.jpg,a.png,-o /tmp/elsewhere.png", "", "--output"),
+    ("ref.jpg,pose.jpg,a.png", "--chunk-frames -3", "--chunk-frames"),
+    ("ref.jpg,pose.jpg,a.png", "--size -16", "--size"),
+    ('ref.jpg,"pose.jpg,a.png', "", "quote"),
+    ("ref.jpg,pose.jpg,a.png,--face 0,extra,more", "", "at most 4"),
+])
+def test_batch_checks_every_job_before_any_work(tmp_path, row, job_options, words):
+    """A bad option in one CSV row, or an out-of-range value in --job-options, failed each job
+    (exit 1) instead of stopping the batch (exit 2); an unbalanced CSV quote swallowed the rest
+    of the row; a 6-cell row ran with its extra cells ignored; -o in a job's options was ignored."""
+    inp = _mkdir(tmp_path / "in")
+    for n in ("ref.jpg", "pose.jpg"):
+        _write(inp / n, (EXAMPLES / n).read_bytes())
+    jobs = _write(inp / "jobs.csv", (row + "\n").encode())
+    run_hostile(tmp_path, ["batch", jobs, "-o", tmp_path / "out", "--job-options", job_options], 2, words)
+
+
+def test_batch_csv_with_nul_bytes_is_not_a_job_list(tmp_path):
+    jobs = _write(tmp_path / "jobs.csv", b"ref.jpg,pose.jpg,a\x00.png\n")
+    run_hostile(tmp_path, ["batch", jobs, "-o", tmp_path / "out"], 4, "NUL")
