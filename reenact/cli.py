@@ -1062,7 +1062,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     sys.unraisablehook = _unraisable
-    app(prog_name="reenact")
+    try:
+        app(prog_name="reenact")
+    finally:  # the command is over (outputs complete or cleaned up): a Ctrl-C while Python shuts
+        # down (joining reader threads, finalizers) must not turn its exit into a death by SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

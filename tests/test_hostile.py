@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import os
+import signal
 import struct
 import zlib
 from pathlib import Path
@@ -825,3 +826,28 @@ def test_batch_checks_every_job_before_any_work(tmp_path, row, job_options, word
 def test_batch_csv_with_nul_bytes_is_not_a_job_list(tmp_path):
     jobs = _write(tmp_path / "jobs.csv", b"ref.jpg,pose.jpg,a\x00.png\n")
     run_hostile(tmp_path, ["batch", jobs, "-o", tmp_path / "out"], 4, "NUL")
+
+
+def test_ctrl_c_while_the_output_is_joined_completes_the_render(tmp_path, monkeypatch):
+    """Ctrl-C between joining the output and removing the work folder said "interrupted — nothing
+    was written" (exit 130) beside a complete output, and left the work folder behind."""
+    real = media.concat_videos
+
+    def join_then_ctrl_c(*a, **k):
+        os.kill(os.getpid(), signal.SIGINT)  # as the user's Ctrl-C would, while the join runs
+        return real(*a, **k)
+
+    monkeypatch.setattr(media, "concat_videos", join_then_ctrl_c)
+    r = invoke(*_video_args(tmp_path))
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "o.mp4").is_file() and not resume.work_dir_for(tmp_path / "o.mp4").exists()
+    assert signal.getsignal(signal.SIGINT) is not None  # the handler was given back
+
+
+def test_video_resume_work_folder_hold_signals_restores_handlers(tmp_path):
+    work = resume.WorkDir.open(tmp_path / "o.mp4", job="x", inputs={}, chunk=40, resume=False, overwrite=False)
+    before = signal.getsignal(signal.SIGINT)
+    work.hold_signals()
+    os.kill(os.getpid(), signal.SIGINT)  # noted, not raised
+    work.remove()
+    assert signal.getsignal(signal.SIGINT) is before
