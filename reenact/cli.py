@@ -463,11 +463,9 @@ def batch(
     if ray is None and (job_cpus != 1.0 or job_gpus):
         fail(UsageError("--job-cpus and --job-gpus are for --ray"))
     base = run(batch_mod.split_options, job_options, "--job-options")
-    run(_parse_video_options, base)  # a typo stops the batch before any work
+    run(_job_settings, base)  # options for every job: a bad one (or value) stops the batch before any work
     job_list = run(batch_mod.read_jobs, jobs, output) if jobs else run(batch_mod.pair_jobs, refs, drivers, output)
-    settings = lambda job: _video_settings(**_parse_video_options([*base, *job.options]))  # noqa: E731
-    for i, job in enumerate(job_list, 1):  # every job's options, before any work: a typo is exit 2
-        run(_check_job_options, i, job, base, settings)
+    settings = lambda job: _job_settings([*base, *job.options])  # noqa: E731 — a bad row fails its job only
     if ray is None:
         run(batch_mod.prepare_output, output)
         results = _run_batch(functools.partial(batch_mod.run_batch, job_list, settings, overwrite=overwrite,
@@ -478,16 +476,13 @@ def batch(
     _batch_report(results, output / "summary.csv")
 
 
-def _check_job_options(i: int, job, base: tuple, settings) -> None:
-    """UsageError naming the job when its options (--job-options + its CSV cell) are not valid
-    `reenact video` options, or name an output (a job's output is its CSV column)."""
-    try:
-        params = _parse_video_options([*base, *job.options])
-        if params.get("output") is not None:
-            raise UsageError("-o/--output is not a job option", "give the job's output in the CSV's output column")
-        settings(job)
-    except UsageError as e:
-        raise UsageError(f"job {i} ({job.output.name}): {e.message}", e.hint) from None
+def _job_settings(tokens) -> tuple:
+    """A batch job's options (`reenact video`'s) → (config, video options); UsageError for an
+    unknown option, a bad value, or -o (a job's output is its CSV column: it was ignored)."""
+    params = _parse_video_options(list(tokens))
+    if params.get("output") is not None:
+        raise UsageError("-o/--output is not a job option", "give the job's output in the CSV's output column")
+    return _video_settings(**params)
 
 
 def _parse_video_options(tokens: list[str]) -> dict:

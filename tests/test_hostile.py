@@ -8,6 +8,7 @@ and a second concurrent run are simulated by monkeypatching or by holding the lo
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import errno
 import functools
@@ -803,24 +804,37 @@ def test_export_over_a_folder_writes_nothing(tmp_path):
     run_hostile(tmp_path, ["export", ck, "-o", tmp_path / "m.onnx", "-y"], 5, "folder")
 
 
-@pytest.mark.parametrize("row,job_options,words", [
-    ("ref.jpg,pose.jpg,a.png,--frobnicate", "", "no such option"),
-    ("ref.jpg,pose.jpg,a.png,--size big", "", "--size"),
-    ("ref.jpg,pose.jpg,a.png,-o /tmp/elsewhere.png", "", "--output"),
-    ("ref.jpg,pose.jpg,a.png", "--chunk-frames -3", "--chunk-frames"),
-    ("ref.jpg,pose.jpg,a.png", "--size -16", "--size"),
-    ('ref.jpg,"pose.jpg,a.png', "", "quote"),
-    ("ref.jpg,pose.jpg,a.png,--face 0,extra,more", "", "at most 4"),
-])
-def test_batch_checks_every_job_before_any_work(tmp_path, row, job_options, words):
-    """A bad option in one CSV row, or an out-of-range value in --job-options, failed each job
-    (exit 1) instead of stopping the batch (exit 2); an unbalanced CSV quote swallowed the rest
-    of the row; a 6-cell row ran with its extra cells ignored; -o in a job's options was ignored."""
+def _batch_inputs(tmp_path: Path, row: str) -> Path:
     inp = _mkdir(tmp_path / "in")
     for n in ("ref.jpg", "pose.jpg"):
         _write(inp / n, (EXAMPLES / n).read_bytes())
-    jobs = _write(inp / "jobs.csv", (row + "\n").encode())
+    return _write(inp / "jobs.csv", (row + "\n").encode())
+
+
+@pytest.mark.parametrize("row,job_options,words", [
+    ("ref.jpg,pose.jpg,a.png", "--chunk-frames -3", "--chunk-frames"),
+    ("ref.jpg,pose.jpg,a.png", "--size -16", "--size"),
+    ("ref.jpg,pose.jpg,a.png", "-o /tmp/elsewhere.png", "--output"),
+    ('ref.jpg,"pose.jpg,a.png', "", "quote"),
+    ("ref.jpg,pose.jpg,a.png,--face 0,extra,more", "", "at most 4"),
+])
+def test_batch_refuses_bad_job_options_and_rows_before_any_work(tmp_path, row, job_options, words):
+    """An out-of-range value in --job-options (which every job gets) failed each job in turn
+    (exit 1) instead of stopping the batch (exit 2); an unbalanced CSV quote swallowed the rest
+    of the row; a 6-cell row ran with its extra cells ignored; -o in the options was ignored."""
+    jobs = _batch_inputs(tmp_path, row)
     run_hostile(tmp_path, ["batch", jobs, "-o", tmp_path / "out", "--job-options", job_options], 2, words)
+
+
+def test_batch_output_option_in_a_row_fails_that_job(tmp_path):
+    """-o in a CSV row's options was silently ignored; now that job fails with exit 2 (a bad
+    row fails its job only, as every bad row option does)."""
+    jobs = _batch_inputs(tmp_path, "ref.jpg,pose.jpg,a.png,-o /tmp/elsewhere.png")
+    r = invoke("batch", jobs, "-o", tmp_path / "out")
+    assert r.exit_code == 1, r.output
+    row = next(csv.DictReader((tmp_path / "out" / "summary.csv").open()))
+    assert (row["status"], row["exit_code"]) == ("failed", "2") and "--output" in row["error"]
+    assert not (tmp_path / "out" / "a.png").exists()
 
 
 def test_batch_csv_with_nul_bytes_is_not_a_job_list(tmp_path):

@@ -1289,10 +1289,11 @@ def batch_cases() -> list[Case]:
     csv_case("nul-bytes", b"ref.jpg,pose.jpg,a\x00.png\n", {2, 4}, allow_fail=False)
     csv_case("too-many-columns", "ref.jpg,pose.jpg,a.png,--face 0,extra,more\n", {2}, allow_fail=False)
     csv_case("one-column", "ref.jpg\n", {2}, allow_fail=False)
-    csv_case("unknown-job-option", "ref.jpg,pose.jpg,a.png,--frobnicate\n", {2}, allow_fail=False)
-    csv_case("bad-job-option-value", "ref.jpg,pose.jpg,a.png,--size big\n", {2}, allow_fail=False)
-    csv_case("job-option-out-of-range", "ref.jpg,drv.mp4,a.mp4,--chunk-frames -3\n", {2}, allow_fail=False)
-    csv_case("job-option-output", "ref.jpg,pose.jpg,a.png,-o /tmp/elsewhere.png\n", {2}, allow_fail=False)
+    # a bad option in one row fails that job (exit 2 in summary.csv), the batch goes on (exit 1)
+    csv_case("unknown-job-option", "ref.jpg,pose.jpg,a.png,--frobnicate\n", {1})
+    csv_case("bad-job-option-value", "ref.jpg,pose.jpg,a.png,--size big\n", {1})
+    csv_case("job-option-out-of-range", "ref.jpg,drv.mp4,a.mp4,--chunk-frames -3\n", {1})
+    csv_case("job-option-output", "ref.jpg,pose.jpg,a.png,-o /tmp/elsewhere.png\n", {1})
     csv_case("a-job-with-a-missing-input", "ref.jpg,pose.jpg,a.png\nnope.jpg,pose.jpg,b.png\n", {1}, outputs=["a.png"])
     csv_case("a-job-with-a-broken-input", "ref.jpg,pose.jpg,a.png\njobs.csv,pose.jpg,b.png\n", {1}, outputs=["a.png"])
     csv_case("output-cell-name-300-chars", f"ref.jpg,pose.jpg,{LONG}.png\n", {1, 2, 5})
@@ -1312,6 +1313,7 @@ def batch_cases() -> list[Case]:
     mk_opts("unbalanced-quote", '--face "0', {2})
     mk_opts("unknown", "--nope", {2})
     mk_opts("bad-value", "--size -16", {2})
+    mk_opts("output", "-o /tmp/elsewhere.png", {2})
     mk_opts("empty", "", {0})
 
     def missing_csv(d, a):
