@@ -77,9 +77,15 @@ def read_jobs(csv_path: str | Path, out_dir: str | Path | None = None) -> list[J
     folder); an empty output means REF-as-DRIVER.png|.mp4. Options are shell-quoted words."""
     path = Path(csv_path).expanduser()
     try:
-        rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise MediaError(f"cannot read the job list {path}: {e}", "give a UTF-8 CSV file") from None
+    if "\0" in text:  # no path can hold one
+        raise MediaError(f"the job list {path} holds NUL bytes: not a text CSV file", "give a UTF-8 CSV file")
+    try:
+        rows = list(csv.reader(text.splitlines(), strict=True))
+    except csv.Error as e:  # an unbalanced quote: the row would swallow the next cells
+        raise UsageError(f"{path}: not a valid CSV file ({e})", "balance the quotes of every cell") from None
     base = path.parent
     out = Path(out_dir).expanduser() if out_dir else base
     jobs = []
@@ -90,6 +96,9 @@ def read_jobs(csv_path: str | Path, out_dir: str | Path | None = None) -> list[J
         if len(cells) < 2 or not cells[0] or not cells[1]:
             raise UsageError(f"{path}, line {n}: needs at least a reference and a driver",
                              f"columns: {', '.join(COLUMNS)}")
+        if len(cells) > len(COLUMNS) and any(cells[len(COLUMNS):]):
+            raise UsageError(f"{path}, line {n}: {len(cells)} cells, at most {len(COLUMNS)}",
+                             f"columns: {', '.join(COLUMNS)}; quote an options cell holding commas")
         ref, drv = base / cells[0], base / cells[1]
         name = cells[2] if len(cells) > 2 and cells[2] else default_name(ref, drv)
         options = split_options(cells[3], f"{path}, line {n}") if len(cells) > 3 else ()

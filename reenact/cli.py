@@ -96,9 +96,12 @@ def _path_role(filename, params: dict) -> str | None:
             if not isinstance(v, (Path, str)) or name not in _INPUT_PARAMS | _OUTPUT_PARAMS:
                 continue
             q = Path(os.path.abspath(v))
-            if name in _INPUT_PARAMS and (p == q or q in p.parents):
+            # the path itself, something under it (a folder's files), or a folder on its way
+            # (a regular file where a parent folder should be: ENOTDIR, EEXIST)
+            on_it = p == q or q in p.parents or (p in q.parents and not p.is_dir())
+            if name in _INPUT_PARAMS and on_it:
                 return "input"
-            if name in _OUTPUT_PARAMS and (p == q or q in p.parents or p.parent == q.parent):
+            if name in _OUTPUT_PARAMS and (on_it or p.parent == q.parent):
                 found = "output"
     return found
 
@@ -375,7 +378,7 @@ def live(
     from reenact.live import LiveOptions, run_live
 
     opts = run(LiveOptions, camera=camera, source=source, window=window, output=output, overwrite=overwrite,
-               virtual_camera=virtual_camera, max_frames=max_frames)
+               virtual_camera=virtual_camera, max_frames=max_frames, inputs=(reference,))
     with err.status("loading the reference…"):
         anim = run(api.load, reference, engine=engine, size=size, crop=crop, transfer=transfer, regions=regions,
                    face=face, driver_face=driver_face, weights=weights, mouth=mouth, eyes=eyes,
@@ -460,9 +463,9 @@ def batch(
     if ray is None and (job_cpus != 1.0 or job_gpus):
         fail(UsageError("--job-cpus and --job-gpus are for --ray"))
     base = run(batch_mod.split_options, job_options, "--job-options")
-    run(_parse_video_options, base)  # a typo stops the batch before any work
+    run(_job_settings, base)  # options for every job: a bad one (or value) stops the batch before any work
     job_list = run(batch_mod.read_jobs, jobs, output) if jobs else run(batch_mod.pair_jobs, refs, drivers, output)
-    settings = lambda job: _video_settings(**_parse_video_options([*base, *job.options]))  # noqa: E731
+    settings = lambda job: _job_settings([*base, *job.options])  # noqa: E731 — a bad row fails its job only
     if ray is None:
         run(batch_mod.prepare_output, output)
         results = _run_batch(functools.partial(batch_mod.run_batch, job_list, settings, overwrite=overwrite,
@@ -471,6 +474,15 @@ def batch(
         results = _run_batch_on_ray(ray or None, job_list, settings, output, overwrite=overwrite, resume=resume,
                                     job_cpus=job_cpus, job_gpus=job_gpus)
     _batch_report(results, output / "summary.csv")
+
+
+def _job_settings(tokens) -> tuple:
+    """A batch job's options (`reenact video`'s) → (config, video options); UsageError for an
+    unknown option, a bad value, or -o (a job's output is its CSV column: it was ignored)."""
+    params = _parse_video_options(list(tokens))
+    if params.get("output") is not None:
+        raise UsageError("-o/--output is not a job option", "give the job's output in the CSV's output column")
+    return _video_settings(**params)
 
 
 def _parse_video_options(tokens: list[str]) -> dict:
@@ -856,7 +868,8 @@ def eval_(
                    eyes_weights=str(eyes_weights) if eyes_weights else None)
     proto = run(evaluate.make_protocol, protocol, refs=refs, drivers=drivers, pairs_csv=pairs, data=data,
                 seed=seed, limit=limit or None, references=max(ks, default=1))
-    run(report.check_target, output, overwrite=overwrite)
+    run(report.check_target, output, overwrite=overwrite,  # the report folder replaces no input
+        inputs=(refs or [], drivers or [], pairs, data, evaluate.protocol_files(proto, settings)))
     t0 = time.perf_counter()
     with progress_bar() as bar:
         doc = run(evaluate.evaluate, proto, settings, output, overwrite=overwrite,
@@ -879,8 +892,12 @@ def bench(
     """Per-stage latency, end-to-end fps, CPU time and peak memory per engine, execution provider and scenario."""
     from reenact.evaluate import bench as b
 
+    from reenact import media
+
     names = tuple(e.strip() for e in engines.split(",") if e.strip())
     kinds = tuple(s.strip().lower() for s in scenarios.split(",") if s.strip())
+    if json_out:  # before the minutes of benchmarking; a previous JSON file is replaced, never an input
+        run(media.check_output_path, json_out, overwrite=True, kinds=frozenset({".json"}), inputs=(reference, driver))
     with err.status("benchmarking…") as status:
         result = run(b.run_bench, reference, driver, engines=names, repeats=repeats, frames=frames, scenarios=kinds,
                      progress=lambda msg: status.update(f"benchmarking {msg}…"))
@@ -1040,7 +1057,12 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     sys.unraisablehook = _unraisable
-    app(prog_name="reenact")
+    try:
+        app(prog_name="reenact")
+    finally:  # the command is over (outputs complete or cleaned up): a Ctrl-C while Python shuts
+        # down (joining reader threads, finalizers) must not turn its exit into a death by SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

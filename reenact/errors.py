@@ -89,6 +89,7 @@ _REASONS = {
     errno.EPERM: "operation not permitted",
     errno.ENOTDIR: "a part of the path is not a folder",
     errno.EISDIR: "it is a folder",
+    errno.EEXIST: "a file is in the way (a folder was expected)",
 }
 _HINTS = {
     errno.ENOENT: "check the path and its spelling",

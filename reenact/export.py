@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reenact import __version__
+from reenact import __version__, media
 from reenact.errors import MissingWeights, OutputError, ReenactError, from_os_error
 from reenact.model import (AppearanceGraph, DecoderGraph, EmbedderGraph, Generator, KShotDecoderGraph,
                            KShotGenerator, ModelConfig, build_generator, embedding_names, feature_names)
@@ -129,11 +129,15 @@ def export_generator(checkpoint: str | os.PathLike, output: str | os.PathLike, *
         raise OutputError(f"output folder {gen_path.parent} does not exist",
                           hint=f"create it first: mkdir -p {gen_path.parent}")
     _probe_writable(gen_path.parent)  # before the minutes of export, not after
+    media.check_not_an_input(gen_path, (checkpoint,))
     g, state = load_generator(checkpoint, use_ema=use_ema)
     cfg, tol = g.config, tolerance if tolerance is not None else (TOLERANCE_FP16 if fp16 else TOLERANCE)
     kshot = cfg.variant == "kshot"
     app_path = embedder_path(output) if kshot else appearance_path(output)
-    for p in (gen_path, app_path):
+    media.check_not_an_input(app_path, (checkpoint,))
+    for p in (gen_path, app_path):  # both checked before either is written: no half export
+        if p.is_dir():
+            raise OutputError(f"{p} is a folder", "give a file name NAME.onnx")
         if p.exists() and not overwrite:
             raise OutputError(f"{p} already exists", "pass --overwrite to replace it")
     meta = {"version": __version__, "opset": str(OPSET), "model_config": cfg.to_json(), "step": str(state["step"]),

@@ -44,7 +44,8 @@ class LiveOptions:
     output: record the result (.mp4/.mov/.mkv); virtual_camera: send it to a virtual camera
     (`pyvirtualcam`); max_frames: stop after this many rendered frames (None: until the source
     ends or q/Esc); paced: play a file at its own frame rate, as a camera would (False: as fast
-    as it decodes, to measure the sustained rendering rate)."""
+    as it decodes, to measure the sustained rendering rate); inputs: other files read (the
+    reference), which the recording must not be."""
 
     camera: int = 0
     source: str | None = None
@@ -54,6 +55,7 @@ class LiveOptions:
     virtual_camera: bool = False
     max_frames: int | None = None
     paced: bool = True
+    inputs: tuple = ()  # other files the session reads (the reference photos): never the recording
 
 
 @dataclass
@@ -324,7 +326,8 @@ def run_live(anim, options: LiveOptions, *, motion: str = "relative", smooth: bo
     if options.virtual_camera:
         _pyvirtualcam()  # fail before the camera is opened
     if options.output is not None:
-        media.check_output_path(options.output, overwrite=options.overwrite, kinds=media.WRITABLE_VIDEO_SUFFIXES)
+        media.check_output_path(options.output, overwrite=options.overwrite, kinds=media.WRITABLE_VIDEO_SUFFIXES,
+                                inputs=(options.source, *options.inputs))
     source = open_source(options)
     summary = LiveSummary()
     try:

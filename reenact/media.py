@@ -601,16 +601,41 @@ def check_output_path(path: str | os.PathLike, *, overwrite: bool, kinds: frozen
         target = _check_output_path(Path(path).expanduser(), overwrite=overwrite, kinds=kinds)
     except OSError as e:  # a name too long, a folder we may not look into…
         raise from_os_error(e, "output") from None
-    for source in _input_files(inputs):
-        if _same_file(target, source):
-            raise OutputError(f"{target} is also an input ({source}); it is never overwritten",
-                              hint="choose another output name with -o")
+    check_not_an_input(target, inputs)
     return target
 
 
+def check_not_an_input(target: str | os.PathLike, inputs: tuple = ()) -> None:
+    """OutputError when the output file `target` is one of `inputs` (same device and inode:
+    other spellings, hard links and symbolic links too)."""
+    for source in _input_files(inputs):
+        if _same_file(Path(target), source):
+            raise OutputError(f"{target} is also an input ({source}); it is never overwritten",
+                              hint="choose another output name with -o")
+
+
+def check_output_folder(path: str | os.PathLike, inputs: tuple = ()) -> None:
+    """OutputError when an output folder (replaced as a whole with --overwrite: a report folder)
+    is one of the inputs or holds one: replacing it would delete the input."""
+    try:
+        target = Path(path).expanduser().resolve()
+    except OSError:
+        return  # an unusable name: the output checks say so
+    for source in _input_files(inputs):
+        try:
+            src = source.expanduser().resolve()
+        except OSError:
+            continue
+        if src.exists() and (src == target or target in src.parents or _same_file(target, src)):
+            raise OutputError(f"{path} is or holds an input ({source}); it is never replaced",
+                              hint="choose another output folder with -o")
+
+
 def _input_files(inputs) -> Iterator[Path]:
-    """Existing files among `inputs` (paths, lists of paths, quoted globs); folders skipped."""
+    """The paths among `inputs` (paths, lists of paths, quoted globs; None skipped)."""
     for item in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
+        if item is None:
+            continue
         if isinstance(item, (list, tuple)):
             yield from _input_files(item)
             continue

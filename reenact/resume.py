@@ -26,6 +26,8 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -88,6 +90,7 @@ class WorkDir:
     def __init__(self, path: Path, state: State, resumed: bool) -> None:
         self.path, self.state, self.resumed = path, state, resumed
         self._lock: int | None = None  # fd holding the folder's flock while this render runs
+        self._held: dict = {}  # signal → handler to restore (hold_signals)
 
     @classmethod
     def open(cls, output: str | os.PathLike, *, job: str, inputs: dict, chunk: int, resume: bool,
@@ -156,8 +159,24 @@ class WorkDir:
         shutil.rmtree(self.path, ignore_errors=True)
         self.release()
 
+    def hold_signals(self) -> None:
+        """Call before joining the segments into the output: until the folder is released (the
+        output in place and the folder removed, or a failure handled), Ctrl-C and SIGTERM are
+        noted and dropped instead of interrupting. An interrupt between putting the output in
+        place and removing the folder reported "interrupted — nothing was written" beside a
+        complete output and left the folder behind. The join only copies, so it is short.
+        (Main thread only: Python runs signal handlers there.)"""
+        if self._held or threading.current_thread() is not threading.main_thread():
+            return
+        self._held = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        for s in self._held:
+            signal.signal(s, lambda signum, frame: None)
+
     def release(self) -> None:
         """Let another run use the folder (also happens when the process ends, however)."""
+        for s, handler in self._held.items():
+            signal.signal(s, handler)
+        self._held = {}
         _unlock(self._lock)
         self._lock = None
 

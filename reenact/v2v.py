@@ -295,6 +295,7 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
                                                     lambda i: job.render(r, i), lambda i: job.skip(r, i),
                                                     timer, progress, preset=options.preset)
     summary.multi, summary.usage = r.mode, r.usage() if r.mode == "select" else []
+    work.hold_signals()  # from here the render completes (see WorkDir.hold_signals)
     with timer("join"):
         media.concat_videos([work.segment(k) for k in range(summary.chunks)], target,
                             duration=tl.frames / dinfo.fps, overwrite=overwrite,

@@ -40,6 +40,32 @@ def type_problem(cls: type, values: Any, prefix: str = "") -> str | None:
     return None
 
 
+def range_problem(cls: type, values: Any, prefix: str = "") -> str | None:
+    """A message naming the first number of `values` (already of the right types) outside its
+    field's range, e.g. "lr_g must be a finite number ≥ 0, not -1.0"; None when all are in range.
+    Every int and float field must be finite and ≥ 0 unless its metadata gives another
+    `range=(low, high)` (either may be None). Nested dataclasses are walked as in type_problem."""
+    if not isinstance(values, dict):
+        return None
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in values:
+            continue
+        hint, value, key = hints[f.name], values[f.name], prefix + f.name
+        if dataclasses.is_dataclass(hint):
+            problem = range_problem(hint, value, key + ".")
+            if problem:
+                return problem
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            low, high = f.metadata.get("range", (0, None))
+            finite = value == value and value not in (float("inf"), float("-inf"))
+            if not finite or (low is not None and value < low) or (high is not None and value > high):
+                bounds = " and ".join(b for b in ((f"≥ {low}" if low is not None else ""),
+                                                  (f"≤ {high}" if high is not None else "")) if b)
+                return f"{key} must be a finite number{' ' + bounds if bounds else ''}, not {value!r}"
+    return None
+
+
 def matches(value: Any, hint: Any) -> bool:
     """Whether a TOML/JSON value fits a type hint (ints are accepted where floats are expected,
     lists where tuples are; bools are never numbers)."""

@@ -174,6 +174,7 @@ def _render_job(refs: list[Reference], drive_path: Path, target: Path, config: I
     summary = summarise(status, track, info, size, ref.n_faces, options, anchor)
     summary.chunks_resumed = _render_chunks(work, r, status, drive_path, options, size, info.fps, timer, progress)
     summary.multi, summary.usage = r.mode, r.usage() if r.mode == "select" else []
+    work.hold_signals()  # from here the render completes: the output, then the folder removed
     with timer("join"):
         media.concat_videos([work.segment(k) for k in range(summary.chunks)], target,
                             duration=len(status) / info.fps, overwrite=overwrite,

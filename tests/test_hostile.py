@@ -8,12 +8,14 @@ and a second concurrent run are simulated by monkeypatching or by holding the lo
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import errno
 import functools
 import hashlib
 import json
 import os
+import signal
 import struct
 import zlib
 from pathlib import Path
@@ -394,11 +396,15 @@ def test_train_config_values_of_the_wrong_type(tmp_path, monkeypatch, toml, key)
     run_hostile(tmp_path, ["train", "--config", cfg, "--out", tmp_path / "run"], 2, key, "bad.toml")
 
 
-@pytest.mark.parametrize("case", ["binary", "missing", "folder", "not-toml"])
-def test_train_config_file_unreadable(tmp_path, case):
+@pytest.mark.parametrize("case,code", [("binary", 2), ("not-toml", 2), ("missing", 4), ("folder", 4),
+                                       ("name-too-long", 4)])
+def test_train_config_file_unreadable(tmp_path, case, code):
+    """A file that is not TOML is a usage error (2); one that cannot be read is a missing input (4,
+    as for every command: README's table)."""
     path = {"binary": lambda: _write(tmp_path / "c.toml", bytes(range(256)) * 4), "missing": lambda: tmp_path / "n.toml",
-            "folder": lambda: _mkdir(tmp_path / "c.toml"), "not-toml": lambda: _write(tmp_path / "c.toml", b"[[[")}[case]()
-    run_hostile(tmp_path, ["train", "--config", path, "--out", tmp_path / "run"], 2)
+            "folder": lambda: _mkdir(tmp_path / "c.toml"), "not-toml": lambda: _write(tmp_path / "c.toml", b"[[["),
+            "name-too-long": lambda: tmp_path / f"{LONG}.toml"}[case]()
+    run_hostile(tmp_path, ["train", "--config", path, "--out", tmp_path / "run"], code)
 
 
 @dataclasses.dataclass
@@ -660,3 +666,202 @@ def test_corrupt_driver_frames_are_repeated_not_skipped(tmp_path):
     r = invoke("video", EXAMPLES / "ref.jpg", bad, "-o", tmp_path / "o.mp4", "--size", "128", "--max-side", "256")
     assert r.exit_code == 0, r.output
     assert "undecodable" in r.output and media.probe_video(tmp_path / "o.mp4").n_frames == 120
+
+
+# ───────────────────────────── found by tools/hostile_sweep.py ─────────────────────────────
+
+
+@pytest.mark.parametrize("toml,key", [
+    ("lr_g = -1.0", "lr_g"), ("lr_g = nan", "lr_g"), ("lr_d = inf", "lr_d"), ("threads = -3", "threads"),
+    ("batch_size = 1000000000", "batch_size"), ("[data]\nworkers = -1", "data.workers"),
+    ("[losses]\nl1 = -2.0", "losses.l1"), ("[model]\nsize = -64", "model.size"),
+])
+def test_train_config_numbers_out_of_range(tmp_path, monkeypatch, toml, key):
+    """Typed validation let negative, infinite and NaN numbers through: tracebacks from PyTorch
+    (learning rate, threads, DataLoader workers) or a run training on nonsense (exit 0); a huge
+    batch_size ran out of memory. Now exit 2 naming the key and the file, before any work."""
+    from reenact.train import cache
+
+    monkeypatch.setattr(cache, "ensure_cache", lambda *a, **k: pytest.fail("work started"))
+    cfg = _write(tmp_path / "bad.toml", toml.encode())
+    run_hostile(tmp_path, ["train", "--config", cfg, "--out", tmp_path / "run"], 2, key, "bad.toml")
+
+
+def test_range_check_allows_every_shipped_config():
+    from reenact.train.config import TrainConfig
+
+    for path in sorted((REPO / "configs").glob("*.toml")):
+        TrainConfig.from_toml(path)
+
+
+@pytest.mark.parametrize("how", ["missing", "folder"])
+def test_train_resume_from_a_missing_checkpoint_is_exit_6(tmp_path, how):
+    """A missing checkpoint is exit 6 in every command (export said 6, train said 2)."""
+    ck = tmp_path / "last.pt" if how == "missing" else _mkdir(tmp_path / "last.pt")
+    cfg = tiny_config_file(tmp_path)
+    run_hostile(tmp_path, ["train", "--config", cfg, "--out", tmp_path / "run", "--resume", ck], 6, "last.pt")
+
+
+def test_train_disk_full_at_the_start_leaves_no_run_folder(tmp_path, monkeypatch):
+    """The run folder was left behind with a half-written config.json, the error named no file."""
+    from reenact.train import loop
+
+    cfg = tiny_config_file(tmp_path)
+    real = Path.write_text
+
+    def full(self, *a, **k):
+        if self.name == "config.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr(loop.Trainer, "__init__", _fake_trainer_init)
+    text = run_hostile(tmp_path, ["train", "--config", cfg, "--out", tmp_path / "run"], 5, "config.json")
+    assert "no space" in text
+
+
+def tiny_config_file(tmp_path: Path) -> Path:
+    from tests.gen_helpers import synthetic_cache
+
+    cache = synthetic_cache(tmp_path / "cache", n=4, size=64).path
+    text = (REPO / "configs" / "tiny.toml").read_text().replace('".cache/packs/tiny-64"', json.dumps(str(cache)))
+    return _write(tmp_path / "c.toml", text.encode())
+
+
+def _fake_trainer_init(self, config, out_dir, *, dist=None, resume=None):
+    from reenact.train.ddp import DistInfo
+
+    self.cfg, self.out, self.dist = config, Path(out_dir), dist or DistInfo()
+
+
+@pytest.mark.parametrize("case,code", [
+    ("identities-missing", 4), ("identities-binary", 4), ("identities-unbalanced-quote", 4),
+    ("identities-word-id", 2), ("size-0", 2), ("size-17", 2), ("size-absurd", 2), ("output-under-a-file", 5),
+])
+def test_data_prepare_refuses_bad_inputs_and_sizes(tmp_path, case, code):
+    """Tracebacks (UnicodeDecodeError, int(None), int('bob'), OpenCV resize and allocation errors),
+    a 17² cache accepted, a file in the way of the output folder blamed on nothing (exit 1)."""
+    src = _mkdir(tmp_path / "photos")
+    _write(src / "a.jpg", (EXAMPLES / "ref.jpg").read_bytes())
+    args = ["data", "prepare", src, "-o", tmp_path / "cache", "--split", "all"]
+    ids = {"identities-missing": tmp_path / "nope.csv",
+           "identities-binary": _write(tmp_path / "b.csv", b"\xff\x00\xfe" * 50),
+           "identities-unbalanced-quote": _write(tmp_path / "u.csv", b'file,identity\n"a.jpg,1\n'),
+           "identities-word-id": _write(tmp_path / "w.csv", b"file,identity\na.jpg,bob\n")}.get(case)
+    if ids is not None:
+        args += ["--identities", ids]
+    args += {"size-0": ["--size", "0"], "size-17": ["--size", "17"], "size-absurd": ["--size", "100000"]}.get(case, [])
+    if case == "output-under-a-file":
+        args[args.index("-o") + 1] = _write(tmp_path / "f", b"x") / "cache"
+    run_hostile(tmp_path, args, code)
+
+
+@pytest.mark.parametrize("where", ["the-refs-folder", "above-the-inputs"])
+def test_eval_report_folder_never_holds_an_input(tmp_path, where):
+    """`eval -o REFS -y` replaced the folder of reference photos with the report: data loss."""
+    refs, drivers = _mkdir(tmp_path / "refs"), _mkdir(tmp_path / "drivers")
+    _write(refs / "a.jpg", (EXAMPLES / "ref.jpg").read_bytes())
+    _write(drivers / "b.jpg", (EXAMPLES / "pose.jpg").read_bytes())
+    out = refs if where == "the-refs-folder" else tmp_path
+    run_hostile(tmp_path, ["eval", "--refs", refs, "--drivers", drivers, "-o", out, "-y", "--no-fid", "--no-lpips",
+                           "--no-identity", "--engines", "reference,warp"], 5, "input")
+
+
+def test_live_recording_is_never_the_source(tmp_path):
+    """`live --source a.mp4 -o a.mp4 -y` recorded over the source video."""
+    src = _write(tmp_path / "a.mp4", (EXAMPLES / "drive.mp4").read_bytes())
+    run_hostile(tmp_path, ["live", EXAMPLES / "ref.jpg", "--source", src, "--no-window", "--max-frames", "2",
+                           "--engine", "warp", "-o", src, "-y"], 5, "input")
+
+
+@pytest.mark.parametrize("case", ["is-the-reference", "name-too-long", "a-folder", "under-a-file"])
+def test_bench_json_is_checked_before_benchmarking(tmp_path, monkeypatch, case):
+    """--json was only written after minutes of benchmarking: over the reference photo itself
+    (data loss), or failing with a long OSError text and a leftover temporary file."""
+    from reenact.evaluate import bench
+
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **k: pytest.fail("benchmark started"))
+    ref = _write(tmp_path / "r.jpg", (EXAMPLES / "ref.jpg").read_bytes())
+    out = {"is-the-reference": ref, "name-too-long": tmp_path / f"{LONG}.json", "a-folder": _mkdir(tmp_path / "b.json"),
+           "under-a-file": _write(tmp_path / "f", b"x") / "b.json"}[case]
+    run_hostile(tmp_path, ["bench", "--ref", ref, "--driver", EXAMPLES / "drive.mp4", "--json", out], 5)
+
+
+@pytest.mark.parametrize("how", ["hard-link", "symlink"])
+def test_export_output_is_never_the_checkpoint(tmp_path, how):
+    ck = _write(tmp_path / "c.pt", b"not even loaded: the output is checked first")
+    out = tmp_path / "m.onnx"
+    (os.link if how == "hard-link" else os.symlink)(ck, out)
+    run_hostile(tmp_path, ["export", ck, "-o", out, "-y"], 5, "input")
+
+
+def test_export_over_a_folder_writes_nothing(tmp_path):
+    """-o NAME.onnx being a folder: NAME.appearance.onnx was written before the failure."""
+    from tests.gen_helpers import trained_checkpoint
+
+    ck = trained_checkpoint(_mkdir(tmp_path / "t"), steps=1)
+    _mkdir(tmp_path / "m.onnx")
+    run_hostile(tmp_path, ["export", ck, "-o", tmp_path / "m.onnx", "-y"], 5, "folder")
+
+
+def _batch_inputs(tmp_path: Path, row: str) -> Path:
+    inp = _mkdir(tmp_path / "in")
+    for n in ("ref.jpg", "pose.jpg"):
+        _write(inp / n, (EXAMPLES / n).read_bytes())
+    return _write(inp / "jobs.csv", (row + "\n").encode())
+
+
+@pytest.mark.parametrize("row,job_options,words", [
+    ("ref.jpg,pose.jpg,a.png", "--chunk-frames -3", "--chunk-frames"),
+    ("ref.jpg,pose.jpg,a.png", "--size -16", "--size"),
+    ("ref.jpg,pose.jpg,a.png", "-o /tmp/elsewhere.png", "--output"),
+    ('ref.jpg,"pose.jpg,a.png', "", "quote"),
+    ("ref.jpg,pose.jpg,a.png,--face 0,extra,more", "", "at most 4"),
+])
+def test_batch_refuses_bad_job_options_and_rows_before_any_work(tmp_path, row, job_options, words):
+    """An out-of-range value in --job-options (which every job gets) failed each job in turn
+    (exit 1) instead of stopping the batch (exit 2); an unbalanced CSV quote swallowed the rest
+    of the row; a 6-cell row ran with its extra cells ignored; -o in the options was ignored."""
+    jobs = _batch_inputs(tmp_path, row)
+    run_hostile(tmp_path, ["batch", jobs, "-o", tmp_path / "out", "--job-options", job_options], 2, words)
+
+
+def test_batch_output_option_in_a_row_fails_that_job(tmp_path):
+    """-o in a CSV row's options was silently ignored; now that job fails with exit 2 (a bad
+    row fails its job only, as every bad row option does)."""
+    jobs = _batch_inputs(tmp_path, "ref.jpg,pose.jpg,a.png,-o /tmp/elsewhere.png")
+    r = invoke("batch", jobs, "-o", tmp_path / "out")
+    assert r.exit_code == 1, r.output
+    row = next(csv.DictReader((tmp_path / "out" / "summary.csv").open()))
+    assert (row["status"], row["exit_code"]) == ("failed", "2") and "--output" in row["error"]
+    assert not (tmp_path / "out" / "a.png").exists()
+
+
+def test_batch_csv_with_nul_bytes_is_not_a_job_list(tmp_path):
+    jobs = _write(tmp_path / "jobs.csv", b"ref.jpg,pose.jpg,a\x00.png\n")
+    run_hostile(tmp_path, ["batch", jobs, "-o", tmp_path / "out"], 4, "NUL")
+
+
+def test_ctrl_c_while_the_output_is_joined_completes_the_render(tmp_path, monkeypatch):
+    """Ctrl-C between joining the output and removing the work folder said "interrupted — nothing
+    was written" (exit 130) beside a complete output, and left the work folder behind."""
+    real = media.concat_videos
+
+    def join_then_ctrl_c(*a, **k):
+        os.kill(os.getpid(), signal.SIGINT)  # as the user's Ctrl-C would, while the join runs
+        return real(*a, **k)
+
+    monkeypatch.setattr(media, "concat_videos", join_then_ctrl_c)
+    r = invoke(*_video_args(tmp_path))
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "o.mp4").is_file() and not resume.work_dir_for(tmp_path / "o.mp4").exists()
+    assert signal.getsignal(signal.SIGINT) is not None  # the handler was given back
+
+
+def test_video_resume_work_folder_hold_signals_restores_handlers(tmp_path):
+    work = resume.WorkDir.open(tmp_path / "o.mp4", job="x", inputs={}, chunk=40, resume=False, overwrite=False)
+    before = signal.getsignal(signal.SIGINT)
+    work.hold_signals()
+    os.kill(os.getpid(), signal.SIGINT)  # noted, not raised
+    work.remove()
+    assert signal.getsignal(signal.SIGINT) is before

@@ -159,7 +159,7 @@ def test_cli_train_and_resume(cache: Path, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "1 → 2" in r.output and ckpt.load_checkpoint(out / "checkpoints" / "last.pt")["step"] == 2
     r = runner.invoke(app, ["train", "--config", str(tmp_path / "missing.toml")])
-    assert r.exit_code == 2 and "cannot read" in r.output
+    assert r.exit_code == 4 and "cannot read" in r.output  # a missing input (README)
 
 
 # The lent GPU machine has torch, numpy, OpenCV, onnx, typer and rich, but no mediapipe and no

@@ -68,12 +68,21 @@ def _need(folder: Path) -> Path:
     return folder
 
 
+def protocol_files(protocol: "Protocol", settings: "EvalSettings | None" = None) -> list[str]:
+    """Every file the evaluation reads (photos, videos, weights): the report folder, replaced as
+    a whole, must hold none of them."""
+    items = [i for pair in protocol.pairs for i in (pair.reference, pair.driver)] + list(protocol.real)
+    items += [i for bank in getattr(protocol, "banks", {}).values() for i in bank]
+    weights = [getattr(settings, k, None) for k in ("weights", "mouth_weights", "eyes_weights")]
+    return sorted({str(getattr(i, "path", i)) for i in items} | {w for w in weights if w})
+
+
 def evaluate(protocol: "Protocol", settings: "EvalSettings", out_dir: str | Path, *, overwrite: bool = False,
              progress: "Progress | None" = None, command: str | None = None) -> dict:
     """Run the evaluation and write the report folder atomically; returns the metrics.json dict."""
     from reenact.evaluate import report, runner
 
-    report.check_target(out_dir, overwrite=overwrite)
+    report.check_target(out_dir, overwrite=overwrite, inputs=protocol_files(protocol, settings))
     with report.staging(out_dir, overwrite=overwrite) as tmp:
         result = runner.run(protocol, settings, sink=report.ImageFolder(tmp), progress=progress)
         return report.write(result, tmp, command=command)

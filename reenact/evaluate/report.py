@@ -49,9 +49,13 @@ REGION_TABLE_KEYS = ("mouth_lpips", "mouth_psnr", "mouth_ssim", "mouth_kid", "ey
 _BY_KEY = {m.key: m for m in summary.METRICS}
 
 
-def check_target(target: str | Path, *, overwrite: bool) -> Path:
-    """Raise OutputError unless `target` can become the report folder."""
+def check_target(target: str | Path, *, overwrite: bool, inputs: tuple = ()) -> Path:
+    """Raise OutputError unless `target` can become the report folder: replacing it must not
+    delete any of `inputs` (paths of photos, videos, folders, CSV files, weights)."""
+    from reenact import media
+
     target = Path(target)
+    media.check_output_folder(target, inputs)
     if target.exists() and not target.is_dir():
         raise OutputError(f"{target} exists and is not a folder", "choose another -o")
     if target.exists() and not overwrite:

@@ -30,12 +30,13 @@ import cv2
 import numpy as np
 
 from reenact import __version__, align
-from reenact.errors import MediaError, NoFaceFound, OutputError, ReenactError, UsageError
+from reenact.errors import MediaError, NoFaceFound, OutputError, ReenactError, UsageError, from_os_error
 
 FORMAT = "reenact-face-cache"
 FORMAT_VERSION = 1
 FIXED_POINT = 32.0  # landmark residual units per pixel
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+MIN_SIZE, MAX_SIZE = 16, 2048  # crop side: a multiple of 16 (as a model's size) in this range
 
 Progress = Callable[[int, "int | None"], None]
 
@@ -57,6 +58,8 @@ class CacheWriter:
     """Append crops to shards in a temporary folder; `finish` moves it into place atomically."""
 
     def __init__(self, out_dir: str | os.PathLike, *, size: int, quality: int = 85, shard_mib: float = 15.0) -> None:
+        if not MIN_SIZE <= size <= MAX_SIZE or size % 16:
+            raise UsageError(f"crop size {size} is out of range", f"use a multiple of 16 in {MIN_SIZE}..{MAX_SIZE}")
         self.out = Path(out_dir)
         if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())):
             raise OutputError(f"{self.out} already exists and is not empty", "delete it or choose another folder")
@@ -128,16 +131,26 @@ def list_photos(source: Path, identities: Path | None, split: str | None) -> lis
     if identities is None:
         return [(p.name, -1) for p in sorted(source.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
     try:
-        with open(identities, newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        with open(identities, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh, strict=True))
     except OSError as e:
-        raise UsageError(f"cannot read the identity file {identities}: {e.strerror}") from None
+        raise from_os_error(e, "input", "give a CSV file with the columns file,identity[,split]") from None
+    except (UnicodeDecodeError, csv.Error) as e:  # a binary file, an unbalanced quote
+        raise MediaError(f"the identity file {identities} is not a readable CSV file ({e})",
+                         "give a CSV file with the columns file,identity[,split]") from None
     if rows and not {"file", "identity"} <= set(rows[0]):
         raise UsageError(f"{identities} needs the columns file,identity[,split]")
     keep = [r for r in rows if split in (None, "all") or r.get("split") == split]
     if not keep:
         raise UsageError(f"no rows with split {split!r} in {identities}")
-    return [(r["file"], int(r["identity"])) for r in keep]
+    out = []
+    for r in keep:
+        try:
+            out.append((str(r["file"]), int(r["identity"])))
+        except (TypeError, ValueError):
+            raise UsageError(f"{identities}: row {r.get('file')!r}: the identity must be an integer, "
+                             f"not {r.get('identity')!r}") from None
+    return out
 
 
 def _store_face(writer: CacheWriter, lm, name: str, identity: int, image: np.ndarray) -> bool:

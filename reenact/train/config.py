@@ -14,9 +14,9 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 
-from reenact.errors import UsageError
+from reenact.errors import UsageError, from_os_error
 from reenact.model import DiscriminatorConfig, ModelConfig
-from reenact.validate import type_problem
+from reenact.validate import range_problem, type_problem
 
 PAIRINGS = ("resample", "identity", "mixed")
 GAN_LOSSES = ("lsgan", "hinge")
@@ -122,7 +122,7 @@ class TrainConfig:
     losses: LossWeights = field(default_factory=LossWeights)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     seed: int = 0
-    batch_size: int = 8
+    batch_size: int = field(default=8, metadata={"range": (1, 4096)})  # bigger: memory runs out first
     max_steps: int = 100_000
     max_minutes: float = 0.0
     lr_g: float = 2e-4
@@ -178,7 +178,7 @@ class TrainConfig:
         """Build from nested dicts (a parsed TOML or a checkpoint's copy). Raises UsageError."""
         sub = {"model": ModelConfig, "data": DataConfig, "losses": LossWeights, "discriminator": DiscriminatorConfig}
         _check_keys("", values, {f.name for f in fields(cls)})
-        problem = type_problem(cls, values)  # from the annotations: new fields are covered too
+        problem = type_problem(cls, values) or range_problem(cls, values)  # from the annotations: new fields are covered too
         if problem:
             raise UsageError(f"bad training config: {problem}", "see configs/base-256.toml for every key")
         kw = {}
@@ -199,8 +199,8 @@ class TrainConfig:
         try:
             with open(path, "rb") as fh:
                 values = tomllib.load(fh)
-        except OSError as e:
-            raise UsageError(f"cannot read the config {path}: {e.strerror}") from None
+        except OSError as e:  # missing, a folder, a name too long: an input problem (exit 4)
+            raise from_os_error(e, "input", "pass an existing TOML file, e.g. configs/small-128.toml") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:  # a binary file fails to decode
             raise UsageError(f"{path} is not valid TOML: {e}") from None
         try:

@@ -22,6 +22,7 @@ import copy
 import csv
 import json
 import math
+import shutil
 import signal
 import threading
 import time
@@ -37,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from reenact import parsing
-from reenact.errors import UsageError
+from reenact.errors import MissingWeights, UsageError
 from reenact.model import ModelConfig, MultiScaleDiscriminator, build_generator
 from reenact.train import checkpoint as ckpt
 from reenact.train.cache import FaceCache
@@ -489,8 +490,15 @@ def run(trainer: Trainer, *, max_steps: int, max_minutes: float, stop: Callable[
     """The step loop of `train` (separated so tests can drive a Trainer directly)."""
     main, cfg, out = trainer.dist.main, trainer.cfg, trainer.out
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        created = not out.exists()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        except OSError as e:  # a full or read-only disk: no half-made run folder is left behind
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+            e.filename = e.filename or str(out / "config.json")  # a failed write names no file
+            raise
     log = LossLog(out, enabled=main)
     t0 = time.monotonic()
     deadline = t0 + max_minutes * 60 if max_minutes else None
@@ -538,12 +546,13 @@ def _eta(step: int, max_steps: int, rate: float, deadline: float | None) -> floa
 
 def resolve_resume(resume: str | Path | None, out_dir: str | Path) -> Path | None:
     """`--resume` value → checkpoint path: None/"" → None; "auto" → OUT/checkpoints/last.pt when it
-    exists (else None, a fresh run); a path must exist (UsageError otherwise)."""
+    exists (else None, a fresh run); a path must be a file (MissingWeights otherwise: exit 6, as
+    for any missing checkpoint)."""
     if not resume:
         return None
     if str(resume) == "auto":
         last = Path(out_dir) / "checkpoints" / "last.pt"
         return last if last.exists() else None
     if not Path(resume).is_file():
-        raise UsageError(f"checkpoint {resume} does not exist", "pass an existing .pt file or --resume auto")
+        raise MissingWeights(f"checkpoint {resume} not found", "pass an existing .pt file or --resume auto")
     return Path(resume)
