@@ -41,10 +41,9 @@ COARSE_MAP_SIZE = 256
 # their surface normal to the view — below REVEAL_GRAZING) and the target turns towards the
 # camera by more than REVEAL_MIN_TURN of facing (about 6° for the silhouette; less is left to the
 # plain warp); the weight ramps up over REVEAL_SPAN of facing. There the reference is sampled
-# REVEAL_INSET face scales further in (along the surface, towards the camera; all of it from a
-# weight of one half: a thin sliver of hair must be left behind even on a moderate turn), and
-# the render is smoothed with the skin around it in proportion (a blur of REVEAL_BLUR face
-# scales), so the stretched band does not streak.
+# REVEAL_INSET·weight face scales further in (along the surface, towards the camera), and the
+# render is smoothed with the skin around it in proportion (a blur of REVEAL_BLUR face scales),
+# so the stretched band does not streak.
 REVEAL_BAND = 0.25
 REVEAL_GRAZING = 0.45
 REVEAL_MIN_TURN = 0.1
@@ -178,13 +177,12 @@ def revealed(source: WarpSource, target_fit: g.Similarity) -> np.ndarray | None:
 
 
 def _reveal_controls(source: WarpSource, weight: np.ndarray) -> np.ndarray:
-    """The source control points with each revealed landmark moved up to REVEAL_INSET face scales
-    into the face (against its normal's image-plane direction): min(1, 2·weight) of it."""
+    """The source control points with each revealed landmark moved REVEAL_INSET·weight face
+    scales into the face (against its normal's image-plane direction)."""
     inward = -source.normals[:, :2]
     inward = inward / np.maximum(np.linalg.norm(inward, axis=1, keepdims=True), 1e-9)
     control = source.control.astype(np.float64)
-    reach = np.minimum(2.0 * weight, 1.0) * REVEAL_INSET * source.scale
-    control[:g.N_LANDMARKS] += inward * reach[:, None]
+    control[:g.N_LANDMARKS] += inward * (weight[:, None] * REVEAL_INSET * source.scale)
     return control
 
 
