@@ -26,18 +26,26 @@ def type_problem(cls: type, values: Any, prefix: str = "") -> str | None:
     dataclass fields are checked recursively with a dotted key path ("data.workers")."""
     if not isinstance(values, dict):
         return f"{prefix.rstrip('.') or 'the value'} must be a table, not {_describe_value(values)}"
+    for _, hint, value, key in _present_fields(cls, values, prefix):
+        if dataclasses.is_dataclass(hint):  # a nested dataclass given something else than a table
+            return f"{key} must be a table, not {_describe_value(value)}"
+        if not matches(value, hint):
+            return f"{key} must be {describe(hint)}, not {_describe_value(value)}"
+    return None
+
+
+def _present_fields(cls: type, values: dict, prefix: str = ""):
+    """(field, type hint, value, dotted key) of every field of dataclass `cls` present in `values`;
+    a nested dataclass field given a table is walked instead of yielded."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name not in values:
             continue
         hint, value, key = hints[f.name], values[f.name], prefix + f.name
-        if dataclasses.is_dataclass(hint):
-            problem = type_problem(hint, value, key + ".")
-            if problem:
-                return problem
-        elif not matches(value, hint):
-            return f"{key} must be {describe(hint)}, not {_describe_value(value)}"
-    return None
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            yield from _present_fields(hint, value, key + ".")
+        else:
+            yield f, hint, value, key
 
 
 def range_problem(cls: type, values: Any, prefix: str = "") -> str | None:
@@ -47,16 +55,8 @@ def range_problem(cls: type, values: Any, prefix: str = "") -> str | None:
     `range=(low, high)` (either may be None). Nested dataclasses are walked as in type_problem."""
     if not isinstance(values, dict):
         return None
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.name not in values:
-            continue
-        hint, value, key = hints[f.name], values[f.name], prefix + f.name
-        if dataclasses.is_dataclass(hint):
-            problem = range_problem(hint, value, key + ".")
-            if problem:
-                return problem
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+    for f, hint, value, key in _present_fields(cls, values, prefix):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not dataclasses.is_dataclass(hint):
             low, high = f.metadata.get("range", (0, None))
             finite = value == value and value not in (float("inf"), float("-inf"))
             if not finite or (low is not None and value < low) or (high is not None and value > high):
