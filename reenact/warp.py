@@ -519,11 +519,11 @@ def smooth_revealed(rgb: np.ndarray, weight: np.ndarray, dst: np.ndarray, scale:
     """`rgb` (a warp render, uint8: a crop or a view's patch) with the revealed band (`revealed`'s
     `weight` on the landmarks, `dst` the target's control points in `rgb`'s pixels, `scale` the
     face scale there) blended, in place, towards a blur of the face's own skin — not the hair or
-    background beyond the oval, nor eyes, brows and lips — of REVEAL_BLUR·`scale` pixels. Computed in the band's
-    bounding box, at a resolution the blur allows. Returns `rgb`."""
-    tris = face_triangles()
-    shade = weight[tris].mean(1)
-    hit = tris[shade > 0.01]
+    background beyond the oval, nor eyes, brows and lips — of REVEAL_BLUR·`scale` pixels.
+    Computed in the band's bounding box, at a resolution the blur allows. Returns `rgb`."""
+    shade = weight[face_triangles()].mean(1)
+    keep = shade > 0.01
+    hit, shade = face_triangles()[keep], shade[keep]
     if not len(hit):
         return rgb
     sigma = REVEAL_BLUR * scale
@@ -541,7 +541,7 @@ def smooth_revealed(rgb: np.ndarray, weight: np.ndarray, dst: np.ndarray, scale:
     for part in _FEATURES:  # eyes with lids and brows, lips: not skin to spread, not to blur
         cv2.fillConvexPoly(face, cv2.convexHull(to_small(pts[list(part)])), 0.0, lineType=cv2.LINE_AA, shift=4)
     band = np.zeros((h, w), np.float32)
-    for tri, value in zip(to_small(pts[hit]), shade[shade > 0.01]):
+    for tri, value in zip(to_small(pts[hit]), shade):
         cv2.fillConvexPoly(band, tri, float(value), lineType=cv2.LINE_8, shift=4)
     box = rgb[y0:y1, x0:x1].copy()
     small = cv2.resize(box, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
