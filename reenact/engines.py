@@ -159,7 +159,7 @@ class WarpEngine:
         points = state.crop.points_to_crop(target)
         rgb, head = warp.warp(state.extra.source, points)
         if self.redrawer is not None:
-            rgb = self.redrawer.redraw(state.extra.regions, rgb, points, driver)
+            rgb = self.redrawer.redraw(state.extra.regions, rgb, points, driver, in_place=True)
         return rgb, paste_mask(np.maximum(head, state.head), state.image.shape[0])
 
     def render_patch(self, state: RefState, target: np.ndarray, shape: tuple[int, ...], at: align.Crop,
@@ -191,7 +191,7 @@ class WarpEngine:
         view = warp.View((y1 - y0, x1 - x0), to_crop, state.extra.photo, state.crop.inverse)
         rgb = warp.render(src, points, dst, fit, view)
         if self.redrawer is not None:
-            rgb = self.redrawer.redraw(state.extra.regions, rgb, points, driver, canvas=to_crop)
+            rgb = self.redrawer.redraw(state.extra.regions, rgb, points, driver, canvas=to_crop, in_place=True)
         # The mask is smooth at its grid's scale: resampled at that spacing and upsampled.
         step = max(1, int(f * view.scale))
         alpha = align.mask_in_frame(mask, align.compose(to_mask_grid(size), at.matrix), (x0, y0, x1, y1), step)

@@ -7,6 +7,7 @@ that the CLI reports.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -27,10 +28,13 @@ from reenact.landmarks import Face, Landmarker
 from reenact.tracking import describe_choice, select_face
 
 class StageTimer:
-    """Accumulates wall time per named stage (for summaries and the benchmark)."""
+    """Accumulates wall time per named stage (for summaries and the benchmark). Thread-safe: a
+    stage timed in several threads at once adds up their times (so the stages of a video whose
+    frames render in parallel sum to more than its wall time)."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
+        self._lock = threading.Lock()
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
@@ -38,7 +42,9 @@ class StageTimer:
         try:
             yield
         finally:
-            self.seconds[stage] += time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0
+            with self._lock:
+                self.seconds[stage] += elapsed
 
 
 @dataclass(frozen=True)
@@ -197,35 +203,48 @@ class Reenactor:
     def render(self, driver: Face | None, driver_image: np.ndarray | None = None) -> np.ndarray:
         """Output frame (RGB uint8) for one driver face; None = the reference unchanged.
         `driver_image`: the driver's frame, needed when `needs_driver_image`."""
+        return self.plan(driver, driver_image)()
+
+    def plan(self, driver: Face | None, driver_image: np.ndarray | None = None) -> Callable[[], np.ndarray]:
+        """`render` in two parts: what depends on the order of frames (retargeting, the reference
+        choice) now, and the rest (the engine's render and the paste-back) as the returned call.
+        That call uses only what it was planned with — later plans, `set_primary` included, do
+        not change it — so a video renders several frames at once, each call in its own thread
+        (`video.write_chunks`)."""
+        reference, crop = self.reference.image, self._crop
         if driver is None:
             self.choose(None)
-            return self._finish(self.states[0].image, None)
+            return lambda: _output(reference, crop)
         with self.timer("retarget"):
             target = self.target(driver)
             j = self.choose(target)
         state = self.state if j == 0 else self.states[j]
         if j:  # the same crop-space target, expressed in reference j's frame
             target = state.crop.points_to_frame(self.states[0].crop.points_to_crop(target))
-        with self.timer("render"):
-            face = None
-            if self.needs_driver_image:
-                if driver_image is None:
-                    raise UsageError("--mouth driver needs the driver's frames", "use --mouth generator or cavity")
-                face = DriverFace(driver_image, driver.points)
-            limit = None
-            if self.paste_limit is not None and j == 0:
-                limit = self.paste_limit(state, state.crop.points_to_crop(target))
-            if self._direct(state):  # straight into the photo: no crop render, no paste-back resampling
-                patch = self.engine.render_patch(state, target, self.reference.image.shape, self.states[0].crop,
-                                                 face, limit)
-            else:
-                crop_rgb, mask = self.engine.render(state, target, face) if face else self.engine.render(state, target)
-                if limit is not None:
-                    mask = mask * limit
-        if self._direct(state):
-            with self.timer("paste"):
-                return self._output(patch.onto(self.reference.image))
-        return self._finish(crop_rgb, mask)
+        face = None
+        if self.needs_driver_image:
+            if driver_image is None:
+                raise UsageError("--mouth driver needs the driver's frames", "use --mouth generator or cavity")
+            face = DriverFace(driver_image, driver.points)
+        engine, timer, primary = self.engine, self.timer, self.states[0]
+        limit_to = self.paste_limit if j == 0 else None
+        direct = self._direct(state)
+
+        def finish() -> np.ndarray:
+            with timer("render"):
+                limit = None if limit_to is None else limit_to(state, state.crop.points_to_crop(target))
+                if direct:  # straight into the photo: no crop render, no paste-back resampling
+                    patch = engine.render_patch(state, target, reference.shape, primary.crop, face, limit)
+                else:
+                    crop_rgb, mask = engine.render(state, target, face) if face else engine.render(state, target)
+                    if limit is not None:
+                        mask = mask * limit
+            with timer("paste"):
+                if direct:
+                    return _output(patch.onto(reference), crop)
+                return _output(align.paste_back(reference, crop_rgb, primary.crop, mask), crop)
+
+        return finish
 
     def _direct(self, state: RefState) -> bool:
         direct = getattr(self.engine, "direct", None)
@@ -245,21 +264,9 @@ class Reenactor:
             runs[i].append((first, last))
         return [(r.name, sum(b - a + 1 for a, b in runs[i]), runs[i]) for i, r in enumerate(self.references)]
 
-    def _finish(self, crop_rgb: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-        with self.timer("paste"):
-            if mask is None:
-                full = self.reference.image
-            else:
-                full = align.paste_back(self.reference.image, crop_rgb, self.states[0].crop, mask)
-            return self._output(full)
-
-    def _output(self, full: np.ndarray) -> np.ndarray:
-        """A full output frame in the output's layout (`--crop`: the current crop of it)."""
-        return full if self._crop is None else self._crop.extract(full)
-
     def unchanged(self, frame: np.ndarray) -> np.ndarray:
         """`frame` as it is, in the output's layout (`--crop`: the current crop of it)."""
-        return self._output(frame)
+        return _output(frame, self._crop)
 
     def output_size(self) -> tuple[int, int]:
         """(width, height) of rendered frames (before any compare layout)."""
@@ -267,6 +274,11 @@ class Reenactor:
             return self._crop.size, self._crop.size
         h, w = self.reference.image.shape[:2]
         return w, h
+
+
+def _output(full: np.ndarray, crop: align.Crop | None) -> np.ndarray:
+    """A full output frame in the output's layout (`--crop`: `crop` of it)."""
+    return full if crop is None else crop.extract(full)
 
 
 def side_by_side(driver: np.ndarray, output: np.ndarray) -> np.ndarray:

@@ -90,11 +90,16 @@ class Redrawer:
         return RegionRef(np.asarray(points, np.float64), scale, mouth, eyes, image)
 
     def redraw(self, ref: RegionRef, rgb: np.ndarray, target: np.ndarray,
-               driver: DriverFace | None = None, canvas: np.ndarray | None = None) -> np.ndarray:
+               driver: DriverFace | None = None, canvas: np.ndarray | None = None, *,
+               in_place: bool = False) -> np.ndarray:
         """The warp render `rgb` (face crop, uint8) of target landmarks `target` (478, 3 crop
         coordinates) with its mouth and eyes redrawn as configured. `canvas`: `rgb` is not the
         face crop but an image whose pixels map to face-crop pixels by this 2×3 affine (the
-        direct render's patch of the photo); the regions are read from and drawn into it."""
+        direct render's patch of the photo); the regions are read from and drawn into it.
+        `in_place`: the regions are drawn into `rgb` itself (the caller's own render), else into
+        one copy of it."""
+        if not in_place:
+            rgb = rgb.copy()
         scale = g.face_scale(target)
         if self.mouth == "generator":
             rgb = self._mouth_generator(ref, rgb, target, scale, canvas)
@@ -117,8 +122,8 @@ class Redrawer:
         pose, warped = parsing.parsing_map(pts, size), box.extract(rgb)
         out = self.mouth_model.redraw([ref.mouth], [pose], [warped])[0]
         if area:  # the whole mouth area, every frame; the warp keeps its detail finer than the crop
-            return box.paste(rgb, out, regions.mouth_area_mask(pose), under=warped)
-        return box.paste(rgb, out, regions.mouth_mask(pts, size) * strength)
+            return box.paste(rgb, out, regions.mouth_area_mask(pose), under=warped, in_place=True)
+        return box.paste(rgb, out, regions.mouth_mask(pts, size) * strength, in_place=True)
 
     def _eyes_generator(self, ref: RegionRef, rgb: np.ndarray, target: np.ndarray, scale: float,
                         canvas: np.ndarray | None) -> np.ndarray:
@@ -134,7 +139,7 @@ class Redrawer:
         outs = self.eyes_model.redraw([ref.eyes[side] for side, *_ in todo],
                                       [parsing.parsing_map(pts, size) for _, _, pts, _ in todo], warped)
         for (side, box, pts, strength), out, under in zip(todo, outs, warped):
-            rgb = box.paste(rgb, within_light(out, under), regions.eye_mask(pts, size) * strength)
+            box.paste(rgb, within_light(out, under), regions.eye_mask(pts, size) * strength, in_place=True)
         return rgb
 
 
@@ -160,8 +165,8 @@ def driver_mouth(rgb: np.ndarray, target: np.ndarray, ref: RegionRef, driver: Dr
                  scale: float, canvas: np.ndarray | None = None) -> np.ndarray:
     """The classical baseline: the driver's mouth interior, affinely fitted from the driver's inner
     lip contour onto the target's, its colours matched (mean and spread per channel in Lab) from the
-    driver's lips to the reference's lips, blended into the target's mouth opening. `canvas`: as
-    for `Redrawer.redraw`."""
+    driver's lips to the reference's lips, blended into the target's mouth opening of `rgb` (drawn
+    into it; returned). `canvas`: as for `Redrawer.redraw`."""
     size = 64
     strength = mouth_strength(ref, target, scale, size)
     if strength <= 0:
@@ -181,7 +186,7 @@ def driver_mouth(rgb: np.ndarray, target: np.ndarray, ref: RegionRef, driver: Dr
     lips = lambda p, n: regions.fill_polygon(n, p[list(g.LIPS_OUTER)]) - regions.fill_polygon(n, p[inner])  # noqa: E731
     mouth = _match_colours(mouth, d_crop, lips(d_pts, size * 2), r_box.extract(ref.image),
                            lips(r_box.points(ref.points), size * 2))
-    return box.on(canvas).paste(rgb, mouth, regions.mouth_mask(pts, size) * strength)
+    return box.on(canvas).paste(rgb, mouth, regions.mouth_mask(pts, size) * strength, in_place=True)
 
 
 def _match_colours(image: np.ndarray, source: np.ndarray, source_mask: np.ndarray, goal: np.ndarray,

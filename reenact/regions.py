@@ -112,12 +112,13 @@ class RegionBox:
                               borderMode=cv2.BORDER_REPLICATE)
 
     def paste(self, base: np.ndarray, patch: np.ndarray, mask: np.ndarray, *,
-              under: np.ndarray | None = None) -> np.ndarray:
+              under: np.ndarray | None = None, in_place: bool = False) -> np.ndarray:
         """`base` (face crop, or the image `on` names; H×W×3 uint8) with `patch` (size×size×3
         uint8) blended in by `mask` (size×size float32 in [0, 1]); only the box's bounding
         rectangle is touched. With `under` (the region crop the patch was drawn over,
         `extract(base)`), only the patch's change from it is added: the base keeps its detail
-        finer than the region's resolution."""
+        finer than the region's resolution. A copy of `base`, or `base` itself drawn into with
+        `in_place` (a render the caller owns: no copy of a large image per region)."""
         m, centre, side, spread = self._place()
         x0, y0, x1, y1 = _bounds(base.shape, centre, side / 2 * spread + 2)
         if x1 <= x0 or y1 <= y0 or not mask.any():
@@ -127,7 +128,7 @@ class RegionBox:
         size = (x1 - x0, y1 - y0)
         alpha = cv2.warpAffine(mask.astype(np.float32), inv, size, flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)[..., None]
-        out = base.copy()
+        out = base if in_place else base.copy()
         rect = out[y0:y1, x0:x1].astype(np.float32)
         if under is None:
             up = cv2.warpAffine(patch, inv, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -292,7 +292,7 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
         r.paste_limit = moved_region
         summary.size = video.output_size(r, dinfo, config)
         summary.chunks_resumed = video.write_chunks(work, tl.frames, options.chunk, summary.size, dinfo.fps,
-                                                    lambda i: job.render(r, i), lambda i: job.skip(r, i),
+                                                    lambda i: job.plan(r, i), lambda i: job.skip(r, i),
                                                     timer, progress, preset=options.preset)
     summary.multi, summary.usage = r.mode, r.usage() if r.mode == "select" else []
     work.hold_signals()  # from here the render completes (see WorkDir.hold_signals)
@@ -351,16 +351,18 @@ class _Frames:
     def _moved(self, i: int) -> tuple[int, int, bool]:
         return self.tl.source(i), self.tl.driver(i), _moves(self.tl, self.sstatus, self.dstatus, i)
 
-    def render(self, r: Reenactor, i: int) -> np.ndarray:
+    def plan(self, r: Reenactor, i: int) -> Callable[[], np.ndarray]:
+        """Output frame i's render as a call (`Reenactor.plan`; `video.write_chunks`)."""
         j, d, moved = self._moved(i)
         drv_img = self.dframes[d] if r.config.compare or r.needs_driver_image else None  # decoded only then
         if moved:
             self._use(r, j, set_primary=True)
-            out = r.render(Face(points=self.dpts[d]), drv_img)
+            job = r.plan(Face(points=self.dpts[d]), drv_img)
         else:  # no face in the source frame (or none yet in the driver): the source frame as it is
             r.choose(None)
             out = r.unchanged(self.sframes[j])
-        return side_by_side(drv_img, out) if r.config.compare else out
+            job = lambda: out  # noqa: E731
+        return (lambda: side_by_side(drv_img, job())) if r.config.compare else job
 
     def skip(self, r: Reenactor, i: int) -> None:
         """A frame of a completed chunk: only the reference choice advances (k-shot selection)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -16,7 +17,8 @@ import cv2
 import numpy as np
 import pytest
 
-from reenact import media
+from reenact import media, video
+from reenact.config import InferenceConfig, VideoOptions
 from reenact.landmarks import Landmarker
 from tests.conftest import REPO
 from tests.test_cli import assert_clean_error, no_leftovers, reenact
@@ -362,3 +364,63 @@ def test_a_swallowed_ctrl_c_prints_no_traceback():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "KeyboardInterrupt" not in r.stderr and "ValueError: other" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_rendered_frames_come_in_order_with_the_skips_in_step(workers):
+    """Pass 2's frame loop (`video._rendered`): frames of the chunks to render come out in order
+    even when their renders finish out of order, and the frames of completed chunks are skipped
+    in order between the plans (per-frame state such as the k-shot choice stays in step)."""
+    calls = []
+
+    def plan(i):
+        calls.append(("plan", i))
+
+        def render():
+            time.sleep(0.01 * (2 - i % 3))  # later frames finish first
+            return i
+        return render
+
+    out = list(video._rendered(plan, lambda i: calls.append(("skip", i)), 11, 3, {1, 3}, workers))
+    assert out == [0, 1, 2, 6, 7, 8]
+    assert calls == [("plan", i) if i // 3 not in (1, 3) else ("skip", i) for i in range(11)]
+
+
+def test_a_failed_frame_render_stops_the_loop_and_cancels_the_rest():
+    started = []
+
+    def plan(i):
+        def render():
+            started.append(i)
+            if i == 2:
+                raise RuntimeError("frame 2 failed")
+            time.sleep(0.01)
+            return i
+        return render
+
+    frames = video._rendered(plan, lambda i: None, 1000, 10, set(), 2)
+    with pytest.raises(RuntimeError, match="frame 2"):
+        list(frames)
+    assert len(started) < 20  # a few frames ahead at most, never the whole video
+
+
+def test_parallel_render_writes_the_same_video(clips, tmp_path, monkeypatch):
+    """Frames rendered in several threads (`video.render_workers`, used for large frames) make
+    the same video as one at a time, frame for frame, across chunk boundaries."""
+    def render(workers: int, name: str) -> Path:
+        monkeypatch.setattr(video, "render_workers", lambda size: workers)
+        out = tmp_path / name
+        video.reenact_video(REF, clips["short"], out, InferenceConfig(engine="fusion"),
+                            options=VideoOptions(chunk=7))
+        return out
+
+    one, three = frames_of(render(1, "one.mp4")), frames_of(render(3, "three.mp4"))
+    assert len(one) == len(three) == 24
+    assert all(np.array_equal(a, b) for a, b in zip(one, three))
+
+
+def test_render_workers_follow_frame_size_and_cores():
+    assert video.render_workers((320, 180)) == 1  # small frames: one thread, no hand-off cost
+    big = video.render_workers((1920, 1080))
+    assert 1 <= big <= video.RENDER_WORKERS_MAX
+    assert big == min(video.RENDER_WORKERS_MAX, len(os.sched_getaffinity(0)))
