@@ -990,7 +990,8 @@ def _video_summary(target: Path, s, wall: float) -> None:
         _source_rows(table, s.source)
     table.add_row("audio", f"copied from the {s.audio_from}" if s.audio else
                   "none (--audio none)" if s.audio_from == "none" else f"none in the {s.audio_from}")
-    table.add_row("time", f"{wall:.1f} s ({s.frames / max(wall, 1e-9):.1f} fps)")
+    threads = f", frames rendered in {s.workers} threads" if s.workers > 1 else ""
+    table.add_row("time", f"{wall:.1f} s ({s.frames / max(wall, 1e-9):.1f} fps{threads})")
     out.print(f"[green]wrote[/] {target}")
     out.print(table)
 

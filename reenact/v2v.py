@@ -294,6 +294,7 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
         summary.chunks_resumed = video.write_chunks(work, tl.frames, options.chunk, summary.size, dinfo.fps,
                                                     lambda i: job.plan(r, i), lambda i: job.skip(r, i),
                                                     timer, progress, preset=options.preset)
+        summary.workers = video.render_workers(summary.size)
     summary.multi, summary.usage = r.mode, r.usage() if r.mode == "select" else []
     work.hold_signals()  # from here the render completes (see WorkDir.hold_signals)
     with timer("join"):

@@ -49,7 +49,8 @@ class VideoSummary:
     `driver_faces`: the most faces seen in one driver frame; `anchor`: the driver frame used as
     the anchor (relative motion); `chunks_resumed`: segments reused from an interrupted run;
     `repeated` / `dropped`: driver frames repaired to keep the output one to one with the
-    driver's timeline (and its audio)."""
+    driver's timeline (and its audio). `workers`: threads that rendered frames at once
+    (`render_workers`; the render and paste stages of `seconds` add up their times)."""
 
     frames: int = 0
     with_face: int = 0
@@ -70,6 +71,7 @@ class VideoSummary:
     dropped: int = 0  # surplus driver frames dropped to keep the driver's frame rate
     multi: str = "single"
     usage: list = field(default_factory=list)  # selection: (reference, frames, [(first, last)])
+    workers: int = 1
     seconds: dict[str, float] = field(default_factory=dict)
     audio_from: str = "driver"  # whose audio was asked for: "driver", "source" or "none"
     source: "SourceSummary | None" = None  # video-to-video only
@@ -176,6 +178,7 @@ def _render_job(refs: list[Reference], drive_path: Path, target: Path, config: I
     size = output_size(r, info, config)
     summary = summarise(status, track, info, size, ref.n_faces, options, anchor)
     summary.chunks_resumed = _render_chunks(work, r, status, drive_path, options, size, info.fps, timer, progress)
+    summary.workers = render_workers(size)
     summary.multi, summary.usage = r.mode, r.usage() if r.mode == "select" else []
     work.hold_signals()  # from here the render completes: the output, then the folder removed
     with timer("join"):

@@ -410,8 +410,9 @@ def test_parallel_render_writes_the_same_video(clips, tmp_path, monkeypatch):
     def render(workers: int, name: str) -> Path:
         monkeypatch.setattr(video, "render_workers", lambda size: workers)
         out = tmp_path / name
-        video.reenact_video(REF, clips["short"], out, InferenceConfig(engine="fusion"),
-                            options=VideoOptions(chunk=7))
+        summary = video.reenact_video(REF, clips["short"], out, InferenceConfig(engine="fusion"),
+                                      options=VideoOptions(chunk=7))
+        assert summary.workers == workers
         return out
 
     one, three = frames_of(render(1, "one.mp4")), frames_of(render(3, "three.mp4"))
