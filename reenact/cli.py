@@ -1002,6 +1002,10 @@ def _source_rows(table: Table, src) -> None:
                   f"with a face; rest face: frame {src.rest}")
     if src.passed:
         table.add_row("unchanged", f"{src.passed} output frames show their source frame as it is (no face)")
+    bank, used = src.resting
+    if bank:
+        table.add_row("resting frames", f"{bank} of the source's; {used} output frames took their lower face "
+                      "from the nearest in head pose")
     play = f"; the {src.ping_pong} plays forward and back to fill it" if src.ping_pong else ""
     table.add_row("length", f"the {src.length}'s{play}")
 

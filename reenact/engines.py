@@ -153,17 +153,19 @@ class WarpEngine:
         `reenact eval`'s pictures (celeba-id and clips: native crops of 256–288)."""
         return state.extra.photo is not None
 
-    def render(self, state: RefState, target: np.ndarray, driver: DriverFace | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """`driver`: the driver's frame and landmarks, only for `needs_driver`."""
+    def render(self, state: RefState, target: np.ndarray, driver: DriverFace | None = None, *,
+               parts: tuple[str, ...] = redraw.PARTS) -> tuple[np.ndarray, np.ndarray]:
+        """`driver`: the driver's frame and landmarks, only for `needs_driver`; `parts`: the
+        regions to redraw (`Redrawer.redraw`)."""
         points = state.crop.points_to_crop(target)
         rgb, head = warp.warp(state.extra.source, points)
         if self.redrawer is not None:
-            rgb = self.redrawer.redraw(state.extra.regions, rgb, points, driver, in_place=True)
+            rgb = self.redrawer.redraw(state.extra.regions, rgb, points, driver, in_place=True, parts=parts)
         return rgb, paste_mask(np.maximum(head, state.head), state.image.shape[0])
 
     def render_patch(self, state: RefState, target: np.ndarray, shape: tuple[int, ...], at: align.Crop,
-                     driver: DriverFace | None = None, limit: np.ndarray | None = None) -> align.Patch:
+                     driver: DriverFace | None = None, limit: np.ndarray | None = None, *,
+                     parts: tuple[str, ...] = redraw.PARTS) -> align.Patch:
         """The direct render (`direct` states): the rectangle of a frame of `shape` that the
         paste mask reaches, rendered from the reference photo in one resampling (the crop's
         backward map composed with the crop ↔ photo affines, `warp.View`), the regions redrawn
@@ -171,7 +173,8 @@ class WarpEngine:
 
         `target`: (478, 3) landmarks in the state's reference frame; `at`: the crop of the frame
         the patch lands in (the primary reference's: the same crop coordinates as `state.crop`);
-        `limit`: a (S, S) crop-space mask the paste is limited to (as `render`'s mask would be)."""
+        `limit`: a (S, S) crop-space mask the paste is limited to (as `render`'s mask would be);
+        `parts`: as for `render`."""
         points = state.crop.points_to_crop(target)
         src = state.extra.source
         size = src.size
@@ -191,7 +194,8 @@ class WarpEngine:
         view = warp.View((y1 - y0, x1 - x0), to_crop, state.extra.photo, state.crop.inverse)
         rgb = warp.render(src, points, dst, fit, view)
         if self.redrawer is not None:
-            rgb = self.redrawer.redraw(state.extra.regions, rgb, points, driver, canvas=to_crop, in_place=True)
+            rgb = self.redrawer.redraw(state.extra.regions, rgb, points, driver, canvas=to_crop, in_place=True,
+                                       parts=parts)
         # The mask is smooth at its grid's scale: resampled at that spacing and upsampled.
         step = max(1, int(f * view.scale))
         alpha = align.mask_in_frame(mask, align.compose(to_mask_grid(size), at.matrix), (x0, y0, x1, y1), step)

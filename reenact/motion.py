@@ -333,19 +333,51 @@ class SourceRetargeter:
     def __call__(self, source: np.ndarray, drv: np.ndarray) -> np.ndarray:
         src = np.asarray(source, np.float64)
         fit_s, fit_d = g.fit_head(src), g.fit_head(drv)
-        src_c = fit_s.inverse_apply(src)
         if self.transfer == "pose":
-            shape = src_c
+            shape = fit_s.inverse_apply(src)
         elif self.source_expression == "keep":
             frame = Retargeter(src, mode="relative", anchor=self.anchor, transfer="expression",
                                components=self.components)
             shape = frame._shape(fit_d, drv)
         else:
-            moved = self.rest._shape(fit_d, drv)
-            delta = (moved[list(self._members)] - src_c[list(self._members)]) * self._moved_rows[:, None]
-            shape = _moved(src_c, self._members, delta)
+            shape = self._replaced(src, fit_s, fit_d, drv)
+        return self._posed(fit_s, fit_d, shape)
+
+    def _replaced(self, src: np.ndarray, fit_s: g.Similarity, fit_d: g.Similarity, drv: np.ndarray) -> np.ndarray:
+        """`replace`'s canonical shape: the frame's own, with the moved parts of the rest face moved."""
+        src_c = fit_s.inverse_apply(src)
+        moved = self.rest._shape(fit_d, drv)
+        delta = (moved[list(self._members)] - src_c[list(self._members)]) * self._moved_rows[:, None]
+        return _moved(src_c, self._members, delta)
+
+    def from_rest(self, source: np.ndarray, drv: np.ndarray) -> np.ndarray:
+        """The target for rendering this frame's lower face from a *resting* frame of the source
+        (`v2v`'s resting bank; `replace` only). Below the nose (`speech_weights`): the rest face
+        with the moved parts moved by the driver, every landmark — so nothing of this frame's own
+        speech remains, neither in its lips nor in its cheeks and jaw, which move as it talks —
+        plus this frame's own change from the rest face in the parts not selected (e.g. its
+        blinks under `--regions mouth`); from the nose tip up, `__call__`'s target; blended
+        between. Head pose as `__call__`."""
+        src = np.asarray(source, np.float64)
+        fit_s, fit_d = g.fit_head(src), g.fit_head(drv)
+        shape = self.rest._shape(fit_d, drv)
+        own = tuple(i for c in COMPONENTS if c not in self.components for i in c.members)
+        if own:
+            shape = _moved(shape, own, fit_s.inverse_apply(src)[list(own)] - self.rest.ref_c[list(own)])
+        w = speech_weights()[:, None]
+        return self._posed(fit_s, fit_d, w * shape + (1 - w) * self._replaced(src, fit_s, fit_d, drv))
+
+    def _posed(self, fit_s: g.Similarity, fit_d: g.Similarity, shape: np.ndarray) -> np.ndarray:
         pose = fit_s if self.transfer == "expression" else relative_pose(fit_s, fit_d, self.fit_anchor)
         return pose.apply(shape)
+
+
+@functools.lru_cache(maxsize=1)
+def speech_weights() -> np.ndarray:
+    """(478,) how much each landmark is part of the lower face that moves as one speaks: 0 from
+    the nose tip up, 1 from the upper lip's midpoint down, linear between (canonical height)."""
+    y = g.canonical().points[:, 1]
+    return np.clip((y - y[1]) / max(y[0] - y[1], 1e-9), 0.0, 1.0)
 
 
 # ───────────────────────────── anchor choice ─────────────────────────────

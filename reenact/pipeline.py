@@ -205,19 +205,27 @@ class Reenactor:
         `driver_image`: the driver's frame, needed when `needs_driver_image`."""
         return self.plan(driver, driver_image)()
 
-    def plan(self, driver: Face | None, driver_image: np.ndarray | None = None) -> Callable[[], np.ndarray]:
+    def plan(self, driver: Face | None, driver_image: np.ndarray | None = None, *, use: int | None = None,
+             onto: Callable[[], np.ndarray] | None = None,
+             limit: Callable[[RefState, np.ndarray], np.ndarray] | None = None,
+             parts: tuple[str, ...] | None = None) -> Callable[[], np.ndarray]:
         """`render` in two parts: what depends on the order of frames (retargeting, the reference
         choice) now, and the rest (the engine's render and the paste-back) as the returned call.
         That call uses only what it was planned with — later plans, `set_primary` included, do
         not change it — so a video renders several frames at once, each call in its own thread
-        (`video.write_chunks`)."""
+        (`video.write_chunks`). `use`: render from this reference (an index into `references`)
+        instead of choosing one; the result is pasted into the primary's frame either way, or
+        into what `onto` returns when the call runs (a frame in the primary's layout, e.g.
+        another plan's result), limited to `limit(state, crop-space target)` (S×S in [0, 1];
+        default `paste_limit` for the primary, none for the others). `parts`: the regions a warp
+        engine redraws (default all; `Redrawer.redraw`)."""
         reference, crop = self.reference.image, self._crop
         if driver is None:
             self.choose(None)
             return lambda: _output(reference, crop)
         with self.timer("retarget"):
             target = self.target(driver)
-            j = self.choose(target)
+            j = self.choose(target) if use is None else use
         state = self.state if j == 0 else self.states[j]
         if j:  # the same crop-space target, expressed in reference j's frame
             target = state.crop.points_to_frame(self.states[0].crop.points_to_crop(target))
@@ -227,22 +235,25 @@ class Reenactor:
                 raise UsageError("--mouth driver needs the driver's frames", "use --mouth generator or cavity")
             face = DriverFace(driver_image, driver.points)
         engine, timer, primary = self.engine, self.timer, self.states[0]
-        limit_to = self.paste_limit if j == 0 else None
+        limit_to = limit if limit is not None else self.paste_limit if j == 0 else None
         direct = self._direct(state)
+        only = {} if parts is None else {"parts": parts}
 
         def finish() -> np.ndarray:
+            base = reference if onto is None else onto()
             with timer("render"):
                 limit = None if limit_to is None else limit_to(state, state.crop.points_to_crop(target))
                 if direct:  # straight into the photo: no crop render, no paste-back resampling
-                    patch = engine.render_patch(state, target, reference.shape, primary.crop, face, limit)
+                    patch = engine.render_patch(state, target, reference.shape, primary.crop, face, limit, **only)
                 else:
-                    crop_rgb, mask = engine.render(state, target, face) if face else engine.render(state, target)
+                    crop_rgb, mask = (engine.render(state, target, face, **only) if face
+                                      else engine.render(state, target, **only))
                     if limit is not None:
                         mask = mask * limit
             with timer("paste"):
                 if direct:
-                    return _output(patch.onto(reference), crop)
-                return _output(align.paste_back(reference, crop_rgb, primary.crop, mask), crop)
+                    return _output(patch.onto(base), crop)
+                return _output(align.paste_back(base, crop_rgb, primary.crop, mask), crop)
 
         return finish
 

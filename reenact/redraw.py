@@ -56,6 +56,9 @@ class DriverFace:
     points: np.ndarray
 
 
+PARTS = ("mouth", "eyes")  # what a Redrawer can redraw
+
+
 class Redrawer:
     """See module doc. `mouth` / `eyes`: the modes; `mouth_model` / `eyes_model`: the loaded
     `runtime.RegionRuntime` of each generator mode in use (None otherwise)."""
@@ -91,23 +94,26 @@ class Redrawer:
 
     def redraw(self, ref: RegionRef, rgb: np.ndarray, target: np.ndarray,
                driver: DriverFace | None = None, canvas: np.ndarray | None = None, *,
-               in_place: bool = False) -> np.ndarray:
+               in_place: bool = False, parts: tuple[str, ...] = PARTS) -> np.ndarray:
         """The warp render `rgb` (face crop, uint8) of target landmarks `target` (478, 3 crop
         coordinates) with its mouth and eyes redrawn as configured. `canvas`: `rgb` is not the
         face crop but an image whose pixels map to face-crop pixels by this 2×3 affine (the
         direct render's patch of the photo); the regions are read from and drawn into it.
         `in_place`: the regions are drawn into `rgb` itself (the caller's own render), else into
-        one copy of it."""
+        one copy of it. `parts`: which of "mouth" and "eyes" to redraw (a render of which only
+        one part is used: the other is not worth its generator)."""
         if not in_place:
             rgb = rgb.copy()
         scale = g.face_scale(target)
-        if self.mouth == "generator":
+        if "mouth" not in parts:
+            pass
+        elif self.mouth == "generator":
             rgb = self._mouth_generator(ref, rgb, target, scale, canvas)
         elif self.mouth == "driver":
             if driver is None:
                 raise UsageError("--mouth driver needs the driver's frame", "use --mouth generator or cavity")
             rgb = driver_mouth(rgb, target, ref, driver, scale, canvas)
-        if self.eyes == "generator":
+        if self.eyes == "generator" and "eyes" in parts:
             rgb = self._eyes_generator(ref, rgb, target, scale, canvas)
         return rgb
 

@@ -203,7 +203,8 @@ def fill_polygon(size: int, poly: np.ndarray) -> np.ndarray:
     return canvas.astype(np.float32) / 255.0
 
 
-def _grow(mask: np.ndarray, radius: float, feather: float) -> np.ndarray:
+def grow(mask: np.ndarray, radius: float, feather: float) -> np.ndarray:
+    """A [0, 1] mask dilated by a disc of `radius` pixels and feathered (`feather`: sigma, px)."""
     r = max(1, int(round(radius)))
     grown = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
     return align.feathered_mask(grown, feather=feather)
@@ -212,7 +213,7 @@ def _grow(mask: np.ndarray, radius: float, feather: float) -> np.ndarray:
 def mouth_mask(region_points: np.ndarray, size: int) -> np.ndarray:
     """Where the mouth generator replaces the warp (size×size float32): the inner mouth opening
     of the target, grown a little over the inner lip edge and feathered."""
-    return _grow(fill_polygon(size, np.asarray(region_points)[list(g.LIPS_INNER)]), size / 24, size / 40)
+    return grow(fill_polygon(size, np.asarray(region_points)[list(g.LIPS_INNER)]), size / 24, size / 40)
 
 
 def mouth_area_mask(parsing_map: np.ndarray) -> np.ndarray:
@@ -224,13 +225,13 @@ def mouth_area_mask(parsing_map: np.ndarray) -> np.ndarray:
     lips = np.clip(sum(parsing_map[parsing.INDEX[c]] for c in ("upper_lip", "lower_lip", "mouth")), 0.0, 1.0)
     edge = np.minimum(np.arange(size), np.arange(size)[::-1]).astype(np.float32)  # pixels to the nearest edge
     window = np.clip((edge - 1) / (size / 12), 0.0, 1.0)
-    return _grow(lips.astype(np.float32), size / 8, size / 16) * np.minimum.outer(window, window)
+    return grow(lips.astype(np.float32), size / 8, size / 16) * np.minimum.outer(window, window)
 
 
 def eye_mask(region_points: np.ndarray, size: int) -> np.ndarray:
     """Where the eye generator may replace the warp in a (right-eye-indexed) eye crop: the eye
     opening grown over the lids, feathered."""
-    return _grow(fill_polygon(size, np.asarray(region_points)[list(g.RIGHT_EYE)]), size / 10, size / 24)
+    return grow(fill_polygon(size, np.asarray(region_points)[list(g.RIGHT_EYE)]), size / 10, size / 24)
 
 
 def eye_strength(ref_points: np.ndarray, target_points: np.ndarray, side: str) -> float:

@@ -37,12 +37,13 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from reenact import align, media, motion, resume, temporal, video, warp
+from reenact import align, media, motion, regions, resume, temporal, video, warp
+from reenact import geometry as g
 from reenact import references as refs
 from reenact.config import InferenceConfig, VideoOptions
 from reenact.errors import CorruptMedia, MediaError, UsageError
 from reenact.expression import expression_descriptor
-from reenact.engines import RefState
+from reenact.engines import RefState, WarpEngine, build_engine
 from reenact.landmarks import Face
 from reenact.pipeline import Reenactor, Reference, StageTimer, downscale, scaled_size, side_by_side
 
@@ -56,6 +57,22 @@ POSE_WEIGHT = 0.1
 # The rest frame is the source frame nearest the median expression of at most this many
 # evenly spaced source frames (a bounded sample keeps memory constant).
 REST_SAMPLE = 2000
+# The resting bank (`--source-expression replace`, the source's own head pose): frames whose
+# expression is among the BANK_RESTING most typical (nearest the median), up to BANK_SIZE of
+# them at least BANK_SPREAD degrees of head pose apart, the rest frame first. An output frame
+# whose source frame's head pose is within BANK_REACH degrees of a bank frame's renders from the
+# nearest one (kept until another is nearer by BANK_MARGIN), so the source's own speech does not
+# show through; farther poses render from the frame itself.
+BANK_RESTING = 0.3
+BANK_SIZE = 6
+BANK_SPREAD = 4.0
+BANK_REACH = 12.0
+BANK_MARGIN = 3.0
+# A frame rendered from the bank takes its lower face from there (`lower_face`), grown by this
+# many face scales and feathered over this many; the rest from its own render.
+LOWER_GROW = 0.15
+LOWER_FEATHER = 0.06
+LOWER_GRID = 128  # pixels a side of the grid the mask is drawn on
 
 
 def is_video_source(spec: str | Path, options: VideoOptions) -> bool:
@@ -234,6 +251,32 @@ def rest_frame(points: temporal.FrameFile, status: np.ndarray) -> int:
     return int(min(faces, key=lambda j: float(np.linalg.norm(expression_descriptor(points[j]) - median))))
 
 
+def resting_bank(points: temporal.FrameFile, status: np.ndarray, rest: int) -> list[int]:
+    """Source frames to render from instead of the frame itself (`replace`; see BANK_RESTING):
+    the rest frame, then, greedily, the resting frame whose head pose is farthest from all chosen
+    so far, while it is at least BANK_SPREAD degrees from them. Sorted by frame index."""
+    faces = np.flatnonzero(status == temporal.FACE)
+    sample = faces[np.linspace(0, len(faces) - 1, min(len(faces), REST_SAMPLE)).astype(int)]
+    expressions = np.array([expression_descriptor(points[j]) for j in sample])
+    typical = np.linalg.norm(expressions - np.median(expressions, axis=0), axis=1)
+    resting = sample[typical <= np.quantile(typical, BANK_RESTING)]
+    poses = np.array([head_pose(points[j]) for j in resting])
+    bank, pose = [rest], [head_pose(points[rest])]
+    while len(bank) < BANK_SIZE and len(resting):
+        gaps = np.min([np.linalg.norm(poses - p, axis=1) for p in pose], axis=0)
+        k = int(np.argmax(gaps))
+        if gaps[k] < BANK_SPREAD:
+            break
+        bank.append(int(resting[k]))
+        pose.append(poses[k])
+    return sorted(bank)
+
+
+def head_pose(points: np.ndarray) -> np.ndarray:
+    """(yaw, pitch, roll) in degrees."""
+    return g.head_pose(points).as_array()
+
+
 def _fps(path: Path, options: VideoOptions) -> float | None:
     """`--fps` for a folder of frames (None for a video file: it keeps its own rate)."""
     return options.fps if path.is_dir() else None
@@ -287,15 +330,28 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
                           cache=work.file("driver-frames.u8") if tl.driver_backward else None) as dframes:
         job = _Frames(tl, sstatus, dstatus, spts, dpts, sframes, dframes, retarget, source,
                       work.state.source_track["max_faces"])
-        r = Reenactor([job.reference(int(np.argmax(sstatus == temporal.FACE))), *photos], config, timer=timer,
-                      multi=options.multi)
+        first = job.reference(int(np.argmax(sstatus == temporal.FACE)))
+        engine = build_engine(config)
+        if _uses_bank(options, photos, config) and isinstance(engine, WarpEngine):
+            job.bank = resting_bank(spts, sstatus, rest)
+            job.moves_upper = set(options.motion.regions) != {"mouth"}
+            job.bank_poses = [head_pose(spts[j]) for j in job.bank]
+            with IndexedFrames(opener["source"], source, cache=None, timer=timer) as frames:
+                bank = [Reference(image=frames[j], face=Face(points=spts[j]), n_faces=job.faces, name=str(source))
+                        for j in job.bank]
+            r = Reenactor([first, *bank], config, engine=engine, timer=timer, multi="select")
+        else:
+            r = Reenactor([first, *photos], config, engine=engine, timer=timer, multi=options.multi)
         r.paste_limit = moved_region
         summary.size = video.output_size(r, dinfo, config)
         summary.chunks_resumed = video.write_chunks(work, tl.frames, options.chunk, summary.size, dinfo.fps,
                                                     lambda i: job.plan(r, i), lambda i: job.skip(r, i),
                                                     timer, progress, preset=options.preset)
         summary.workers = video.render_workers(summary.size)
-    summary.multi, summary.usage = r.mode, r.usage() if r.mode == "select" else []
+    summary.multi, summary.usage = r.mode, r.usage() if r.mode == "select" and not job.bank else []
+    if job.bank:
+        summary.multi = "single"
+        summary.source.resting = (len(job.bank), job.from_bank)
     work.hold_signals()  # from here the render completes (see WorkDir.hold_signals)
     with timer("join"):
         media.concat_videos([work.segment(k) for k in range(summary.chunks)], target,
@@ -315,6 +371,15 @@ def _motion(work: resume.WorkDir, sstatus: np.ndarray, dstatus: np.ndarray, opti
                                            components=motion.components_for(options.motion.regions),
                                            source_expression=options.source_expression)
     return rest, anchor, retarget
+
+
+def _uses_bank(options: VideoOptions, photos: list[Reference], config: InferenceConfig) -> bool:
+    """Whether frames render their lower face from the resting bank: the mouth moves and replaces
+    the source's own (`replace`), the head pose stays the source's (`--transfer expression`), no
+    photos of the person were given (those are the k-shot views instead) and the output is the
+    whole frame (not `--crop`)."""
+    return (options.source_expression == "replace" and options.motion.transfer == "expression"
+            and "mouth" in options.motion.regions and not photos and not config.crop)
 
 
 def _moves(tl: Timeline, sstatus: np.ndarray, dstatus: np.ndarray, i: int) -> bool:
@@ -343,6 +408,11 @@ class _Frames:
     retarget: motion.SourceRetargeter
     source: Path
     faces: int
+    bank: list[int] = dataclasses.field(default_factory=list)  # resting frames (`resting_bank`)
+    bank_poses: list[np.ndarray] = dataclasses.field(default_factory=list)
+    chosen: int = 0  # the bank frame in use: its index in `bank` + 1; 0 = the frame itself
+    moves_upper: bool = True  # eyes or brows move too (not only the mouth)
+    from_bank: int = 0  # output frames rendered from the bank
 
     def reference(self, j: int) -> Reference:
         """Source frame j as the reference of its own output frame."""
@@ -357,8 +427,15 @@ class _Frames:
         j, d, moved = self._moved(i)
         drv_img = self.dframes[d] if r.config.compare or r.needs_driver_image else None  # decoded only then
         if moved:
-            self._use(r, j, set_primary=True)
-            job = r.plan(Face(points=self.dpts[d]), drv_img)
+            use = self._choose_bank(j) if self.bank else 0
+            self._use(r, j, set_primary=True, from_rest=bool(use))
+            face = Face(points=self.dpts[d])
+            if use:  # the bank frame's render for the lower face, the frame's own for the upper
+                self.from_bank += 1  # (only the mouth moved: the frame itself there)
+                own = r.plan(face, drv_img, use=0, limit=upper_face, parts=("eyes",)) if self.moves_upper else None
+                job = r.plan(face, drv_img, use=use, onto=own, limit=lower_face, parts=("mouth",))
+            else:
+                job = r.plan(face, drv_img, use=None if not self.bank else 0)
         else:  # no face in the source frame (or none yet in the driver): the source frame as it is
             r.choose(None)
             out = r.unchanged(self.sframes[j])
@@ -367,6 +444,11 @@ class _Frames:
 
     def skip(self, r: Reenactor, i: int) -> None:
         """A frame of a completed chunk: only the reference choice advances (k-shot selection)."""
+        if self.bank:
+            j, _, moved = self._moved(i)
+            if moved:
+                self._choose_bank(j)
+            return
         if r.mode != "select":
             return
         j, d, moved = self._moved(i)
@@ -374,13 +456,44 @@ class _Frames:
             self._use(r, j, set_primary=False)
         r.advance(Face(points=self.dpts[d]) if moved else None)
 
-    def _use(self, r: Reenactor, j: int, *, set_primary: bool) -> None:
+    def _choose_bank(self, j: int) -> int:
+        """The reference source frame j renders from: 1 + the index of the bank frame nearest in
+        head pose (hysteresis: BANK_MARGIN), or 0 (the frame itself) beyond BANK_REACH."""
+        gaps = [float(np.linalg.norm(head_pose(self.spts[j]) - p)) for p in self.bank_poses]
+        best = int(np.argmin(gaps))
+        if self.chosen and gaps[self.chosen - 1] <= BANK_REACH and gaps[best] >= gaps[self.chosen - 1] - BANK_MARGIN:
+            return self.chosen
+        self.chosen = best + 1 if gaps[best] <= BANK_REACH else 0
+        return self.chosen
+
+    def _use(self, r: Reenactor, j: int, *, set_primary: bool, from_rest: bool = False) -> None:
         points = self.spts[j]
         if set_primary:
             r.set_primary(self.reference(j))
         else:
             r.selector.candidates[0] = refs.candidate(points)
-        r.retarget = lambda drv: self.retarget(points, drv)
+        target = self.retarget.from_rest if from_rest else self.retarget
+        r.retarget = lambda drv: target(points, drv)
+
+
+def lower_face(state: RefState, target: np.ndarray) -> np.ndarray:
+    """(S, S) float32 in [0, 1]: the part of the face that moves as one speaks, in crop space for
+    the crop-space `target` — the landmarks of `motion.speech_weights` ≥ ½ (from halfway between
+    the nose tip and the upper lip down to the chin, cheek to cheek), grown by LOWER_GROW face
+    scales (over the jaw line and the frame's own chin, which may hang lower) and feathered."""
+    size = state.image.shape[0]
+    f = LOWER_GRID / size  # drawn on a coarse grid (it is smooth at that scale) and upsampled
+    pts = np.asarray(target, np.float64)[motion.speech_weights() >= 0.5, :2] * f
+    hull = cv2.convexHull(pts.astype(np.float32))[:, 0]
+    scale = g.face_scale(target) * f
+    mask = regions.grow(regions.fill_polygon(LOWER_GRID, hull), LOWER_GROW * scale, LOWER_FEATHER * scale)
+    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def upper_face(state: RefState, target: np.ndarray) -> np.ndarray:
+    """Where a frame rendered from the bank keeps its own render: `moved_region` outside
+    `lower_face` (the own render then covers only that rectangle)."""
+    return moved_region(state, target) * (1.0 - lower_face(state, target))
 
 
 def moved_region(state: RefState, target: np.ndarray) -> np.ndarray:

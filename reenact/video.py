@@ -83,7 +83,8 @@ class SourceSummary:
     constant-rate decoding), those `with_face`; `passed`: output frames whose source frame had
     no face (or whose driver frame had none yet) and so are the source frame unchanged; `rest`:
     the source frame taken as its resting face; `length`: what decided the output's length;
-    `ping_pong`: which input played backward to fill it ("", "source", "driver")."""
+    `ping_pong`: which input played backward to fill it ("", "source", "driver"); `resting`:
+    (frames in the resting bank, output frames rendered from it), `v2v.resting_bank`."""
 
     path: str
     frames: int
@@ -93,6 +94,7 @@ class SourceSummary:
     rest: int
     length: str
     ping_pong: str
+    resting: tuple[int, int] = (0, 0)
 
 
 def reenact_video(ref_path: str | Path | list, drive_path: str | Path, out_path: str | Path,

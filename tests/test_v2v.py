@@ -157,6 +157,105 @@ def test_a_source_frame_keeps_its_exact_pixels_outside_what_moves():
         assert np.array_equal(out[ey0:ey1, ex0:ex1], frame[ey0:ey1, ex0:ex1]), regions
 
 
+def jaw_drop(points: np.ndarray, amount: float) -> np.ndarray:
+    """A talking face: the mouth opened by `amount` and the jaw line below the mouth corners
+    lowered with it (more towards the chin), as a jaw drops."""
+    fit = g.fit_head(points)
+    c = fit.inverse_apply(synth.open_mouth(points, amount))
+    canon = g.canonical().points
+    lower = [i for i in g.FACE_OVAL if canon[i, 1] > canon[61, 1]]
+    c[lower, 1] += amount * (canon[lower, 1] - canon[61, 1]) / (canon[152, 1] - canon[61, 1])
+    return fit.apply(c)
+
+
+def test_rest_target_drops_the_sources_own_speech():
+    """`SourceRetargeter.from_rest` (frames rendered from the resting bank): the lower face of
+    the target is the rest face moved by the driver whatever the source frame's own mouth and
+    jaw do (`__call__` keeps the source's jaw line, which moves as it talks); the upper face and
+    the head pose stay the source frame's, and so do its blinks when only the mouth is moved."""
+    rest = anchor = synth.face()
+    driver = synth.open_mouth(synth.face(), 0.1)
+    quiet, talking = synth.face(yaw=10), jaw_drop(synth.face(yaw=10), 0.12)
+    lower = motion.speech_weights() == 1  # from the upper lip down
+    r = motion.SourceRetargeter(rest, anchor)
+    a, b = r.from_rest(quiet, driver), r.from_rest(talking, driver)
+    assert np.abs(a[lower] - b[lower]).max() < 1e-6
+    assert np.abs(r(quiet, driver)[lower] - r(talking, driver)[lower]).max() > 2  # the old target leaks it
+    assert _opening(a) == pytest.approx(0.1 + _opening(rest), abs=0.02)
+    assert np.allclose(g.head_pose(a).as_array(), g.head_pose(quiet).as_array(), atol=0.5)
+    upper = motion.speech_weights() == 0
+    assert np.allclose(a[upper], r(quiet, driver)[upper], atol=1e-6)
+    blink = synth.close_eyes(synth.face(yaw=10), 0.8)
+    lips = motion.SourceRetargeter(rest, anchor, components=motion.components_for(("mouth",)))
+    eyes = list(g.RIGHT_EYE + g.LEFT_EYE)
+    assert np.abs(lips.from_rest(blink, driver)[eyes] - blink[eyes]).max() < 0.5  # its own blink stays
+
+
+def test_resting_bank_spans_the_sources_poses_with_resting_frames():
+    from reenact.v2v import BANK_SPREAD, resting_bank
+
+    # 40 frames turning from -15° to +15°; every other frame talks
+    points = [jaw_drop(synth.face(yaw=y), 0.1) if k % 2 else synth.face(yaw=y)
+              for k, y in enumerate(np.linspace(-15, 15, 40))]
+    status = np.zeros(40, np.uint8)  # temporal.FACE
+    bank = resting_bank(points, status, rest=20)
+    assert 20 in bank and 3 <= len(bank) <= 6 and bank == sorted(bank)
+    assert all(k % 2 == 0 for k in bank)  # resting frames only
+    yaws = sorted(g.head_pose(points[k]).yaw for k in bank)
+    assert min(np.diff(yaws)) >= BANK_SPREAD - 0.5 and yaws[0] < -8 and yaws[-1] > 8  # spread over the turn
+
+
+def test_bank_choice_follows_the_head_pose_with_hysteresis():
+    from reenact.v2v import BANK_REACH, _Frames, head_pose
+
+    yaws = [0.0, 1.5, 2.5, 6.0, 9.0, 4.0, 30.0, 9.5]
+    points = [synth.face(yaw=y) for y in yaws]
+    job = _Frames(None, None, None, points, None, None, None, None, Path("s.mp4"), 1)
+    job.bank = [0, 3]  # bank frames at yaw 0 and 6
+    job.bank_poses = [head_pose(points[k]) for k in job.bank]
+    chosen = [job._choose_bank(j) for j in range(len(yaws))]
+    # 0 → bank 1; 1.5, 2.5 stay (not nearer by the margin); 6 and 9 → bank 2; 4 stays on 2;
+    # 30° is beyond BANK_REACH of both: the frame itself (0); 9.5 → bank 2 again
+    assert 30 - 6 > BANK_REACH
+    assert chosen == [1, 1, 1, 2, 2, 2, 0, 2]
+
+
+def test_a_frame_rendered_from_the_bank_changes_only_its_head():
+    """The bank path (`Reenactor.plan(use=…, onto=…, limit=…)`): the frame's own render keeps the
+    upper face, the bank frame's render the lower face, pasted into the frame itself; outside
+    the engine's crop the frame's pixels are exact."""
+    from reenact.config import InferenceConfig
+    from reenact.landmarks import Face, Landmarker
+    from reenact.pipeline import Reenactor, Reference
+    from reenact.v2v import lower_face, upper_face
+
+    frame = media.read_image(EXAMPLES / "ref.jpg")
+    other = np.ascontiguousarray(frame[:, ::-1])  # a stand-in for another frame of the source
+    with Landmarker(mode="image") as lm:
+        points = lm.detect(frame)[0].points.astype(np.float64)
+        other_points = lm.detect(other)[0].points.astype(np.float64)
+    r = Reenactor([Reference(frame, Face(points=points), 1), Reference(other, Face(points=other_points), 1)],
+                  InferenceConfig(engine="warp"), multi="select")
+    retarget = motion.SourceRetargeter(points, points)
+    r.retarget = lambda d: retarget.from_rest(points, d)
+    driver = Face(points=synth.open_mouth(points, 0.1))
+    own = r.plan(driver, use=0, limit=upper_face)
+    out = r.plan(driver, use=1, onto=own, limit=lower_face)()
+    crop = r.states[0].crop
+    corners = crop.points_to_frame(np.array([[0, 0], [crop.size, 0], [0, crop.size], [crop.size, crop.size]], float))
+    (x0, y0), (x1, y1) = np.floor(corners.min(0)).astype(int), np.ceil(corners.max(0)).astype(int)
+    outside = np.ones(frame.shape[:2], bool)
+    outside[max(y0, 0):y1, max(x0, 0):x1] = False
+    assert np.array_equal(out[outside], frame[outside])
+    mouth = points[list(g.LIPS_OUTER), :2]
+    (mx0, my0), (mx1, my1) = mouth.min(0).astype(int), mouth.max(0).astype(int)
+    assert np.abs(out[my0:my1, mx0:mx1].astype(int) - frame[my0:my1, mx0:mx1]).mean() > 3  # it opened
+    eyes = points[list(g.RIGHT_EYE + g.LEFT_EYE), :2]
+    (ex0, ey0), (ex1, ey1) = eyes.min(0).astype(int) - 3, eyes.max(0).astype(int) + 3
+    # the eyes did not move: the frame's own pixels (from its own render's limit), not the bank's
+    assert np.array_equal(out[ey0:ey1, ex0:ex1], frame[ey0:ey1, ex0:ex1])
+
+
 def test_is_video_source(tmp_path):
     assert is_video_source(EXAMPLES / "drive.mp4", VideoOptions())
     assert not is_video_source(EXAMPLES / "ref.jpg", VideoOptions())

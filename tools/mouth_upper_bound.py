@@ -48,7 +48,7 @@ def truth_paste(mask_kind: str):
         window = np.minimum.outer(fade, fade)
         if mask_kind == "area":
             outer = regions.fill_polygon(SIZE, pts[list(g.LIPS_OUTER)]).astype(np.float32)
-            window = regions._grow(outer, SIZE / 8, SIZE / 16) * window
+            window = regions.grow(outer, SIZE / 8, SIZE / 16) * window
         return box.paste(rgb, mouth, window.astype(np.float32))
     return paste
 
