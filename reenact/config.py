@@ -174,6 +174,9 @@ class VideoOptions:
     audio: the "driver"'s audio (default), the "source"'s, or "none" ("none" also for photos).
     source_expression: "replace" (the moved parts follow the driver alone, from the source's
         rest face) or "keep" (the driver's change is added to the source's own expression).
+    resting: a video source under "replace": draw each frame's lower face from the nearest (in
+        head pose) of a few resting frames of the source, so that its own speech does not show
+        through the dubbed mouth (`v2v.resting_bank`); False: from the frame itself.
     preset: the x264 preset of the rendered video (crf 18 either way). "veryfast" encodes a
         1080p frame in about 40 % of "medium"'s CPU time, visually the same (≈ 0.5 dB PSNR less,
         files of similar size); "medium" or slower for the smallest files.
@@ -190,6 +193,7 @@ class VideoOptions:
     length: str = "driver"
     audio: str = "driver"
     source_expression: str = "replace"
+    resting: bool = True
     preset: str = "veryfast"
 
     def __post_init__(self) -> None:

@@ -374,11 +374,11 @@ def _motion(work: resume.WorkDir, sstatus: np.ndarray, dstatus: np.ndarray, opti
 
 
 def _uses_bank(options: VideoOptions, photos: list[Reference], config: InferenceConfig) -> bool:
-    """Whether frames render their lower face from the resting bank: the mouth moves and replaces
-    the source's own (`replace`), the head pose stays the source's (`--transfer expression`), no
-    photos of the person were given (those are the k-shot views instead) and the output is the
-    whole frame (not `--crop`)."""
-    return (options.source_expression == "replace" and options.motion.transfer == "expression"
+    """Whether frames render their lower face from the resting bank: asked for (`resting`), the
+    mouth moves and replaces the source's own (`replace`), the head pose stays the source's
+    (`--transfer expression`), no photos of the person were given (those are the k-shot views
+    instead) and the output is the whole frame (not `--crop`)."""
+    return (options.resting and options.source_expression == "replace" and options.motion.transfer == "expression"
             and "mouth" in options.motion.regions and not photos and not config.crop)
 
 

@@ -353,6 +353,25 @@ def test_dubbing_changes_only_the_face_and_follows_the_driver(clips, tmp_path):
     assert np.median(changed) < 40  # inside it the face moved
 
 
+def test_resting_frames_draw_the_lower_face_unless_turned_off(clips, tmp_path):
+    """By default (`replace`) output frames take their lower face from the source's resting bank
+    and the summary counts them; `--no-resting` (`VideoOptions.resting`) and `keep` never do."""
+    from reenact import video
+    from reenact.config import InferenceConfig
+
+    def resting(**options) -> tuple[int, int]:
+        s = video.reenact_video(clips["src"], clips["drv"], tmp_path / "out.mp4", InferenceConfig(engine="warp"),
+                                options=VideoOptions(**options), overwrite=True)
+        return s.source.resting
+
+    bank, used = resting()
+    assert 1 <= bank <= 6 and used > 0
+    assert resting(resting=False) == (0, 0)
+    assert resting(source_expression="keep") == (0, 0)
+    r = reenact("video", clips["src"], clips["drv"], "--no-resting", "--engine", "warp", "-o", tmp_path / "cli.mp4")
+    assert r.returncode == 0 and "resting frames" not in r.stdout, r.stderr
+
+
 @pytest.mark.slow
 def test_length_and_audio_choices(clips, tmp_path):
     out = tmp_path / "o.mp4"
