@@ -1,13 +1,13 @@
 """Quality of video-to-video (`reenact video SOURCE.mp4 DRIVER.mp4`) on the shared talking-face clips.
 
-Usage: PYTHONPATH=. python benchmarks/v2v_quality.py [--frames 100] [--variants replace,keep,photo]
+Usage: PYTHONPATH=. python benchmarks/v2v_quality.py [--frames 100] [--variants replace,keep,resting,photo]
        [--engine fusion] [--mouth-weights M.onnx] [--eyes-weights E.onnx] [--json OUT.json]
 
 Pairs (../shared/data/clips/pcavs-vox2, 224×224 at 25 fps): *self-reenactment* — a speaker's
 clip driven by the same speaker's other clip (speakers 7414… and 5176…, both directions) — and
 *cross-identity* pairs of different speakers. Each driver is cut to its first `--frames` frames
 (every source is longer, so nothing plays backward). Variants: `replace` and `keep`
-(`--source-expression`), and `photo`: the photo-reference path with the source's first frame as
+(`--source-expression`), `resting` (`replace --resting`), and `photo`: the photo-reference path with the source's first frame as
 the photo (a baseline for identity and mouth correlation; its pose follows the driver, so its
 pose error and background are not comparable). Per pair, on the rendered video:
 
@@ -167,7 +167,8 @@ def main() -> None:
                     reference = Path(tmp) / f"{Path(s).stem}.png"
                     media.write_image(reference, frames_of(source, 25.0 if source.is_dir() else None)[0], overwrite=True)
                 options = VideoOptions(reference_frames=source.is_dir() and variant != "photo",
-                                       source_expression="replace" if variant == "photo" else variant,
+                                       source_expression="keep" if variant == "keep" else "replace",
+                                       resting=variant == "resting",
                                        motion=MotionConfig(regions=tuple(args.regions.split(","))))
                 t0 = time.perf_counter()
                 video.reenact_video(reference, driver, out, InferenceConfig(engine=args.engine, mouth_weights=args.mouth_weights,

@@ -227,7 +227,7 @@ def _video_settings(engine: Optional[str], size: int, crop: bool, compare: bool,
                     chunk_frames: int, resume: bool, multi: str = "auto", mouth: str = "auto", eyes: str = "auto",
                     mouth_weights: Optional[Path] = None, eyes_weights: Optional[Path] = None,
                     reference_frames: bool = False, length: str = "driver", audio: str = "driver",
-                    source_expression: str = "replace", resting: bool = True, preset: str = "veryfast",
+                    source_expression: str = "replace", resting: bool = False, preset: str = "veryfast",
                     **_) -> tuple[InferenceConfig, VideoOptions]:
     """Options of `reenact video` (also each batch job's) → (config, video options); raises
     UsageError. engine None: the default engine (`engines.default_engine`)."""
@@ -317,11 +317,10 @@ def video(
     source_expression: str = typer.Option("replace", "--source-expression", help="Video source: replace "
                                           "the source's own movement of the moved parts by the driver's "
                                           "(dubbing), or keep it and add the driver's change."),
-    resting: bool = typer.Option(True, "--resting/--no-resting", help="Video source with replace: draw "
+    resting: bool = typer.Option(False, "--resting/--no-resting", help="Video source with replace: draw "
                                  "each frame's lower face from the nearest of a few resting frames of the "
-                                 "source, so its own speech does not show through the dubbed mouth. "
-                                 "--no-resting: from the frame itself (faster; for shots whose light "
-                                 "changes a lot)."),
+                                 "source, so its own speech does not show through the dubbed mouth "
+                                 "(clean talking-head shots: nothing in front of the mouth; slower)."),
     engine: Optional[str] = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
     max_side: int = typer.Option(1920, "--max-side", help="Longest side of output frames (0 = keep)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted render of the same job "

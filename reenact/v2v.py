@@ -252,9 +252,9 @@ def rest_frame(points: temporal.FrameFile, status: np.ndarray) -> int:
 
 
 def resting_bank(points: temporal.FrameFile, status: np.ndarray, rest: int) -> list[int]:
-    """Source frames to render from instead of the frame itself (`replace`; see BANK_RESTING):
+    """Source frames to draw lower faces from (`--resting`; see BANK_RESTING), sorted by index:
     the rest frame, then, greedily, the resting frame whose head pose is farthest from all chosen
-    so far, while it is at least BANK_SPREAD degrees from them. Sorted by frame index."""
+    so far, while it is at least BANK_SPREAD degrees from them."""
     faces = np.flatnonzero(status == temporal.FACE)
     sample = faces[np.linspace(0, len(faces) - 1, min(len(faces), REST_SAMPLE)).astype(int)]
     expressions = np.array([expression_descriptor(points[j]) for j in sample])
@@ -334,11 +334,11 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
         engine = build_engine(config)
         if _uses_bank(options, photos, config) and isinstance(engine, WarpEngine):
             job.bank = resting_bank(spts, sstatus, rest)
-            job.moves_upper = set(options.motion.regions) != {"mouth"}
-            job.bank_poses = [head_pose(spts[j]) for j in job.bank]
             with IndexedFrames(opener["source"], source, cache=None, timer=timer) as frames:
                 bank = [Reference(image=frames[j], face=Face(points=spts[j]), n_faces=job.faces, name=str(source))
                         for j in job.bank]
+            job.moves_upper = set(options.motion.regions) != {"mouth"}
+            job.bank_poses = [head_pose(spts[j]) for j in job.bank]
             r = Reenactor([first, *bank], config, engine=engine, timer=timer, multi="select")
         else:
             r = Reenactor([first, *photos], config, engine=engine, timer=timer, multi=options.multi)

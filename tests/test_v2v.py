@@ -192,14 +192,15 @@ def test_rest_target_drops_the_sources_own_speech():
 
 
 def test_resting_bank_spans_the_sources_poses_with_resting_frames():
-    from reenact.v2v import BANK_SPREAD, resting_bank
+    from reenact.v2v import BANK_SPREAD, rest_frame, resting_bank
 
     # 40 frames turning from -15° to +15°; every other frame talks
     points = [jaw_drop(synth.face(yaw=y), 0.1) if k % 2 else synth.face(yaw=y)
               for k, y in enumerate(np.linspace(-15, 15, 40))]
     status = np.zeros(40, np.uint8)  # temporal.FACE
-    bank = resting_bank(points, status, rest=20)
-    assert 20 in bank and 3 <= len(bank) <= 6 and bank == sorted(bank)
+    rest = rest_frame(points, status)
+    bank = resting_bank(points, status, rest)
+    assert rest in bank and 3 <= len(bank) <= 6 and bank == sorted(bank)
     assert all(k % 2 == 0 for k in bank)  # resting frames only
     yaws = sorted(g.head_pose(points[k]).yaw for k in bank)
     assert min(np.diff(yaws)) >= BANK_SPREAD - 0.5 and yaws[0] < -8 and yaws[-1] > 8  # spread over the turn
@@ -353,9 +354,9 @@ def test_dubbing_changes_only_the_face_and_follows_the_driver(clips, tmp_path):
     assert np.median(changed) < 40  # inside it the face moved
 
 
-def test_resting_frames_draw_the_lower_face_unless_turned_off(clips, tmp_path):
-    """By default (`replace`) output frames take their lower face from the source's resting bank
-    and the summary counts them; `--no-resting` (`VideoOptions.resting`) and `keep` never do."""
+def test_resting_frames_draw_the_lower_face_when_asked(clips, tmp_path):
+    """With `--resting` (`VideoOptions.resting`, `replace`) output frames take their lower face
+    from the source's resting bank and the summary counts them; by default and with `keep` none."""
     from reenact import video
     from reenact.config import InferenceConfig
 
@@ -364,12 +365,12 @@ def test_resting_frames_draw_the_lower_face_unless_turned_off(clips, tmp_path):
                                 options=VideoOptions(**options), overwrite=True)
         return s.source.resting
 
-    bank, used = resting()
+    bank, used = resting(resting=True)
     assert 1 <= bank <= 6 and used > 0
-    assert resting(resting=False) == (0, 0)
-    assert resting(source_expression="keep") == (0, 0)
-    r = reenact("video", clips["src"], clips["drv"], "--no-resting", "--engine", "warp", "-o", tmp_path / "cli.mp4")
-    assert r.returncode == 0 and "resting frames" not in r.stdout, r.stderr
+    assert resting() == (0, 0)
+    assert resting(resting=True, source_expression="keep") == (0, 0)
+    r = reenact("video", clips["src"], clips["drv"], "--resting", "--engine", "warp", "-o", tmp_path / "cli.mp4")
+    assert r.returncode == 0 and "resting frames" in r.stdout, r.stderr
 
 
 @pytest.mark.slow
