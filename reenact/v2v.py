@@ -27,7 +27,6 @@ Memory does not depend on either video's length.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
