@@ -426,15 +426,16 @@ class _Frames:
         j, d, moved = self._moved(i)
         drv_img = self.dframes[d] if r.config.compare or r.needs_driver_image else None  # decoded only then
         if moved:
-            use = self._choose_bank(j) if self.bank else 0
-            self._use(r, j, set_primary=True, from_rest=bool(use))
+            bank = self._choose_bank(j) if self.bank else 0  # 0: the frame itself
+            self._use(r, j, set_primary=True, from_rest=bank > 0)
             face = Face(points=self.dpts[d])
-            if use:  # the bank frame's render for the lower face, the frame's own for the upper
-                self.from_bank += 1  # (only the mouth moved: the frame itself there)
-                own = r.plan(face, drv_img, use=0, limit=upper_face, parts=("eyes",)) if self.moves_upper else None
-                job = r.plan(face, drv_img, use=use, onto=own, limit=lower_face, parts=("mouth",))
-            else:
-                job = r.plan(face, drv_img, use=None if not self.bank else 0)
+            if bank:  # the lower face from the bank frame's render, the upper from the frame's own
+                self.from_bank += 1
+                own = (r.plan(face, drv_img, use=0, limit=upper_face, parts=("eyes",))
+                       if self.moves_upper else None)  # only the mouth moves: the frame itself above
+                job = r.plan(face, drv_img, use=bank, onto=own, limit=lower_face, parts=("mouth",))
+            else:  # with a bank never a bank frame; without, the reference choice (k-shot photos)
+                job = r.plan(face, drv_img, use=0 if self.bank else None)
         else:  # no face in the source frame (or none yet in the driver): the source frame as it is
             r.choose(None)
             out = r.unchanged(self.sframes[j])
