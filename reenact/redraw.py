@@ -105,11 +105,10 @@ class Redrawer:
         if not in_place:
             rgb = rgb.copy()
         scale = g.face_scale(target)
-        if "mouth" not in parts:
-            pass
-        elif self.mouth == "generator":
+        mouth = self.mouth if "mouth" in parts else "cavity"  # cavity: the warp's own, nothing to draw
+        if mouth == "generator":
             rgb = self._mouth_generator(ref, rgb, target, scale, canvas)
-        elif self.mouth == "driver":
+        elif mouth == "driver":
             if driver is None:
                 raise UsageError("--mouth driver needs the driver's frame", "use --mouth generator or cavity")
             rgb = driver_mouth(rgb, target, ref, driver, scale, canvas)

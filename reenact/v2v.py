@@ -56,7 +56,7 @@ POSE_WEIGHT = 0.1
 # The rest frame is the source frame nearest the median expression of at most this many
 # evenly spaced source frames (a bounded sample keeps memory constant).
 REST_SAMPLE = 2000
-# The resting bank (`--source-expression replace`, the source's own head pose): frames whose
+# The resting bank (`--resting` with `replace`, the source's own head pose): frames whose
 # expression is among the BANK_RESTING most typical (nearest the median), up to BANK_SIZE of
 # them at least BANK_SPREAD degrees of head pose apart, the rest frame first. An output frame
 # whose source frame's head pose is within BANK_REACH degrees of a bank frame's renders from the
@@ -245,18 +245,22 @@ def rest_frame(points: temporal.FrameFile, status: np.ndarray) -> int:
     """The source frame (with a face) whose expression is nearest the source's median
     expression (`expression.expression_descriptor`): its typical, resting face."""
     faces = np.flatnonzero(status == temporal.FACE)
-    sample = faces[np.linspace(0, len(faces) - 1, min(len(faces), REST_SAMPLE)).astype(int)]
-    median = np.median([expression_descriptor(points[j]) for j in sample], axis=0)
+    _, expressions = _expression_sample(points, faces)
+    median = np.median(expressions, axis=0)
     return int(min(faces, key=lambda j: float(np.linalg.norm(expression_descriptor(points[j]) - median))))
+
+
+def _expression_sample(points: temporal.FrameFile, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(at most REST_SAMPLE evenly spaced frames of `faces`, their expression descriptors)."""
+    sample = faces[np.linspace(0, len(faces) - 1, min(len(faces), REST_SAMPLE)).astype(int)]
+    return sample, np.array([expression_descriptor(points[j]) for j in sample])
 
 
 def resting_bank(points: temporal.FrameFile, status: np.ndarray, rest: int) -> list[int]:
     """Source frames to draw lower faces from (`--resting`; see BANK_RESTING), sorted by index:
     the rest frame, then, greedily, the resting frame whose head pose is farthest from all chosen
     so far, while it is at least BANK_SPREAD degrees from them."""
-    faces = np.flatnonzero(status == temporal.FACE)
-    sample = faces[np.linspace(0, len(faces) - 1, min(len(faces), REST_SAMPLE)).astype(int)]
-    expressions = np.array([expression_descriptor(points[j]) for j in sample])
+    sample, expressions = _expression_sample(points, np.flatnonzero(status == temporal.FACE))
     typical = np.linalg.norm(expressions - np.median(expressions, axis=0), axis=1)
     resting = sample[typical <= np.quantile(typical, BANK_RESTING)]
     poses = np.array([head_pose(points[j]) for j in resting])
@@ -347,10 +351,11 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
                                                     lambda i: job.plan(r, i), lambda i: job.skip(r, i),
                                                     timer, progress, preset=options.preset)
         summary.workers = video.render_workers(summary.size)
-    summary.multi, summary.usage = r.mode, r.usage() if r.mode == "select" and not job.bank else []
-    if job.bank:
-        summary.multi = "single"
+    if job.bank:  # its frames are not references the user chose: no selection to report
+        summary.multi, summary.usage = "single", []
         summary.source.resting = (len(job.bank), job.from_bank)
+    else:
+        summary.multi, summary.usage = r.mode, r.usage() if r.mode == "select" else []
     work.hold_signals()  # from here the render completes (see WorkDir.hold_signals)
     with timer("join"):
         media.concat_videos([work.segment(k) for k in range(summary.chunks)], target,
