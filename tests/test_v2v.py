@@ -123,6 +123,16 @@ def test_source_retargeter_regions_leave_the_other_parts_to_the_source():
     assert _opening(out) == pytest.approx(0.15 + _opening(rest), abs=0.02)
 
 
+def outside_crop(crop: align.Crop, shape: tuple[int, ...]) -> np.ndarray:
+    """(H, W) bool: the frame pixels outside the bounding box of `crop`'s square (nothing the
+    engine renders into it can reach them)."""
+    corners = crop.points_to_frame(np.array([[0, 0], [crop.size, 0], [0, crop.size], [crop.size, crop.size]], float))
+    (x0, y0), (x1, y1) = np.floor(corners.min(0)).astype(int), np.ceil(corners.max(0)).astype(int)
+    mask = np.ones(shape[:2], bool)
+    mask[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = False
+    return mask
+
+
 def test_a_source_frame_keeps_its_exact_pixels_outside_what_moves():
     """Before encoding: outside the engine's crop nothing changes, and the paste is limited to
     where the warp moves pixels, so eyes that did not move keep the source's exact pixels."""
@@ -142,11 +152,7 @@ def test_a_source_frame_keeps_its_exact_pixels_outside_what_moves():
         r.set_primary(Reference(frame, Face(points=points), 1))
         r.retarget = lambda d: retarget(points, d)
         out = r.render(Face(points=driver))
-        crop = r.states[0].crop
-        corners = crop.points_to_frame(np.array([[0, 0], [crop.size, 0], [0, crop.size], [crop.size, crop.size]], float))
-        (x0, y0), (x1, y1) = np.floor(corners.min(0)).astype(int), np.ceil(corners.max(0)).astype(int)
-        outside = np.ones(frame.shape[:2], bool)
-        outside[max(y0, 0):y1, max(x0, 0):x1] = False
+        outside = outside_crop(r.states[0].crop, frame.shape)
         assert np.array_equal(out[outside], frame[outside])
         mouth = [int(i) for i in g.LIPS_INNER]
         (mx0, my0), (mx1, my1) = points[mouth, :2].min(0).astype(int), points[mouth, :2].max(0).astype(int) + 1
@@ -242,11 +248,7 @@ def test_a_frame_rendered_from_the_bank_changes_only_its_head():
     driver = Face(points=synth.open_mouth(points, 0.1))
     own = r.plan(driver, use=0, limit=upper_face)
     out = r.plan(driver, use=1, onto=own, limit=lower_face)()
-    crop = r.states[0].crop
-    corners = crop.points_to_frame(np.array([[0, 0], [crop.size, 0], [0, crop.size], [crop.size, crop.size]], float))
-    (x0, y0), (x1, y1) = np.floor(corners.min(0)).astype(int), np.ceil(corners.max(0)).astype(int)
-    outside = np.ones(frame.shape[:2], bool)
-    outside[max(y0, 0):y1, max(x0, 0):x1] = False
+    outside = outside_crop(r.states[0].crop, frame.shape)
     assert np.array_equal(out[outside], frame[outside])
     mouth = points[list(g.LIPS_OUTER), :2]
     (mx0, my0), (mx1, my1) = mouth.min(0).astype(int), mouth.max(0).astype(int)
@@ -309,13 +311,8 @@ def outside_heads(points: list[np.ndarray | None], shape: tuple[int, int]) -> np
     into and pastes from; nothing outside it can change)."""
     mask = np.ones(shape, bool)
     for p in points:
-        if p is None:
-            continue
-        crop = align.align(p, 256)
-        corners = crop.points_to_frame(np.array([[0, 0], [256, 0], [0, 256], [256, 256]], float))
-        x0, y0 = np.floor(corners.min(0)).astype(int)
-        x1, y1 = np.ceil(corners.max(0)).astype(int)
-        mask[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = False
+        if p is not None:
+            mask &= outside_crop(align.align(p, 256), shape)
     return mask
 
 
