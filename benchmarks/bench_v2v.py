@@ -1,16 +1,18 @@
 """Speed of video-to-video (`reenact video SOURCE.mp4 DRIVER.mp4`) next to the photo-reference path.
 
 Usage: PYTHONPATH=. python benchmarks/bench_v2v.py [--source CLIP] [--driver DRIVER.mp4]
-       [--height 720] [--engine fusion] [--repeat 2]
+       [--height 720] [--engine fusion] [--repeat 2] [--baseline DIR]
 
 The source: the first frames of CLIP (default: the Pexels clip in ../shared/data/samples/pyfeat,
 640×360, scaled to --height, i.e. 1280×720 — upscaled, so the face is as large as in a 720p
 shot), as many as the driver has (nothing plays backward). The photo path: frame 0 of that
 720p source as the reference photo. Both are driven by the same driver (default
 examples/drive.mp4, 120 frames) with the same engine, through the library call the CLI makes,
-and write a 720p video. Prints ms per frame per stage and end-to-end fps (including start-up
-and both passes); each configuration runs --repeat times, alternating, and the best run counts
-(the machine is shared).
+and write a 720p video. Prints ms per frame per stage, end-to-end fps (including start-up
+and both passes) and CPU ms per frame (the Python process, its ffmpeg children); each
+configuration runs --repeat times in a fresh process (`bench_speed.measure`), alternating, and
+the best run counts (the machine is shared). With --baseline DIR (another checkout, e.g. a `git
+worktree` of the old commit) both checkouts are measured, alternately, and compared.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ import argparse
 import os
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from reenact import media, video
-from reenact.config import InferenceConfig
+from bench_speed import measure
+
+from reenact import media
 from reenact.engines import default_engine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,18 +43,11 @@ def prepare(clip: Path, driver: Path, height: int, folder: Path) -> tuple[Path, 
     return source, photo
 
 
-def run(reference: Path, driver: Path, cfg: InferenceConfig, folder: Path) -> tuple[float, video.VideoSummary]:
-    t0 = time.perf_counter()
-    s = video.reenact_video(reference, driver, folder / "out.mp4", cfg, overwrite=True)
-    return time.perf_counter() - t0, s
-
-
-def report(label: str, wall: float, s: video.VideoSummary) -> float:
-    n = max(s.frames, 1)
-    stages = "  ".join(f"{k} {1000 * v / n:.1f}" for k, v in sorted(s.seconds.items(), key=lambda kv: -kv[1]))
-    print(f"{label:<22} {s.frames} frames {s.size[0]}x{s.size[1]}: {n / wall:5.1f} fps end to end "
-          f"({wall:.1f} s)\n{'':<22} ms/frame: {stages}")
-    return n / wall
+def report(label: str, m: dict) -> None:
+    stages = "  ".join(f"{k} {v:.1f}" for k, v in sorted(m["stages"].items(), key=lambda kv: -kv[1]))
+    print(f"{label:<26} {m['frames']} frames {m['size'][0]}x{m['size'][1]}: {m['fps']:5.1f} fps end to end, "
+          f"CPU {m['cpu_ms']:.0f} + {m['ffmpeg_cpu_ms']:.0f} ms/frame (self + ffmpeg)\n"
+          f"{'':<26} wall ms/frame: {stages}", flush=True)
 
 
 def main() -> None:
@@ -62,22 +57,33 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=720)
     ap.add_argument("--engine", default=default_engine())
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--baseline", type=Path, help="another checkout (old code) to measure alongside")
     args = ap.parse_args()
-    cfg = InferenceConfig(engine=args.engine)
+    checkouts = [("new", REPO)] + ([("old", args.baseline)] if args.baseline else [])
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         source, photo = prepare(args.source, args.driver, args.height, folder)
-        best: dict[str, tuple[float, video.VideoSummary]] = {}
-        for _ in range(args.repeat):
-            for label, ref in (("photo reference", photo), ("video source (v2v)", source)):
-                wall, s = run(ref, args.driver, cfg, folder)
-                if label not in best or wall < best[label][0]:
-                    best[label] = (wall, s)
+        best: dict[tuple[str, str], dict] = {}
+        for rnd in range(args.repeat):
+            for tag, checkout in checkouts[:: -1 if rnd % 2 else 1]:
+                for label, ref in (("photo reference", photo), ("video source (v2v)", source)):
+                    m = measure(checkout, ref, args.driver, folder / "out.mp4", args.engine)
+                    if (tag, label) not in best or m["fps"] > best[tag, label]["fps"]:
+                        best[tag, label] = m
     print(f"engine {args.engine}, driver {args.driver.name}, source {args.source.name} at {args.height}p; "
-          f"{os.cpu_count()} CPUs, load average {load:.1f} at the start")
-    fps = {label: report(label, *best[label]) for label in best}
-    print(f"video source / photo reference: {fps['video source (v2v)'] / fps['photo reference']:.0%} of the speed")
+          f"{os.cpu_count()} CPUs, load average {load:.1f} at the start; best of {args.repeat}, each run a "
+          "fresh process")
+    for tag, _ in checkouts:
+        for label in ("photo reference", "video source (v2v)"):
+            report(f"{label}{' (' + tag + ')' if args.baseline else ''}", best[tag, label])
+        share = best[tag, "video source (v2v)"]["fps"] / best[tag, "photo reference"]["fps"]
+        print(f"{'':<26} video source / photo reference: {share:.0%} of the speed")
+    if args.baseline:
+        for label in ("photo reference", "video source (v2v)"):
+            print(f"{label}: new / old fps {best['new', label]['fps'] / best['old', label]['fps']:.2f}×, "
+                  f"CPU ms/frame {best['old', label]['cpu_ms'] + best['old', label]['ffmpeg_cpu_ms']:.0f} → "
+                  f"{best['new', label]['cpu_ms'] + best['new', label]['ffmpeg_cpu_ms']:.0f}")
 
 
 if __name__ == "__main__":

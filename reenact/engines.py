@@ -39,13 +39,20 @@ from reenact.runtime import GeneratorRuntime, RegionRuntime
 class RefState:
     """An engine's per-reference cache. `crop`: the engine's crop of the reference frame;
     `image`: the reference crop (size×size×3 uint8); `points`: its (478, 3) crop landmarks;
-    `head`: the reference's head region in the crop (`warp.head_mask`), part of every paste mask."""
+    `head`: the reference's head region in the crop (`warp.head_mask`), part of every paste mask.
+    A state that renders straight into the photo (`WarpEngine.direct`) has neither crop image
+    nor crop-sized head mask (None): its renders sample the photo."""
 
     crop: align.Crop
-    image: np.ndarray
+    image: np.ndarray | None
     points: np.ndarray
-    head: np.ndarray
+    head: np.ndarray | None
     extra: Any = None
+
+    @property
+    def size(self) -> int:
+        """The crop's side."""
+        return self.crop.size
 
 
 class Engine(Protocol):
@@ -90,6 +97,11 @@ def mask_factor(size: int) -> int:
     return factor
 
 
+def mask_grid(size: int) -> int:
+    """The side of the direct render's mask grid for a size² crop (`mask_factor`)."""
+    return size // mask_factor(size)
+
+
 def to_mask_grid(size: int) -> np.ndarray:
     """2×3: crop pixels → the mask grid's (`mask_factor`) pixels (centres to centres)."""
     f = mask_factor(size)
@@ -130,14 +142,16 @@ class WarpEngine:
         if size is None:
             size = native_size(face.points, self.config.size, self.config.max_warp_size)
         crop = align.align(face.points, size)
-        image = crop.extract(frame)
         points = crop.points_to_crop(face.points)
+        if size > DIRECT_FACTOR * self.config.size:  # renders sample the photo (see `direct`): no crop
+            regions_ref = self.redrawer.prepare(frame, points, canvas=crop.matrix) if self.redrawer else None
+            head = self._grid_mask(warp.head_ring(warp.control_points(points, size)), size)
+            return RefState(crop=crop, image=None, points=points, head=None,
+                            extra=WarpRef(warp.prepare_source(None, points, size), regions_ref, frame, head))
+        image = crop.extract(frame)
         regions_ref = self.redrawer.prepare(image, points) if self.redrawer else None
-        direct = size > DIRECT_FACTOR * self.config.size  # see `direct`
-        head = self._grid_mask(warp.head_ring(warp.control_points(points, size)), size) if direct else None
         return RefState(crop=crop, image=image, points=points, head=warp.head_mask(points, size),
-                        extra=WarpRef(warp.prepare_source(image, points), regions_ref,
-                                      frame if direct else None, head))
+                        extra=WarpRef(warp.prepare_source(image, points), regions_ref))
 
     @staticmethod
     def _grid_mask(ring: np.ndarray, size: int) -> np.ndarray:
@@ -161,7 +175,7 @@ class WarpEngine:
         rgb, head = warp.warp(state.extra.source, points)
         if self.redrawer is not None:
             rgb = self.redrawer.redraw(state.extra.regions, rgb, points, driver, in_place=True, parts=parts)
-        return rgb, paste_mask(np.maximum(head, state.head), state.image.shape[0])
+        return rgb, paste_mask(np.maximum(head, state.head), state.size)
 
     def render_patch(self, state: RefState, target: np.ndarray, shape: tuple[int, ...], at: align.Crop,
                      driver: DriverFace | None = None, limit: np.ndarray | None = None, *,
@@ -173,17 +187,19 @@ class WarpEngine:
 
         `target`: (478, 3) landmarks in the state's reference frame; `at`: the crop of the frame
         the patch lands in (the primary reference's: the same crop coordinates as `state.crop`);
-        `limit`: a (S, S) crop-space mask the paste is limited to (as `render`'s mask would be);
+        `limit`: a square crop-space mask the paste is limited to (as `render`'s mask would be),
+        best at the mask grid's side (`mask_grid`: no resampling);
         `parts`: as for `render`."""
         points = state.crop.points_to_crop(target)
         src = state.extra.source
         size = src.size
         fit = g.fit_head(points)
         dst = warp.target_controls(src, points, fit)
-        grid = size // mask_factor(size)
+        grid = mask_grid(size)
         mask = paste_mask(np.maximum(self._grid_mask(warp.head_ring(dst), size), state.extra.head), grid)
-        if limit is not None:
-            mask *= cv2.resize(np.asarray(limit, np.float32), (grid, grid), interpolation=cv2.INTER_AREA)
+        if limit is not None:  # best drawn on the grid already (`mask_grid`)
+            limit = np.asarray(limit, np.float32)
+            mask *= limit if limit.shape == mask.shape else cv2.resize(limit, (grid, grid), interpolation=cv2.INTER_AREA)
         x, y, w, h = cv2.boundingRect((mask > 0).astype(np.uint8))
         f = mask_factor(size)  # mask grid pixel g is crop pixel (g + 0.5)·f − 0.5; alpha > 0 within one of it
         rect = ((x - 0.5) * f - 0.5, (y - 0.5) * f - 0.5, (x + w + 0.5) * f - 0.5, (y + h + 0.5) * f - 0.5)

@@ -21,7 +21,7 @@ import numpy as np
 from reenact import align, media, motion
 from reenact import references as refs
 from reenact.config import REGIONS, InferenceConfig, MotionConfig
-from reenact.engines import Engine, RefState, build_engine
+from reenact.engines import Engine, RefState, build_engine, mask_grid
 from reenact.redraw import DriverFace
 from reenact.errors import NoFaceFound, UsageError
 from reenact.landmarks import Face, Landmarker
@@ -115,6 +115,8 @@ def retargeter(reference: Reference, motion_cfg: MotionConfig,
 
 
 MULTI_MODES = ("auto", "select", "fuse")
+# (state, crop-space target landmarks, side n) → (n, n) float32 in [0, 1] over the state's crop
+PasteLimit = Callable[[RefState, np.ndarray, int], np.ndarray]
 
 
 class Reenactor:
@@ -150,14 +152,15 @@ class Reenactor:
             self.state = self.engine.bank(self.states, primary=0)
         self.selector = refs.Selector([refs.candidate(r.face.points) for r in self.references], margin=margin)
         self._crop = align.align(self.reference.face.points, config.size) if config.crop else None
-        # (primary's state, crop-space target) → (S, S) mask the paste is limited to; None: the
-        # engine's mask as it is (a video source limits it to where its pixels move, `v2v`)
-        self.paste_limit: Callable[[RefState, np.ndarray], np.ndarray] | None = None
+        # (primary's state, crop-space target, side n) → (n, n) mask over the crop that the paste
+        # is limited to; None: the engine's mask as it is (a video source limits it to where its
+        # pixels move, `v2v`)
+        self.paste_limit: PasteLimit | None = None
 
     def _prepare(self) -> list[RefState]:
         """Every reference's engine state, all at the primary's crop side."""
         first = self.engine.prepare(self.reference.image, self.reference.face)
-        size = first.image.shape[0]
+        size = first.size
         return [first] + [self.engine.prepare(r.image, r.face, size) for r in self.references[1:]]
 
     def _mode(self, multi: str) -> str:
@@ -176,7 +179,7 @@ class Reenactor:
         its own output frame). Prepared at the current crop side, so the other references' states
         stay valid; the selector, a fused bank and `--crop`'s crop follow it."""
         with self.timer("prepare"):
-            state = self.engine.prepare(reference.image, reference.face, self.states[0].image.shape[0])
+            state = self.engine.prepare(reference.image, reference.face, self.states[0].size)
         self.reference, self.references[0], self.states[0] = reference, reference, state
         self.state = self.engine.bank(self.states, primary=0) if self.mode == "fuse" else state
         self.selector.candidates[0] = refs.candidate(reference.face.points)
@@ -207,7 +210,7 @@ class Reenactor:
 
     def plan(self, driver: Face | None, driver_image: np.ndarray | None = None, *, use: int | None = None,
              onto: Callable[[], np.ndarray] | None = None,
-             limit: Callable[[RefState, np.ndarray], np.ndarray] | None = None,
+             limit: PasteLimit | None = None,
              parts: tuple[str, ...] | None = None) -> Callable[[], np.ndarray]:
         """`render` in two parts: what depends on the order of frames (retargeting, the reference
         choice) now, and the rest (the engine's render and the paste-back) as the returned call.
@@ -216,8 +219,9 @@ class Reenactor:
         (`video.write_chunks`). `use`: render from this reference (an index into `references`)
         instead of choosing one; the result is pasted into the primary's frame either way, or
         into what `onto` returns when the call runs (a frame in the primary's layout, e.g.
-        another plan's result), limited to `limit(state, crop-space target)` (S×S in [0, 1];
-        default `paste_limit` for the primary, none for the others). `parts`: the regions a warp
+        another plan's result), limited to `limit(state, crop-space target, n)` (n×n in [0, 1]
+        over the crop, n the side of the engine's mask: its grid for a direct render, else the
+        crop's; default `paste_limit` for the primary, none for the others). `parts`: the regions a warp
         engine redraws (default all; `Redrawer.redraw`)."""
         reference, crop = self.reference.image, self._crop
         if driver is None:
@@ -242,7 +246,8 @@ class Reenactor:
         def finish() -> np.ndarray:
             base = reference if onto is None else onto()
             with timer("render"):
-                limit = None if limit_to is None else limit_to(state, state.crop.points_to_crop(target))
+                side = mask_grid(state.size) if direct else state.size
+                limit = None if limit_to is None else limit_to(state, state.crop.points_to_crop(target), side)
                 if direct:  # straight into the photo: no crop render, no paste-back resampling
                     patch = engine.render_patch(state, target, reference.shape, primary.crop, face, limit, **only)
                 else:

@@ -38,13 +38,15 @@ MIN_MOUTH_PIXELS = 4.0  # inner-mouth area (region pixels) below which a mouth c
 @dataclass(frozen=True)
 class RegionRef:
     """Per reference: its crop landmarks and face scale, and the region generators' features of
-    its own mouth and eyes (None where that generator is not used)."""
+    its own mouth and eyes (None where that generator is not used); `image` the face crop, or
+    the photo when `canvas` (2×3, photo pixels → face-crop pixels) is given."""
 
     points: np.ndarray
     scale: float
     mouth: list | None
     eyes: dict[str, list] | None
     image: np.ndarray
+    canvas: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -80,17 +82,19 @@ class Redrawer:
     def needs_driver(self) -> bool:
         return self.mouth == "driver"
 
-    def prepare(self, image: np.ndarray, points: np.ndarray) -> RegionRef:
-        """Per reference: `image` its face crop (S×S×3 uint8), `points` its (478, 3) crop landmarks."""
+    def prepare(self, image: np.ndarray, points: np.ndarray, canvas: np.ndarray | None = None) -> RegionRef:
+        """Per reference: `image` its face crop (S×S×3 uint8), `points` its (478, 3) crop landmarks;
+        with `canvas` (2×3, image pixels → face-crop pixels) `image` is the photo itself and the
+        regions are read from it in one resampling."""
         scale = g.face_scale(points)
         mouth = eyes = None
         if self.mouth_model is not None:
-            box = regions.mouth_box(points, self.mouth_model.size, scale)
+            box = regions.mouth_box(points, self.mouth_model.size, scale).on(canvas)
             mouth = self.mouth_model.appearance(box.extract(image))
         if self.eyes_model is not None:
-            eyes = {side: self.eyes_model.appearance(box.extract(image))
+            eyes = {side: self.eyes_model.appearance(box.on(canvas).extract(image))
                     for side, box in regions.eye_boxes(points, self.eyes_model.size, scale).items()}
-        return RegionRef(np.asarray(points, np.float64), scale, mouth, eyes, image)
+        return RegionRef(np.asarray(points, np.float64), scale, mouth, eyes, image, canvas)
 
     def redraw(self, ref: RegionRef, rgb: np.ndarray, target: np.ndarray,
                driver: DriverFace | None = None, canvas: np.ndarray | None = None, *,
@@ -189,7 +193,7 @@ def driver_mouth(rgb: np.ndarray, target: np.ndarray, ref: RegionRef, driver: Dr
     mouth = cv2.warpAffine(d_crop, fit, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
     r_box = regions.mouth_box(ref.points, size * 2, ref.scale)
     lips = lambda p, n: regions.fill_polygon(n, p[list(g.LIPS_OUTER)]) - regions.fill_polygon(n, p[inner])  # noqa: E731
-    mouth = _match_colours(mouth, d_crop, lips(d_pts, size * 2), r_box.extract(ref.image),
+    mouth = _match_colours(mouth, d_crop, lips(d_pts, size * 2), r_box.on(ref.canvas).extract(ref.image),
                            lips(r_box.points(ref.points), size * 2))
     return box.on(canvas).paste(rgb, mouth, regions.mouth_mask(pts, size) * strength, in_place=True)
 

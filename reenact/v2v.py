@@ -481,41 +481,41 @@ class _Frames:
         r.retarget = lambda drv: target(points, drv)
 
 
-def lower_face(state: RefState, target: np.ndarray) -> np.ndarray:
-    """(S, S) float32 in [0, 1]: the part of the face that moves as one speaks, in crop space for
-    the crop-space `target` — the landmarks of `motion.speech_weights` ≥ ½ (from halfway between
-    the nose tip and the upper lip down to the chin, cheek to cheek), grown by LOWER_GROW face
-    scales (over the jaw line and the frame's own chin, which may hang lower) and feathered."""
-    size = state.image.shape[0]
-    f = LOWER_GRID / size  # drawn on a coarse grid (it is smooth at that scale) and upsampled
+def lower_face(state: RefState, target: np.ndarray, side: int) -> np.ndarray:
+    """(side, side) float32 in [0, 1] over the crop (a `pipeline.PasteLimit`): the part of the
+    face that moves as one speaks, for the crop-space `target` — the landmarks of
+    `motion.speech_weights` ≥ ½ (from halfway between the nose tip and the upper lip down to the
+    chin, cheek to cheek), grown by LOWER_GROW face scales (over the jaw line and the frame's own
+    chin, which may hang lower) and feathered."""
+    f = LOWER_GRID / state.size  # drawn on a coarse grid (it is smooth at that scale) and resized
     pts = np.asarray(target, np.float64)[motion.speech_weights() >= 0.5, :2] * f
     hull = cv2.convexHull(pts.astype(np.float32))[:, 0]
     scale = g.face_scale(target) * f
     mask = regions.grow(regions.fill_polygon(LOWER_GRID, hull), LOWER_GROW * scale, LOWER_FEATHER * scale)
-    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(mask, (side, side), interpolation=cv2.INTER_LINEAR)
 
 
-def upper_face(state: RefState, target: np.ndarray) -> np.ndarray:
+def upper_face(state: RefState, target: np.ndarray, side: int) -> np.ndarray:
     """Where a frame rendered from the bank keeps its own render: `moved_region` outside
     `lower_face` (the own render then covers only that rectangle)."""
-    return moved_region(state, target) * (1.0 - lower_face(state, target))
+    return moved_region(state, target, side) * (1.0 - lower_face(state, target, side))
 
 
-def moved_region(state: RefState, target: np.ndarray) -> np.ndarray:
-    """(S, S) float32 in [0, 1]: where the warp of a source frame's crop (`state`) to the
-    crop-space `target` moves pixels at all — the union of its triangles with a corner that moves
-    by MOVED_PX or more, antialiased. Elsewhere the warp is the identity, so the paste keeps the
-    source frame's own pixels there (no resampling, no blur), and since the displacement is ~0
-    on the region's edge there is no seam. All ones for engines without a warp source (a
-    whole-face generator redraws everything)."""
-    size = state.image.shape[0]
+def moved_region(state: RefState, target: np.ndarray, side: int) -> np.ndarray:
+    """(side, side) float32 in [0, 1] over the crop (a `pipeline.PasteLimit`): where the warp of
+    a source frame's crop (`state`) to the crop-space `target` moves pixels at all — the union of
+    its triangles with a corner that moves by MOVED_PX or more, antialiased. Elsewhere the warp
+    is the identity, so the paste keeps the source frame's own pixels there (no resampling, no
+    blur), and since the displacement is ~0 on the region's edge there is no seam. All ones for
+    engines without a warp source (a whole-face generator redraws everything)."""
     src = getattr(state.extra, "source", None)
     if not isinstance(src, warp.WarpSource):
-        return np.ones((size, size), np.float32)
+        return np.ones((side, side), np.float32)
     dst = warp.target_controls(src, target)
     moved = np.linalg.norm(dst[:, :2] - src.control, axis=1) >= MOVED_PX
-    canvas = np.zeros((size, size), np.uint8)
-    corners = np.round(dst[:, :2] * 16).astype(np.int32)
+    canvas = np.zeros((side, side), np.uint8)
+    f = side / state.size  # crop pixel centres → grid pixel centres
+    corners = np.round(((dst[:, :2] + 0.5) * f - 0.5) * 16).astype(np.int32)
     # one call for all triangles (8× faster than one each); the dilation closes hairline gaps
     # the scan conversion leaves between neighbours
     cv2.fillPoly(canvas, list(corners[src.triangles[moved[src.triangles].any(1)]]), 255, lineType=cv2.LINE_8, shift=4)

@@ -80,22 +80,20 @@ class View:
 class WarpSource:
     """Everything the warp needs from one reference crop (computed once, reused per frame).
 
-    image: size×size×3 uint8 RGB crop; points: (478, 3) landmarks in crop pixels;
-    control: (K, 2) float32 source control points; triangles: (T, 3) int32 indices into them;
-    normals: (478, 3) unit surface normals at the landmarks, turned as the reference's head (the
-    camera looks along +z, so a surface facing it has normal z < 0).
+    image: size×size×3 uint8 RGB crop, or None for a source that is only rendered through a
+    `View` of the photo; points: (478, 3) landmarks in crop pixels; control: (K, 2) float32
+    source control points; triangles: (T, 3) int32 indices into them; normals: (478, 3) unit
+    surface normals at the landmarks, turned as the reference's head (the camera looks along +z,
+    so a surface facing it has normal z < 0); size: the crop's side.
     """
 
-    image: np.ndarray
+    image: np.ndarray | None
     points: np.ndarray
     control: np.ndarray
     triangles: np.ndarray
     scale: float  # the reference face's scale (outer-eye-corner distance, crop pixels)
     normals: np.ndarray
-
-    @property
-    def size(self) -> int:
-        return self.image.shape[0]
+    size: int
 
 
 def _ring(points: np.ndarray, fit: g.Similarity | None = None) -> np.ndarray:
@@ -244,16 +242,17 @@ def control_points(points: np.ndarray, size: int, border: np.ndarray | None = No
     return np.vstack([pts, ring, edge])
 
 
-def prepare_source(image: np.ndarray, points: np.ndarray) -> WarpSource:
-    """Triangulate a reference crop (size×size×3 uint8) with its (478, 3) crop-space landmarks."""
-    size = image.shape[0]
+def prepare_source(image: np.ndarray | None, points: np.ndarray, size: int | None = None) -> WarpSource:
+    """Triangulate a reference crop (size×size×3 uint8) with its (478, 3) crop-space landmarks.
+    `image` None: a source rendered only through a `View` of the photo (`size` its crop side)."""
+    size = image.shape[0] if image is not None else size
     fit = g.fit_head(points)
     ctrl = control_points(points, size, fit=fit)
     _, border_idx, _ = _layout(size)
     tris = _triangles(ctrl[border_idx, :2], np.asarray(points, np.float64).mean(0), size)
     return WarpSource(image=image, points=np.asarray(points, np.float32),
                       control=ctrl[:, :2].astype(np.float32), triangles=tris, scale=fit.scale,
-                      normals=surface_normals() @ fit.rotation.T)
+                      normals=surface_normals() @ fit.rotation.T, size=size)
 
 
 def _signed_area(pts: np.ndarray, tris: np.ndarray) -> np.ndarray:

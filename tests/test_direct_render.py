@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from reenact import align, pipeline, regions
+from reenact import align, engines, pipeline, regions
 from reenact.config import InferenceConfig
 from reenact.landmarks import Face
 from tests import synth
@@ -31,18 +31,24 @@ def _reenactor(ref, **kw) -> pipeline.Reenactor:
 
 
 def _crop_path(r: pipeline.Reenactor, driver: np.ndarray) -> np.ndarray:
-    """What the crop render + paste-back would give for the driver landmarks `driver`."""
+    """What the crop render + paste-back would give for the driver landmarks `driver` (a state of
+    the same crop prepared for that path: a direct state has no crop image)."""
     state = r.states[0]
+    if r.engine.direct(state):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(engines, "DIRECT_FACTOR", float("inf"))
+            state = r.engine.prepare(r.reference.image, r.reference.face, state.size)
     rgb, mask = r.engine.render(state, r.target(Face(points=driver)))
     return align.paste_back(r.reference.image, rgb, state.crop, mask)
 
 
 def test_native_state_renders_directly_and_small_crops_do_not(photo):
     r = _reenactor(photo)
-    assert r.states[0].image.shape[0] > 512 and r.engine.direct(r.states[0])
+    assert r.states[0].size > 512 and r.engine.direct(r.states[0])
+    assert r.states[0].image is None and r.states[0].head is None  # it samples the photo: no crop made
     for side, crop in ((256, 256), (384, 384), (400, 400)):  # the model crop; up to 2× it (eval's faces)
         small = _reenactor(pipeline.Reference(synth.textured(side), Face(points=synth.face(side)), 1))
-        assert small.states[0].image.shape[0] == crop and not small.engine.direct(small.states[0])
+        assert small.states[0].size == crop and not small.engine.direct(small.states[0])
 
 
 def test_identity_target_reproduces_the_photo_in_place(photo):
@@ -93,7 +99,7 @@ def test_small_crops_are_still_crop_then_paste(side):
     image = synth.textured(side, seed=5)
     pts = synth.face(side, roll=5)
     r = _reenactor(pipeline.Reference(image, Face(points=pts), 1))
-    assert r.states[0].image.shape[0] == side
+    assert r.states[0].size == side
     target = synth.open_mouth(pts, 0.3)
     assert np.array_equal(r.render(Face(points=target)), _crop_path(r, target))
 

@@ -11,6 +11,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -133,19 +134,23 @@ def outside_crop(crop: align.Crop, shape: tuple[int, ...]) -> np.ndarray:
     return mask
 
 
-def test_a_source_frame_keeps_its_exact_pixels_outside_what_moves():
+@pytest.mark.parametrize("zoom", [1, 2])
+def test_a_source_frame_keeps_its_exact_pixels_outside_what_moves(zoom):
     """Before encoding: outside the engine's crop nothing changes, and the paste is limited to
-    where the warp moves pixels, so eyes that did not move keep the source's exact pixels."""
+    where the warp moves pixels, so eyes that did not move keep the source's exact pixels —
+    in the crop render + paste-back and (zoom 2: a 720p frame) the direct render alike."""
     from reenact.config import InferenceConfig
     from reenact.landmarks import Face, Landmarker
     from reenact.pipeline import Reenactor, Reference
     from reenact.v2v import moved_region
 
     frame = media.read_image(EXAMPLES / "ref.jpg")
+    frame = cv2.resize(frame, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_CUBIC) if zoom > 1 else frame
     with Landmarker(mode="image") as lm:
         points = lm.detect(frame)[0].points.astype(np.float64)
     driver = synth.open_mouth(points, 0.12)
     r = Reenactor(Reference(frame, Face(points=points), 1), InferenceConfig(engine="warp"))
+    assert r.engine.direct(r.states[0]) == (zoom > 1)
     r.paste_limit = moved_region
     for regions in (("mouth", "eyes", "brows"), ("mouth",)):
         retarget = motion.SourceRetargeter(points, points, components=motion.components_for(regions))
