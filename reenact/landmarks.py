@@ -2,7 +2,8 @@
 
 `Landmarker(mode="image")` finds every face in a photo (static-image mode, then a second pass on a
 full-resolution crop around each face so that precision does not depend on the photo's size);
-`Landmarker(mode="video")` tracks faces across consecutive frames (mediapipe's tracking mode, fast).
+`Landmarker(mode="video")` tracks faces across consecutive frames (mediapipe's tracking mode, fast;
+frames whose faces are large are halved first, see TRACK_FACE_SIDE).
 Both return `Face` objects: (478, 3) landmarks incl. irises (see `reenact.geometry` for the frame).
 """
 
@@ -23,6 +24,13 @@ from reenact import geometry
 DETECT_MAX_SIDE = 1024
 # Crop side (pixels) for the refinement pass in image mode.
 REFINE_SIDE = 512
+# Video mode: the next frame is halved (up to TRACK_MAX_SHRINK times a side) while the tracked
+# faces keep at least this many pixels a side (landmark box). The mesh sees a face at about 128
+# of its 192² input pixels (its crop is 1.5 face sides), so this keeps ≥ 2× the detail it uses,
+# and spares mediapipe the pixels it would throw away (a 720p frame costs it 2× a 360p one).
+TRACK_FACE_SIDE = 256
+TRACK_MAX_SHRINK = 4
+TRACK_GROW_BELOW = 0.9  # back to the next larger size when a face falls below this × TRACK_FACE_SIDE
 
 
 @dataclass(frozen=True)
@@ -130,6 +138,12 @@ class Landmarker:
         self.max_faces = max_faces
         self._mesh = _mediapipe_face_mesh(mode == "image", max_faces)
         self._refiner = _mediapipe_face_mesh(True, 2) if mode == "image" else None
+        self._shrink = 1
+
+    @property
+    def shrink(self) -> int:
+        """Video mode: how many times smaller (a side) the next frame is seen (`track_shrink`)."""
+        return self._shrink
 
     def close(self) -> None:
         for m in (self._mesh, self._refiner):
@@ -149,17 +163,19 @@ class Landmarker:
         that fill a good part of the picture, so small faces in a group or a large photo are
         only found when zoomed in on."""
         rgb = _as_rgb(rgb)
-        faces = self._detect_view(rgb, 0, 0, rgb.shape[1], rgb.shape[0])
+        faces = self._detect_view(rgb, 0, 0, rgb.shape[1], rgb.shape[0], shrink=self._shrink)
+        if self.mode == "video":
+            self._shrink = track_shrink(faces, self._shrink)
         if self.mode == "image" and len(faces) < self.max_faces:
             faces = _merge(faces, self._detect_tiles(rgb, deep=not faces))[: self.max_faces]
         if self._refiner is not None:
             faces = [self._refine(rgb, f) for f in faces]
         return sorted(faces, key=lambda f: -f.area)
 
-    def _detect_view(self, rgb: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> list[Face]:
+    def _detect_view(self, rgb: np.ndarray, x0: int, y0: int, x1: int, y1: int, *, shrink: int = 1) -> list[Face]:
         view = rgb[y0:y1, x0:x1]
         h, w = view.shape[:2]
-        factor = min(1.0, DETECT_MAX_SIDE / max(h, w))
+        factor = min(1.0, DETECT_MAX_SIDE / max(h, w), 1.0 / shrink)
         if min(h, w) * factor < 2:  # a sliver (e.g. 20000×1) shrinks to nothing and holds no face
             return []
         small = view if factor == 1.0 else cv2.resize(
@@ -214,6 +230,23 @@ class Landmarker:
         # Another face may share the crop: keep the one centred where we looked.
         best = min(found, key=lambda p: float(np.linalg.norm(p[:, :2].mean(0) - REFINE_SIDE / 2)))
         return Face(points=best).transformed(cv2.invertAffineTransform(m))
+
+
+def track_shrink(faces: list[Face], shrink: int) -> int:
+    """How many times smaller the video landmarker sees the frame after one with `faces`, seen
+    `shrink` times smaller: halved while the smallest face stays ≥ TRACK_FACE_SIDE pixels a
+    side, doubled back below TRACK_GROW_BELOW of that (hysteresis: no toggling frame to frame);
+    full size when no face was found (the next face may be small). Mediapipe tracks in
+    coordinates relative to the frame, so a change of size does not disturb its tracking."""
+    if not faces:
+        return 1
+    x0, y0, x1, y1 = np.array([f.bbox for f in faces]).T
+    side = float(np.min(np.maximum(x1 - x0, y1 - y0)))  # the smallest face, frame pixels
+    while shrink > 1 and side / shrink < TRACK_GROW_BELOW * TRACK_FACE_SIDE:
+        shrink //= 2
+    while shrink < TRACK_MAX_SHRINK and side / (2 * shrink) >= TRACK_FACE_SIDE:
+        shrink *= 2
+    return shrink
 
 
 def _merge(faces: list[Face], more: list[Face]) -> list[Face]:

@@ -1,0 +1,56 @@
+"""The landmarker's video mode: large faces are tracked on a halved frame (`track_shrink`)."""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from reenact import geometry as g
+from reenact import landmarks, media
+from reenact.landmarks import TRACK_FACE_SIDE, TRACK_GROW_BELOW, Face, Landmarker, track_shrink
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _face(side: float) -> Face:
+    """A stand-in face whose landmark box is side × side pixels."""
+    points = np.zeros((g.N_LANDMARKS, 3), np.float32)
+    points[1, :2] = side
+    return Face(points=points)
+
+
+def test_shrink_halves_while_faces_stay_large_and_does_not_toggle():
+    t = TRACK_FACE_SIDE
+    assert track_shrink([], 4) == 1  # no face: full size for the next one
+    assert track_shrink([_face(2 * t - 1)], 1) == 1
+    assert track_shrink([_face(2 * t)], 1) == 2
+    assert track_shrink([_face(8 * t)], 1) == 4  # at most TRACK_MAX_SHRINK
+    assert track_shrink([_face(8 * t), _face(t)], 4) == 1  # the smallest face decides
+    # hysteresis: a face hovering just under 2·t stays halved; only below TRACK_GROW_BELOW back
+    assert track_shrink([_face(2 * t - 1)], 2) == 2
+    assert track_shrink([_face(2 * TRACK_GROW_BELOW * t - 1)], 2) == 1
+
+
+def test_video_mode_tracks_a_large_face_on_a_halved_frame_to_the_same_landmarks(monkeypatch):
+    small = media.read_image(EXAMPLES / "ref.jpg")  # a face of ~210×265 pixels
+    big = cv2.resize(small, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)  # ~530 a side
+
+    def track(frame: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """The landmarks of the third of three copies of `frame` (tracked, not detected), and
+        the shrink each copy was seen at."""
+        with Landmarker(mode="video") as lm:
+            seen = []
+            for _ in range(3):
+                seen.append(lm.shrink)
+                points = lm.detect(frame)[0].points
+        return points, seen
+
+    halved, seen = track(big)
+    assert seen == [1, 2, 2]
+    with monkeypatch.context() as m:
+        m.setattr(landmarks, "TRACK_FACE_SIDE", 10 ** 6)  # never shrink
+        full, seen = track(big)
+    assert seen == [1, 1, 1]
+    err = np.linalg.norm(full[:, :2] - halved[:, :2], axis=1) / g.face_scale(full)
+    assert err.mean() < 0.01 and err.max() < 0.03, (err.mean(), err.max())
+    assert track(small)[1] == [1, 1, 1]  # a face under 2 × TRACK_FACE_SIDE: never shrunk
