@@ -13,14 +13,17 @@
 
 A region is only computed when it is needed (a mouth opening the reference's mouth does not show
 — where the warp draws its cavity —, an eye opening wider than the reference's), so a frame
-without one costs nothing extra.
+without one costs nothing extra; so is a reference's appearance code for a region (on the first
+frame that redraws it: a video source, whose every frame is a reference, pays only for the
+regions its frames redraw).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -37,16 +40,17 @@ MIN_MOUTH_PIXELS = 4.0  # inner-mouth area (region pixels) below which a mouth c
 
 @dataclass(frozen=True)
 class RegionRef:
-    """Per reference: its crop landmarks and face scale, and the region generators' features of
-    its own mouth and eyes (None where that generator is not used); `image` the face crop, or
-    the photo when `canvas` (2×3, photo pixels → face-crop pixels) is given."""
+    """Per reference: its crop landmarks and face scale; `image` the face crop, or the photo
+    when `canvas` (2×3, photo pixels → face-crop pixels) is given. The region generators'
+    features of its own mouth and eyes are computed on first use (`Redrawer.appearance`) and
+    kept here (several render threads may share one reference)."""
 
     points: np.ndarray
     scale: float
-    mouth: list | None
-    eyes: dict[str, list] | None
     image: np.ndarray
     canvas: np.ndarray | None = None
+    features: dict = field(default_factory=dict, repr=False, compare=False)  # "mouth" / "right" / "left"
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -85,16 +89,21 @@ class Redrawer:
     def prepare(self, image: np.ndarray, points: np.ndarray, canvas: np.ndarray | None = None) -> RegionRef:
         """Per reference: `image` its face crop (S×S×3 uint8), `points` its (478, 3) crop landmarks;
         with `canvas` (2×3, image pixels → face-crop pixels) `image` is the photo itself and the
-        regions are read from it in one resampling."""
-        scale = g.face_scale(points)
-        mouth = eyes = None
-        if self.mouth_model is not None:
-            box = regions.mouth_box(points, self.mouth_model.size, scale).on(canvas)
-            mouth = self.mouth_model.appearance(box.extract(image))
-        if self.eyes_model is not None:
-            eyes = {side: self.eyes_model.appearance(box.on(canvas).extract(image))
-                    for side, box in regions.eye_boxes(points, self.eyes_model.size, scale).items()}
-        return RegionRef(np.asarray(points, np.float64), scale, mouth, eyes, image, canvas)
+        regions are read from it in one resampling. Cheap: the features come on first use."""
+        return RegionRef(np.asarray(points, np.float64), g.face_scale(points), image, canvas)
+
+    def appearance(self, ref: RegionRef, region: str) -> list:
+        """The generator's features of `ref`'s own `region` ("mouth", or the eye "right" /
+        "left"), computed once per reference."""
+        with ref.lock:
+            if region not in ref.features:
+                if region == "mouth":
+                    model, box = self.mouth_model, regions.mouth_box(ref.points, self.mouth_model.size, ref.scale)
+                else:
+                    model = self.eyes_model
+                    box = regions.eye_boxes(ref.points, model.size, ref.scale)[region]
+                ref.features[region] = model.appearance(box.on(ref.canvas).extract(ref.image))
+            return ref.features[region]
 
     def redraw(self, ref: RegionRef, rgb: np.ndarray, target: np.ndarray,
                driver: DriverFace | None = None, canvas: np.ndarray | None = None, *,
@@ -129,7 +138,7 @@ class Redrawer:
         box = regions.mouth_box(target, size, scale).on(canvas)
         pts = box.points(target)
         pose, warped = parsing.parsing_map(pts, size), box.extract(rgb)
-        out = self.mouth_model.redraw([ref.mouth], [pose], [warped])[0]
+        out = self.mouth_model.redraw([self.appearance(ref, "mouth")], [pose], [warped])[0]
         if area:  # the whole mouth area, every frame; the warp keeps its detail finer than the crop
             return box.paste(rgb, out, regions.mouth_area_mask(pose), under=warped, in_place=True)
         return box.paste(rgb, out, regions.mouth_mask(pts, size) * strength, in_place=True)
@@ -145,7 +154,7 @@ class Redrawer:
         if not todo:
             return rgb
         warped = [box.extract(rgb) for _, box, _, _ in todo]
-        outs = self.eyes_model.redraw([ref.eyes[side] for side, *_ in todo],
+        outs = self.eyes_model.redraw([self.appearance(ref, side) for side, *_ in todo],
                                       [parsing.parsing_map(pts, size) for _, _, pts, _ in todo], warped)
         for (side, box, pts, strength), out, under in zip(todo, outs, warped):
             box.paste(rgb, within_light(out, under), regions.eye_mask(pts, size) * strength, in_place=True)
