@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Iterator, Literal
 
@@ -77,22 +78,37 @@ class Face:
         return Face(points=out.astype(np.float32))
 
 
+_quiet_lock = threading.Lock()
+_quiet_users = 0  # landmarkers inside `_quiet_stderr` now (in several threads: one redirect)
+_quiet_saved: int | None = None  # the real fd 2 while redirected
+
+
 @contextlib.contextmanager
 def _quiet_stderr() -> Iterator[None]:
-    """Silence native (C++) log lines that mediapipe/TFLite write straight to fd 2."""
+    """Silence native (C++) log lines that mediapipe/TFLite write straight to fd 2. fd 2 belongs
+    to the process: the first of several threads inside redirects it, the last one out restores it."""
+    global _quiet_users, _quiet_saved
+    with _quiet_lock:
+        if _quiet_users == 0:
+            try:
+                saved = os.dup(2)
+            except OSError:  # no real fd 2 (some embedded interpreters)
+                saved = None
+            if saved is not None:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 2)
+                os.close(devnull)
+            _quiet_saved = saved
+        _quiet_users += 1
     try:
-        saved = os.dup(2)
-    except OSError:  # no real fd 2 (some embedded interpreters)
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+        with _quiet_lock:
+            _quiet_users -= 1
+            if _quiet_users == 0 and _quiet_saved is not None:
+                os.dup2(_quiet_saved, 2)
+                os.close(_quiet_saved)
+                _quiet_saved = None
 
 
 @contextlib.contextmanager

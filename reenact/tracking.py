@@ -13,6 +13,7 @@ found for `reacquire` frames is chosen afresh.
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -90,17 +91,24 @@ class TrackSummary:
     first_face: int = -1
 
 
+class Stopped(Exception):
+    """`track_driver` was asked to stop (another track running beside it failed)."""
+
+
 def track_driver(frames: Iterable[np.ndarray], track: temporal.FrameFile, *, choice: str | int,
                  fps: float, progress: Callable[[int], None] | None = None,
-                 timer=None) -> TrackSummary:
+                 timer=None, stop: threading.Event | None = None) -> TrackSummary:
     """Landmarks of the chosen driver face in every frame → `track` (appended, NaN = absent).
-    `timer`: optional `pipeline.StageTimer` (stages "decode", "landmarks")."""
+    `timer`: optional `pipeline.StageTimer` (stages "decode", "landmarks"); `stop`: raises
+    Stopped before the next frame once set."""
     max_faces = max(MIN_TRACKED_FACES, choice + 2 if isinstance(choice, int) else 0)
     follower = FaceFollower(choice, reacquire=max(1, round(fps)))
     summary = TrackSummary()
     it = iter(frames)
     with Landmarker(mode="video", max_faces=max_faces) as lm:
         while True:
+            if stop is not None and stop.is_set():
+                raise Stopped
             with _stage(timer, "decode"):
                 frame = next(it, None)
             if frame is None:

@@ -308,10 +308,7 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
               "driver": lambda: Downscaled(drive_path, _fps(drive_path, options), 0)}
     with opener["source"]() as s, opener["driver"]() as d:  # both opened first: a bad one fails at once
         sinfo, dinfo = s.info, d.info
-        if work.state.track is None:
-            video.track_pass(d, work, options, timer, progress)
-        if work.state.source_track is None:
-            video.track_pass(s, work, options, timer, progress, source=True)
+        video.track_both(s, d, work, options, timer, progress)
     video.require_face(work.state.track, drive_path, options.driver_face)
     video.require_face(work.state.source_track, source, options.ref_face, what="source")
     dstatus = video.process_pass(work, dinfo.fps, options.motion, timer)

@@ -23,6 +23,7 @@ import dataclasses
 import errno
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,14 +207,61 @@ def track_pass(src, work: resume.WorkDir, options: VideoOptions, timer: StageTim
                progress: Progress | None, *, source: bool = False) -> None:
     """Pass 1 into work/track.f32 (a video source: work/source-track.f32, following `--face`);
     records its summary in the state. `src`: the frames (with `.info`)."""
+    _record(work, _track(src, work, options, timer, progress, source=source), source=source)
+
+
+def track_both(source, driver, work: resume.WorkDir, options: VideoOptions, timer: StageTimer,
+               progress: Progress | None) -> None:
+    """Pass 1 of a video source and its driver at once (those not tracked yet; `track_pass`
+    each): the source in a thread of its own, the driver here. Mediapipe runs outside the GIL,
+    so on two cores both take little more than the longer one. An error or interruption in either
+    stops the other; each completed track is recorded (a resumed render keeps it)."""
+    if work.state.source_track is None and work.state.track is None:
+        stop, done, failed = threading.Event(), {}, []
+
+        def source_pass() -> None:
+            try:
+                done["source"] = _track(source, work, options, timer, progress, source=True, stop=stop)
+            except BaseException as e:  # noqa: BLE001 — raised again in this thread
+                failed.append(e)
+                stop.set()
+
+        worker = threading.Thread(target=source_pass, name="track-source", daemon=True)
+        worker.start()
+        try:
+            done["driver"] = _track(driver, work, options, timer, progress, stop=stop)
+        except tracking.Stopped:
+            pass  # the source's pass failed: its error is raised below
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            while worker.is_alive():
+                worker.join(0.2)  # short waits: a signal still reaches this thread
+            for key, summary in done.items():
+                _record(work, summary, source=key == "source")
+        if failed:
+            raise failed[0]
+        return
+    if work.state.track is None:
+        track_pass(driver, work, options, timer, progress)
+    if work.state.source_track is None:
+        track_pass(source, work, options, timer, progress, source=True)
+
+
+def _track(src, work: resume.WorkDir, options: VideoOptions, timer: StageTimer, progress: Progress | None, *,
+           source: bool = False, stop: threading.Event | None = None) -> dict:
     total = src.info.n_frames
     stage = "tracking source" if source else "tracking"
     report = (lambda i: progress(stage, i, total)) if progress else None  # an estimate; the bar grows past it
     with temporal.FrameFile(work.file(_prefix(source) + "track.f32"), mode="w") as track:
         s = tracking.track_driver(src, track, choice=options.ref_face if source else options.driver_face,
-                                  fps=src.info.fps, progress=report, timer=timer)
+                                  fps=src.info.fps, progress=report, timer=timer, stop=stop)
     # frames ffmpeg repeated for undecodable ones (or dropped) to keep the video's timing
-    summary = {**dataclasses.asdict(s), "repeated": getattr(src, "repeated", 0), "dropped": getattr(src, "dropped", 0)}
+    return {**dataclasses.asdict(s), "repeated": getattr(src, "repeated", 0), "dropped": getattr(src, "dropped", 0)}
+
+
+def _record(work: resume.WorkDir, summary: dict, *, source: bool) -> None:
     if source:
         work.state.source_track, work.state.source_processed = summary, False
     else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import signal
 import subprocess
+import types
 from pathlib import Path
 
 import cv2
@@ -262,6 +263,49 @@ def test_a_frame_rendered_from_the_bank_changes_only_its_head():
     (ex0, ey0), (ex1, ey1) = eyes.min(0).astype(int) - 3, eyes.max(0).astype(int) + 3
     # the eyes did not move: the frame's own pixels (from its own render's limit), not the bank's
     assert np.array_equal(out[ey0:ey1, ex0:ex1], frame[ey0:ey1, ex0:ex1])
+
+
+class _Frames:
+    """A stand-in decoded video for pass 1: `n` copies of `frame`; raises `error` at `fail`."""
+
+    def __init__(self, frame: np.ndarray, n: int, *, fail: int | None = None, error: Exception | None = None):
+        self.frame, self.n, self.fail, self.error, self.read = frame, n, fail, error, 0
+        self.info = types.SimpleNamespace(n_frames=n, fps=25.0)
+
+    def __iter__(self):
+        for i in range(self.n):
+            if i == self.fail:
+                raise self.error
+            self.read += 1
+            yield self.frame
+
+
+def test_both_tracks_run_at_once_and_a_failing_one_stops_the_other(tmp_path):
+    from reenact import resume, video
+    from reenact.config import VideoOptions
+    from reenact.errors import CorruptMedia
+    from reenact.pipeline import StageTimer
+
+    frame = media.read_image(EXAMPLES / "ref.jpg")
+    work = resume.WorkDir.open(tmp_path / "o.mp4", job="x", inputs={}, chunk=40, resume=False, overwrite=False)
+    source, driver = _Frames(frame, 6), _Frames(frame, 8)
+    video.track_both(source, driver, work, VideoOptions(), StageTimer(), None)
+    assert work.state.source_track["frames"] == work.state.source_track["with_face"] == 6
+    assert work.state.track["frames"] == work.state.track["with_face"] == 8
+    # the source breaks after 3 frames: its error is raised, the driver's pass stops long before
+    # its end (frames decoded) and neither is recorded as done
+    work = resume.WorkDir.open(tmp_path / "p.mp4", job="x", inputs={}, chunk=40, resume=False, overwrite=False)
+    source, driver = _Frames(frame, 6, fail=3, error=CorruptMedia("broken source")), _Frames(frame, 10 ** 6)
+    with pytest.raises(CorruptMedia, match="broken source"):
+        video.track_both(source, driver, work, VideoOptions(), StageTimer(), None)
+    assert source.read == 3 and driver.read < 10 ** 6
+    assert work.state.source_track is None and work.state.track is None
+    # a driver that breaks stops the source
+    work = resume.WorkDir.open(tmp_path / "q.mp4", job="x", inputs={}, chunk=40, resume=False, overwrite=False)
+    source, driver = _Frames(frame, 10 ** 6), _Frames(frame, 6, fail=2, error=CorruptMedia("broken driver"))
+    with pytest.raises(CorruptMedia, match="broken driver"):
+        video.track_both(source, driver, work, VideoOptions(), StageTimer(), None)
+    assert source.read < 10 ** 6 and work.state.source_track is None and work.state.track is None
 
 
 def test_is_video_source(tmp_path):
