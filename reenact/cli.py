@@ -319,8 +319,9 @@ def video(
                                           "(dubbing), or keep it and add the driver's change."),
     resting: bool = typer.Option(False, "--resting/--no-resting", help="Video source with replace: draw "
                                  "each frame's lower face from the nearest of a few resting frames of the "
-                                 "source, so its own speech does not show through the dubbed mouth "
-                                 "(clean talking-head shots: nothing in front of the mouth; slower)."),
+                                 "source, so its own speech does not show through the dubbed mouth; "
+                                 "frames with a hand over the mouth keep their own (for talking-head "
+                                 "shots: nothing else in front of the mouth; slower)."),
     engine: Optional[str] = EngineOpt, size: int = SizeOpt, crop: bool = CropOpt, compare: bool = CompareOpt,
     max_side: int = typer.Option(1920, "--max-side", help="Longest side of output frames (0 = keep)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted render of the same job "
@@ -1008,8 +1009,9 @@ def _source_rows(table: Table, src) -> None:
         table.add_row("unchanged", f"{src.passed} output frames show their source frame as it is (no face)")
     bank, used = src.resting
     if bank:
+        hands = f"; {src.covered} kept their own (a hand over the mouth)" if src.covered else ""
         table.add_row("resting frames", f"{bank} of the source's; {used} output frames took their lower face "
-                      "from the nearest in head pose")
+                      f"from the nearest in head pose{hands}")
     play = f"; the {src.ping_pong} plays forward and back to fill it" if src.ping_pong else ""
     table.add_row("length", f"the {src.length}'s{play}")
 

@@ -176,8 +176,9 @@ class VideoOptions:
         rest face) or "keep" (the driver's change is added to the source's own expression).
     resting: a video source under "replace": draw each frame's lower face from the nearest (in
         head pose) of a few resting frames of the source, so that its own speech does not show
-        through the dubbed mouth (`v2v.resting_bank`); off by default: a hand or an object in
-        front of a frame's mouth would be painted over (see docs/video-to-video.md).
+        through the dubbed mouth (`v2v.resting_bank`); frames with a hand over the mouth keep
+        their own lower face (`reenact.occlusion`); off by default: another object in front of
+        the mouth would be painted over, and it renders twice (see docs/video-to-video.md).
     preset: the x264 preset of the rendered video (crf 18 either way). "veryfast" encodes a
         1080p frame in about 40 % of "medium"'s CPU time, visually the same (≈ 0.5 dB PSNR less,
         files of similar size); "medium" or slower for the smallest files.

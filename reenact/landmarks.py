@@ -1,10 +1,11 @@
-"""Face landmarks: the only module that imports mediapipe.
+"""Face (and hand) landmarks: the only module that imports mediapipe.
 
 `Landmarker(mode="image")` finds every face in a photo (static-image mode, then a second pass on a
 full-resolution crop around each face so that precision does not depend on the photo's size);
 `Landmarker(mode="video")` tracks faces across consecutive frames (mediapipe's tracking mode, fast;
 frames whose faces are large are halved first, see TRACK_FACE_SIDE).
 Both return `Face` objects: (478, 3) landmarks incl. irises (see `reenact.geometry` for the frame).
+`HandTracker` finds hands in consecutive frames (what may cover a face: `reenact.occlusion`).
 """
 
 from __future__ import annotations
@@ -263,6 +264,43 @@ def track_shrink(faces: list[Face], shrink: int) -> int:
     while shrink < TRACK_MAX_SHRINK and side / (2 * shrink) >= TRACK_FACE_SIDE:
         shrink *= 2
     return shrink
+
+
+HAND_MAX_SIDE = 640  # the hand tracker sees frames at most this large (its palm detector works at 192²)
+
+
+class HandTracker:
+    """Hands in consecutive frames (mediapipe's hand tracker, video mode, its light model):
+    `find(rgb)` → a (21, 2) float32 array of pixel coordinates per hand found (at most two).
+    Frames may be skipped between calls. Not thread-safe; use one per stream."""
+
+    def __init__(self) -> None:
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        with _quiet_stderr(), _signals_deferred():
+            import mediapipe as mp
+
+            self._hands = mp.solutions.hands.Hands(static_image_mode=False, max_num_hands=2, model_complexity=0,
+                                                   min_detection_confidence=0.5, min_tracking_confidence=0.5)
+
+    def find(self, rgb: np.ndarray) -> list[np.ndarray]:
+        rgb = _as_rgb(rgb)
+        h, w = rgb.shape[:2]
+        factor = min(1.0, HAND_MAX_SIDE / max(h, w))
+        small = rgb if factor == 1.0 else cv2.resize(rgb, (round(w * factor), round(h * factor)),
+                                                     interpolation=cv2.INTER_AREA)
+        with _quiet_stderr(), _signals_deferred():
+            result = self._hands.process(small)
+        return [np.array([(p.x * w, p.y * h) for p in hand.landmark], np.float32)
+                for hand in result.multi_hand_landmarks or ()]
+
+    def close(self) -> None:
+        self._hands.close()
+
+    def __enter__(self) -> "HandTracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _merge(faces: list[Face], more: list[Face]) -> list[Face]:

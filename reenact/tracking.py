@@ -97,10 +97,12 @@ class Stopped(Exception):
 
 def track_driver(frames: Iterable[np.ndarray], track: temporal.FrameFile, *, choice: str | int,
                  fps: float, progress: Callable[[int], None] | None = None,
-                 timer=None, stop: threading.Event | None = None) -> TrackSummary:
+                 timer=None, stop: threading.Event | None = None,
+                 watch: Callable[[np.ndarray, Face | None], None] | None = None) -> TrackSummary:
     """Landmarks of the chosen driver face in every frame → `track` (appended, NaN = absent).
     `timer`: optional `pipeline.StageTimer` (stages "decode", "landmarks"); `stop`: raises
-    Stopped before the next frame once set."""
+    Stopped before the next frame once set; `watch`: called with each frame and its face (None:
+    none), e.g. `occlusion.HandWatch`."""
     max_faces = max(MIN_TRACKED_FACES, choice + 2 if isinstance(choice, int) else 0)
     follower = FaceFollower(choice, reacquire=max(1, round(fps)))
     summary = TrackSummary()
@@ -116,6 +118,8 @@ def track_driver(frames: Iterable[np.ndarray], track: temporal.FrameFile, *, cho
             with _stage(timer, "landmarks"):
                 faces = lm.detect(frame)
             face = follower.pick(faces)
+            if watch is not None:
+                watch(frame, face)
             track.append(temporal.missing() if face is None else face.points)
             summary.max_faces = max(summary.max_faces, len(faces))
             if face is not None:

@@ -36,7 +36,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from reenact import align, media, motion, regions, resume, temporal, video, warp
+from reenact import align, media, motion, occlusion, regions, resume, temporal, video, warp
 from reenact import geometry as g
 from reenact import references as refs
 from reenact.config import InferenceConfig, VideoOptions
@@ -241,13 +241,24 @@ class IndexedFrames:
         self.close()
 
 
-def rest_frame(points: temporal.FrameFile, status: np.ndarray) -> int:
+def rest_frame(points: temporal.FrameFile, status: np.ndarray, covered: np.ndarray | None = None) -> int:
     """The source frame (with a face) whose expression is nearest the source's median
-    expression (`expression.expression_descriptor`): its typical, resting face."""
+    expression (`expression.expression_descriptor`): its typical, resting face. Not one whose
+    lower face a hand covers (`covered`, `occlusion`), unless a hand covers them all."""
     faces = np.flatnonzero(status == temporal.FACE)
     _, expressions = _expression_sample(points, faces)
     median = np.median(expressions, axis=0)
-    return int(min(faces, key=lambda j: float(np.linalg.norm(expression_descriptor(points[j]) - median))))
+    gap = lambda j: float(np.linalg.norm(expression_descriptor(points[j]) - median))  # noqa: E731
+    return int(min(_uncovered(faces, covered), key=gap))
+
+
+def _uncovered(frames: np.ndarray, covered: np.ndarray | None) -> np.ndarray:
+    """`frames` (indices) without those a hand covers — all of them if it covers every one (the
+    choice then is as without the hands: no frame is better)."""
+    if covered is None:
+        return frames
+    kept = frames[~covered[frames]]
+    return kept if len(kept) else frames
 
 
 def _expression_sample(points: temporal.FrameFile, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -256,13 +267,14 @@ def _expression_sample(points: temporal.FrameFile, faces: np.ndarray) -> tuple[n
     return sample, np.array([expression_descriptor(points[j]) for j in sample])
 
 
-def resting_bank(points: temporal.FrameFile, status: np.ndarray, rest: int) -> list[int]:
+def resting_bank(points: temporal.FrameFile, status: np.ndarray, rest: int,
+                 covered: np.ndarray | None = None) -> list[int]:
     """Source frames to draw lower faces from (`--resting`; see BANK_RESTING), sorted by index:
     the rest frame, then, greedily, the resting frame whose head pose is farthest from all chosen
-    so far, while it is at least BANK_SPREAD degrees from them."""
+    so far, while it is at least BANK_SPREAD degrees from them; none a hand covers (`covered`)."""
     sample, expressions = _expression_sample(points, np.flatnonzero(status == temporal.FACE))
     typical = np.linalg.norm(expressions - np.median(expressions, axis=0), axis=1)
-    resting = sample[typical <= np.quantile(typical, BANK_RESTING)]
+    resting = _uncovered(sample[typical <= np.quantile(typical, BANK_RESTING)], covered)
     poses = np.array([head_pose(points[j]) for j in resting])
     bank, pose = [rest], [head_pose(points[rest])]
     while len(bank) < BANK_SIZE and len(resting):
@@ -306,15 +318,18 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
     _check_options(source, drive_path, options)
     opener = {"source": lambda: Downscaled(source, _fps(source, options), config.max_side),
               "driver": lambda: Downscaled(drive_path, _fps(drive_path, options), 0)}
+    resting = _uses_bank(options, photos, config)
+    watch = occlusion.HandWatch(timer) if resting and work.state.source_track is None else None
     with opener["source"]() as s, opener["driver"]() as d:  # both opened first: a bad one fails at once
         sinfo, dinfo = s.info, d.info
-        video.track_both(s, d, work, options, timer, progress)
+        video.track_both(s, d, work, options, timer, progress, watch=watch)
+    covered = _hands(work, watch, opener["source"], timer) if resting else None
     video.require_face(work.state.track, drive_path, options.driver_face)
     video.require_face(work.state.source_track, source, options.ref_face, what="source")
     dstatus = video.process_pass(work, dinfo.fps, options.motion, timer)
     sstatus = video.process_pass(work, sinfo.fps, options.motion, timer, source=True)
     tl = Timeline.build(len(sstatus), sinfo.fps, len(dstatus), dinfo.fps, options.length)
-    rest, anchor, retarget = _motion(work, sstatus, dstatus, options)
+    rest, anchor, retarget = _motion(work, sstatus, dstatus, options, covered)
     summary = video.summarise(dstatus, work.state.track, dinfo, (0, 0), work.state.source_track["max_faces"],
                               options, anchor, frames=tl.frames)
     summary.source = video.SourceSummary(
@@ -332,8 +347,8 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
                       work.state.source_track["max_faces"])
         first = job.reference(int(np.argmax(sstatus == temporal.FACE)))
         engine = build_engine(config)
-        if _uses_bank(options, photos, config) and isinstance(engine, WarpEngine):
-            job.bank = resting_bank(spts, sstatus, rest)
+        if resting and isinstance(engine, WarpEngine):
+            job.bank, job.covered = resting_bank(spts, sstatus, rest, covered), covered
             with IndexedFrames(opener["source"], source, cache=None, timer=timer) as frames:
                 bank = [Reference(image=frames[j], face=Face(points=spts[j]), n_faces=job.faces, name=str(source))
                         for j in job.bank]
@@ -351,6 +366,7 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
     if job.bank:  # its frames are not references the user chose: no selection to report
         summary.multi, summary.usage = "single", []
         summary.source.resting = (len(job.bank), job.from_bank)
+        summary.source.covered = job.by_hand
     else:
         summary.multi, summary.usage = r.mode, r.usage() if r.mode == "select" else []
     work.hold_signals()  # from here the render completes (see WorkDir.hold_signals)
@@ -361,17 +377,39 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
     return summary
 
 
-def _motion(work: resume.WorkDir, sstatus: np.ndarray, dstatus: np.ndarray, options: VideoOptions
-            ) -> tuple[int, tuple[int, np.ndarray], motion.SourceRetargeter]:
+def _motion(work: resume.WorkDir, sstatus: np.ndarray, dstatus: np.ndarray, options: VideoOptions,
+            covered: np.ndarray | None) -> tuple[int, tuple[int, np.ndarray], motion.SourceRetargeter]:
     """(the source's rest frame, the driver's anchor (index, landmarks), the retargeter)."""
     with temporal.FrameFile(work.file("source-points.f32")) as spts:
-        rest = rest_frame(spts, sstatus)
+        rest = rest_frame(spts, sstatus, covered)
         anchor = video.anchor_frame(work, spts[rest], dstatus, options.motion,
                                     pose_weight=POSE_WEIGHT if options.motion.transfer == "expression" else 1.0)
         retarget = motion.SourceRetargeter(spts[rest], anchor[1], transfer=options.motion.transfer,
                                            components=motion.components_for(options.motion.regions),
                                            source_expression=options.source_expression)
     return rest, anchor, retarget
+
+
+def _hands(work: resume.WorkDir, watch: occlusion.HandWatch | None, open_source: Callable[[], "Downscaled"],
+           timer: StageTimer) -> np.ndarray:
+    """(source frames,) bool: where a hand covers the lower face (`occlusion.HandWatch`), kept in
+    the work folder. From `watch` when it saw pass 1; a render resumed after pass 1 whose
+    result was not kept looks at the source again."""
+    path, n = work.file("source-hands.npy"), work.state.source_track["frames"]
+    if watch is None or watch.frames != n:
+        if path.exists():
+            return np.load(path)
+        watch = occlusion.HandWatch(timer)
+        with temporal.FrameFile(work.file("source-track.f32")) as raw, open_source() as frames:
+            for k, frame in zip(range(len(raw)), frames):
+                watch(frame, None if np.isnan(raw[k]).any() else Face(points=raw[k]))
+    covered = np.zeros(n, bool)
+    covered[:min(n, watch.frames)] = watch.covered()[:n]
+    watch.close()
+    part = path.with_suffix(".part.npy")
+    np.save(part, covered)
+    part.replace(path)
+    return covered
 
 
 def _uses_bank(options: VideoOptions, photos: list[Reference], config: InferenceConfig) -> bool:
@@ -414,6 +452,8 @@ class _Frames:
     chosen: int = 0  # the bank frame in use: its index in `bank` + 1; 0 = the frame itself
     moves_upper: bool = True  # eyes or brows move too (not only the mouth)
     from_bank: int = 0  # output frames rendered from the bank
+    covered: np.ndarray | None = None  # source frames whose lower face a hand covers (`occlusion`)
+    by_hand: int = 0  # output frames that kept their own lower face for that
 
     def reference(self, j: int) -> Reference:
         """Source frame j as the reference of its own output frame."""
@@ -427,18 +467,25 @@ class _Frames:
         """Output frame i's render as a call (`Reenactor.plan`; `video.write_chunks`)."""
         j, d, moved = self._moved(i)
         drv_img = self.dframes[d] if r.config.compare or r.needs_driver_image else None  # decoded only then
+        covered = moved and bool(self.bank) and self.covered is not None and bool(self.covered[j])
+        if covered and not self.moves_upper:  # only the mouth moves, and a hand hides it
+            moved, self.by_hand = False, self.by_hand + 1
+            self._choose_bank(j)
         if moved:
             bank = self._choose_bank(j) if self.bank else 0  # 0: the frame itself
             self._use(r, j, set_primary=True, from_rest=bank > 0)
             face = Face(points=self.dpts[d])
-            if bank:  # the lower face from the bank frame's render, the upper from the frame's own
+            if covered:  # a hand over the mouth: the lower face stays the frame's own, the upper moves
+                self.by_hand += 1
+                job = r.plan(face, drv_img, use=0, limit=upper_face, parts=("eyes",))
+            elif bank:  # the lower face from the bank frame's render, the upper from the frame's own
                 self.from_bank += 1
                 own = (r.plan(face, drv_img, use=0, limit=upper_face, parts=("eyes",))
                        if self.moves_upper else None)  # only the mouth moves: the frame itself above
                 job = r.plan(face, drv_img, use=bank, onto=own, limit=lower_face, parts=("mouth",))
             else:  # with a bank never a bank frame; without, the reference choice (k-shot photos)
                 job = r.plan(face, drv_img, use=0 if self.bank else None)
-        else:  # no face in the source frame (or none yet in the driver): the source frame as it is
+        else:  # no face in the source frame (or none yet in the driver, or all hidden): the frame as it is
             r.choose(None)
             out = r.unchanged(self.sframes[j])
             job = lambda: out  # noqa: E731
@@ -460,7 +507,11 @@ class _Frames:
 
     def _choose_bank(self, j: int) -> int:
         """The reference source frame j renders from: 1 + the index of the bank frame nearest in
-        head pose (hysteresis: BANK_MARGIN), or 0 (the frame itself) beyond BANK_REACH."""
+        head pose (hysteresis: BANK_MARGIN), or 0 (the frame itself) beyond BANK_REACH or where
+        a hand covers the frame's lower face."""
+        if self.covered is not None and self.covered[j]:
+            self.chosen = 0
+            return 0
         gaps = [float(np.linalg.norm(head_pose(self.spts[j]) - p)) for p in self.bank_poses]
         best = int(np.argmin(gaps))
         if self.chosen and gaps[self.chosen - 1] <= BANK_REACH and gaps[best] >= gaps[self.chosen - 1] - BANK_MARGIN:

@@ -85,7 +85,8 @@ class SourceSummary:
     no face (or whose driver frame had none yet) and so are the source frame unchanged; `rest`:
     the source frame taken as its resting face; `length`: what decided the output's length;
     `ping_pong`: which input played backward to fill it ("", "source", "driver"); `resting`:
-    (frames in the resting bank, output frames rendered from it), `v2v.resting_bank`."""
+    (frames in the resting bank, output frames rendered from it), `v2v.resting_bank`; `covered`:
+    output frames that kept their own lower face because a hand covers it (`reenact.occlusion`)."""
 
     path: str
     frames: int
@@ -96,6 +97,7 @@ class SourceSummary:
     length: str
     ping_pong: str
     resting: tuple[int, int] = (0, 0)
+    covered: int = 0
 
 
 def reenact_video(ref_path: str | Path | list, drive_path: str | Path, out_path: str | Path,
@@ -211,17 +213,19 @@ def track_pass(src, work: resume.WorkDir, options: VideoOptions, timer: StageTim
 
 
 def track_both(source, driver, work: resume.WorkDir, options: VideoOptions, timer: StageTimer,
-               progress: Progress | None) -> None:
+               progress: Progress | None, watch=None) -> None:
     """Pass 1 of a video source and its driver at once (those not tracked yet; `track_pass`
     each): the source in a thread of its own, the driver here. Mediapipe runs outside the GIL,
     so on two cores both take little more than the longer one. An error or interruption in either
-    stops the other; each completed track is recorded (a resumed render keeps it)."""
+    stops the other; each completed track is recorded (a resumed render keeps it). `watch`: sees
+    each source frame as it is tracked (`tracking.track_driver`)."""
     if work.state.source_track is None and work.state.track is None:
         stop, done, failed = threading.Event(), {}, []
 
         def source_pass() -> None:
             try:
-                done["source"] = _track(source, work, options, timer, progress, source=True, stop=stop)
+                done["source"] = _track(source, work, options, timer, progress, source=True, stop=stop,
+                                        watch=watch)
             except BaseException as e:  # noqa: BLE001 — raised again in this thread
                 failed.append(e)
                 stop.set()
@@ -246,17 +250,17 @@ def track_both(source, driver, work: resume.WorkDir, options: VideoOptions, time
     if work.state.track is None:
         track_pass(driver, work, options, timer, progress)
     if work.state.source_track is None:
-        track_pass(source, work, options, timer, progress, source=True)
+        _record(work, _track(source, work, options, timer, progress, source=True, watch=watch), source=True)
 
 
 def _track(src, work: resume.WorkDir, options: VideoOptions, timer: StageTimer, progress: Progress | None, *,
-           source: bool = False, stop: threading.Event | None = None) -> dict:
+           source: bool = False, stop: threading.Event | None = None, watch=None) -> dict:
     total = src.info.n_frames
     stage = "tracking source" if source else "tracking"
     report = (lambda i: progress(stage, i, total)) if progress else None  # an estimate; the bar grows past it
     with temporal.FrameFile(work.file(_prefix(source) + "track.f32"), mode="w") as track:
         s = tracking.track_driver(src, track, choice=options.ref_face if source else options.driver_face,
-                                  fps=src.info.fps, progress=report, timer=timer, stop=stop)
+                                  fps=src.info.fps, progress=report, timer=timer, stop=stop, watch=watch)
     # frames ffmpeg repeated for undecodable ones (or dropped) to keep the video's timing
     return {**dataclasses.asdict(s), "repeated": getattr(src, "repeated", 0), "dropped": getattr(src, "dropped", 0)}
 

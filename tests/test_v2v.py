@@ -419,6 +419,60 @@ def test_resting_frames_draw_the_lower_face_when_asked(clips, tmp_path):
     assert r.returncode == 0 and "resting frames" in r.stdout, r.stderr
 
 
+def test_hands_are_looked_for_again_when_a_resumed_render_lacks_them(clips, tmp_path):
+    """`v2v._hands`: pass 1 done by an earlier run whose hand marks were not kept → the source
+    is looked at again (one mark per source frame), kept, and read back the next time."""
+    from reenact import resume, video
+    from reenact.pipeline import StageTimer
+    from reenact.v2v import Downscaled, _hands
+
+    work = resume.WorkDir.open(tmp_path / "o.mp4", job="x", inputs={}, chunk=40, resume=False, overwrite=False)
+    open_source = lambda: Downscaled(clips["src"], None, 0)  # noqa: E731
+    with open_source() as src:
+        video.track_pass(src, work, VideoOptions(), StageTimer(), None, source=True)
+    assert not work.file("source-hands.npy").exists()
+    covered = _hands(work, None, open_source, StageTimer())
+    assert covered.shape == (24,) and not covered.any()  # no hands in the clip
+    assert work.file("source-hands.npy").exists()
+    np.save(work.file("source-hands.npy"), np.ones(24, bool))
+    assert _hands(work, None, open_source, StageTimer()).all()  # kept: read back, not looked for again
+
+
+PEXELS = Path(__file__).resolve().parents[2] / "shared" / "data" / "samples" / "pyfeat" / "WolfgangLanger_Pexels.mp4"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PEXELS.exists(), reason="needs ../shared/data/samples/pyfeat (the Pexels clip: hands over the face)")
+def test_resting_keeps_a_lower_face_that_a_hand_covers(clips, tmp_path):
+    """`--resting` on a source whose hand comes up over the mouth (Pexels 1.6–4.6 s): those
+    frames keep their own lower face — the hand is not painted over, nor pasted elsewhere —
+    while the frames before it take theirs from the bank."""
+    from reenact import video
+    from reenact.config import InferenceConfig
+    from reenact.landmarks import Landmarker
+
+    source = tmp_path / "hand.mp4"
+    ffmpeg("-ss", "1.6", "-i", PEXELS, "-t", "3", "-vf", "scale=320:180", "-c:v", "libx264", "-crf", "18",
+           "-preset", "veryfast", "-an", source)
+    out = tmp_path / "out.mp4"
+    s = video.reenact_video(source, clips["drv"], out, InferenceConfig(engine="warp"),
+                            options=VideoOptions(resting=True, length="source"), overwrite=True)
+    bank, used = s.source.resting
+    assert bank >= 1 and used > 0 and s.source.covered > 0 and used + s.source.covered <= s.frames
+    src, got = frames_of(source), frames_of(out)
+    with Landmarker(mode="video") as lm:
+        points = [lm.detect(f)[0].points for f in src]
+
+    def lower_diff(i: int) -> float:
+        x0, y0 = points[i][list(g.LIPS_OUTER), :2].min(0).astype(int) - 4
+        x1, y1 = points[i][list(g.LIPS_OUTER), :2].max(0).astype(int) + 4
+        return float(np.abs(got[i][y0:y1, x0:x1].astype(int) - src[i][y0:y1, x0:x1]).mean())
+
+    # the hand is over the mouth in the last second; the first frames have none
+    late, early = [lower_diff(i) for i in range(len(src) - 20, len(src))], [lower_diff(i) for i in range(0, 15)]
+    assert np.mean(late) < 4.0 < np.mean(early), (np.mean(late), np.mean(early))
+
+
 @pytest.mark.slow
 def test_length_and_audio_choices(clips, tmp_path):
     out = tmp_path / "o.mp4"

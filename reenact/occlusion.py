@@ -1,0 +1,88 @@
+"""Hands in front of the face: which frames of a video source a hand covers the lower face of.
+
+`--resting` (`reenact.v2v`) draws each frame's lower face from a resting frame of the source:
+right for a face that is visible, wrong where a hand is in front of the mouth — the bank frame's
+mouth would be painted over the hand, and a bank frame with a hand would paste that hand into
+frames without one. `HandWatch` runs `landmarks.HandTracker` on the source's frames during
+pass 1 and marks the frames whose lower face (from the nose down, `motion.speech_weights`) a hand
+covers by COVER_SHARE or more; `v2v` keeps those frames out of the bank and renders them as
+without `--resting`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import cv2
+import numpy as np
+
+from reenact import motion, regions
+from reenact.landmarks import Face, HandTracker
+
+HAND_EVERY = 2  # the hand tracker runs on every HAND_EVERY-th frame with a face (it costs ~10 ms)
+HAND_REACH = 3  # a covered frame marks this many frames either side too (skipped frames, fast hands)
+# A frame counts as covered only when the frame looked at before it was covered too: a hand in
+# front of the mouth stays for a while, while the tracker's rare false hand (a collar, a beard)
+# is gone the next time it looks.
+COVER_SHARE = 0.1  # share of the lower face a hand must cover
+GRID = 64  # pixels a side of the grid the lower face is measured on
+
+
+def lower_face_hull(points: np.ndarray) -> np.ndarray:
+    """(N, 2) convex hull, frame pixels, of a face's landmarks from the nose down."""
+    pts = np.asarray(points, np.float32)[motion.speech_weights() >= 0.5, :2]
+    return cv2.convexHull(pts)[:, 0]
+
+
+def covered_share(points: np.ndarray, hands: list[np.ndarray]) -> float:
+    """Share (0..1) of the face's lower face (`lower_face_hull`) inside the hands' convex hulls."""
+    face = lower_face_hull(points)
+    if not hands:
+        return 0.0
+    origin = face.min(0)
+    scale = (GRID - 1) / max(float((face.max(0) - origin).max()), 1e-6)
+    face_mask = regions.fill_polygon(GRID, (face - origin) * scale) > 0.5
+    if not face_mask.any():
+        return 0.0
+    hand_mask = np.zeros((GRID, GRID), bool)
+    for hand in hands:
+        hull = cv2.convexHull(np.asarray(hand, np.float32))[:, 0]
+        hand_mask |= regions.fill_polygon(GRID, (hull - origin) * scale) > 0.5
+    return float((face_mask & hand_mask).sum() / face_mask.sum())
+
+
+class HandWatch:
+    """Per source frame, in order (`__call__(frame, face)`, the face None where none was found):
+    whether a hand covers its lower face, in two frames looked at in a row. `covered()` →
+    (frames,) bool, grown by HAND_REACH. `timer`: an optional `pipeline.StageTimer` (stage
+    "hands")."""
+
+    def __init__(self, timer=None) -> None:
+        self._tracker: HandTracker | None = None
+        self._timer = timer
+        self.frames = 0  # frames seen so far
+        self._hit: list[int] = []  # covered frames
+        self._last: int | None = None  # the last frame looked at, if the tracker found it covered
+
+    def __call__(self, frame: np.ndarray, face: Face | None) -> None:
+        i, self.frames = self.frames, self.frames + 1
+        if face is None or i % HAND_EVERY:
+            return
+        with self._timer("hands") if self._timer is not None else contextlib.nullcontext():
+            if self._tracker is None:
+                self._tracker = HandTracker()
+            covered = covered_share(face.points, self._tracker.find(frame)) >= COVER_SHARE
+        if covered and self._last == i - HAND_EVERY:
+            self._hit += [self._last, i]
+        self._last = i if covered else None
+
+    def covered(self) -> np.ndarray:
+        out = np.zeros(self.frames, bool)
+        for i in set(self._hit):
+            out[max(0, i - HAND_REACH):i + HAND_REACH + 1] = True
+        return out
+
+    def close(self) -> None:
+        if self._tracker is not None:
+            self._tracker.close()
+            self._tracker = None
