@@ -513,8 +513,10 @@ def test_face_less_source_frames_pass_through(clips, tmp_path):
 
 
 @pytest.mark.slow
-def test_interrupted_render_resumes_to_the_same_video(clips, tmp_path):
-    args = ["video", clips["src"], clips["drv"], "--chunk-frames", "6", "-o"]
+@pytest.mark.parametrize("extra", [[], ["--resting"]], ids=["replace", "resting"])
+def test_interrupted_render_resumes_to_the_same_video(clips, tmp_path, extra):
+    """--resting also keeps its hand marks (work/source-hands.npy) and bank across the resume."""
+    args = ["video", clips["src"], clips["drv"], *extra, "--chunk-frames", "6", "-o"]
     full, part = tmp_path / "full.mp4", tmp_path / "part.mp4"
     assert reenact(*args, full).returncode == 0
     r = start_and_stop([*args, part], part, signal.SIGKILL, after_chunks=2)
