@@ -1009,9 +1009,10 @@ def _source_rows(table: Table, src) -> None:
         table.add_row("unchanged", f"{src.passed} output frames show their source frame as it is (no face)")
     bank, used = src.resting
     if bank:
-        hands = f"; {src.covered} kept their own (a hand over the mouth)" if src.covered else ""
         table.add_row("resting frames", f"{bank} of the source's; {used} output frames took their lower face "
-                      f"from the nearest in head pose{hands}")
+                      "from the nearest in head pose")
+    if src.covered:
+        table.add_row("hands", f"{src.covered} output frames keep their own lower face (a hand over the mouth)")
     play = f"; the {src.ping_pong} plays forward and back to fill it" if src.ping_pong else ""
     table.add_row("length", f"the {src.length}'s{play}")
 

@@ -12,6 +12,8 @@ without `--resting`.
 from __future__ import annotations
 
 import contextlib
+import queue
+import threading
 
 import cv2
 import numpy as np
@@ -19,8 +21,8 @@ import numpy as np
 from reenact import motion, regions
 from reenact.landmarks import Face, HandTracker
 
-HAND_EVERY = 2  # the hand tracker runs on every HAND_EVERY-th frame with a face (it costs ~10 ms)
-HAND_REACH = 3  # a covered frame marks this many frames either side too (skipped frames, fast hands)
+HAND_EVERY = 4  # the hand tracker runs on every HAND_EVERY-th frame with a face (it costs ~10 ms)
+HAND_REACH = 4  # a covered frame marks this many frames either side too (skipped frames, fast hands)
 # A frame counts as covered only when the frame looked at before it was covered too: a hand in
 # front of the mouth stays for a while, while the tracker's rare false hand (a collar, a beard)
 # is gone the next time it looks.
@@ -53,36 +55,66 @@ def covered_share(points: np.ndarray, hands: list[np.ndarray]) -> float:
 
 class HandWatch:
     """Per source frame, in order (`__call__(frame, face)`, the face None where none was found):
-    whether a hand covers its lower face, in two frames looked at in a row. `covered()` →
-    (frames,) bool, grown by HAND_REACH. `timer`: an optional `pipeline.StageTimer` (stage
-    "hands")."""
+    whether a hand covers its lower face, in two frames looked at in a row. The tracker runs in a
+    thread of its own, a few frames behind (QUEUE at most), so pass 1 does not wait for it.
+    `covered()` → (frames,) bool, grown by HAND_REACH, once every frame is seen (it waits for
+    the thread; raises what the thread raised). `timer`: an optional `pipeline.StageTimer`
+    (stage "hands"). `close()` stops the thread (also after an error elsewhere)."""
+
+    QUEUE = 8
 
     def __init__(self, timer=None) -> None:
-        self._tracker: HandTracker | None = None
         self._timer = timer
         self.frames = 0  # frames seen so far
         self._hit: list[int] = []  # covered frames
         self._last: int | None = None  # the last frame looked at, if the tracker found it covered
+        self._todo: queue.Queue = queue.Queue(self.QUEUE)
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
 
     def __call__(self, frame: np.ndarray, face: Face | None) -> None:
         i, self.frames = self.frames, self.frames + 1
         if face is None or i % HAND_EVERY:
             return
-        with self._timer("hands") if self._timer is not None else contextlib.nullcontext():
-            if self._tracker is None:
-                self._tracker = HandTracker()
-            covered = covered_share(face.points, self._tracker.find(frame)) >= COVER_SHARE
-        if covered and self._last == i - HAND_EVERY:
-            self._hit += [self._last, i]
-        self._last = i if covered else None
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._look, name="hands", daemon=True)
+            self._thread.start()
+        while self._thread.is_alive():  # (a thread that failed takes nothing more)
+            try:
+                self._todo.put((i, frame, face.points), timeout=0.2)
+                return
+            except queue.Full:
+                pass
+
+    def _look(self) -> None:
+        try:
+            with HandTracker() as tracker:
+                while (item := self._todo.get()) is not None:
+                    i, frame, points = item
+                    with self._timer("hands") if self._timer is not None else contextlib.nullcontext():
+                        covered = covered_share(points, tracker.find(frame)) >= COVER_SHARE
+                    if covered and self._last == i - HAND_EVERY:
+                        self._hit += [self._last, i]
+                    self._last = i if covered else None
+        except BaseException as e:  # noqa: BLE001 — raised again by covered()
+            self._error = e
 
     def covered(self) -> np.ndarray:
+        self.close()
+        if self._error is not None:
+            raise self._error
         out = np.zeros(self.frames, bool)
         for i in set(self._hit):
             out[max(0, i - HAND_REACH):i + HAND_REACH + 1] = True
         return out
 
     def close(self) -> None:
-        if self._tracker is not None:
-            self._tracker.close()
-            self._tracker = None
+        if self._thread is not None:
+            while self._thread.is_alive():
+                try:
+                    self._todo.put(None, timeout=0.2)
+                    break
+                except queue.Full:
+                    pass
+            self._thread.join()
+            self._thread = None

@@ -318,12 +318,17 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
     _check_options(source, drive_path, options)
     opener = {"source": lambda: Downscaled(source, _fps(source, options), config.max_side),
               "driver": lambda: Downscaled(drive_path, _fps(drive_path, options), 0)}
-    resting = _uses_bank(options, photos, config)
-    watch = occlusion.HandWatch(timer) if resting and work.state.source_track is None else None
+    resting, hands = _uses_bank(options, photos, config), _watches_hands(options)
+    watch = occlusion.HandWatch(timer) if hands and work.state.source_track is None else None
     with opener["source"]() as s, opener["driver"]() as d:  # both opened first: a bad one fails at once
         sinfo, dinfo = s.info, d.info
-        video.track_both(s, d, work, options, timer, progress, watch=watch)
-    covered = _hands(work, watch, opener["source"], timer) if resting else None
+        try:
+            video.track_both(s, d, work, options, timer, progress, watch=watch)
+        except BaseException:
+            if watch is not None:
+                watch.close()  # its thread
+            raise
+    covered = _hands(work, watch, opener["source"], timer) if hands else None
     video.require_face(work.state.track, drive_path, options.driver_face)
     video.require_face(work.state.source_track, source, options.ref_face, what="source")
     dstatus = video.process_pass(work, dinfo.fps, options.motion, timer)
@@ -347,12 +352,12 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
                       work.state.source_track["max_faces"])
         first = job.reference(int(np.argmax(sstatus == temporal.FACE)))
         engine = build_engine(config)
+        job.covered, job.moves_upper = covered, set(options.motion.regions) != {"mouth"}
         if resting and isinstance(engine, WarpEngine):
-            job.bank, job.covered = resting_bank(spts, sstatus, rest, covered), covered
+            job.bank = resting_bank(spts, sstatus, rest, covered)
             with IndexedFrames(opener["source"], source, cache=None, timer=timer) as frames:
                 bank = [Reference(image=frames[j], face=Face(points=spts[j]), n_faces=job.faces, name=str(source))
                         for j in job.bank]
-            job.moves_upper = set(options.motion.regions) != {"mouth"}
             job.bank_poses = [head_pose(spts[j]) for j in job.bank]
             r = Reenactor([first, *bank], config, engine=engine, timer=timer, multi="select")
         else:
@@ -366,9 +371,9 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
     if job.bank:  # its frames are not references the user chose: no selection to report
         summary.multi, summary.usage = "single", []
         summary.source.resting = (len(job.bank), job.from_bank)
-        summary.source.covered = job.by_hand
     else:
         summary.multi, summary.usage = r.mode, r.usage() if r.mode == "select" else []
+    summary.source.covered = job.by_hand
     work.hold_signals()  # from here the render completes (see WorkDir.hold_signals)
     with timer("join"):
         media.concat_videos([work.segment(k) for k in range(summary.chunks)], target,
@@ -405,11 +410,17 @@ def _hands(work: resume.WorkDir, watch: occlusion.HandWatch | None, open_source:
                 watch(frame, None if np.isnan(raw[k]).any() else Face(points=raw[k]))
     covered = np.zeros(n, bool)
     covered[:min(n, watch.frames)] = watch.covered()[:n]
-    watch.close()
     part = path.with_suffix(".part.npy")
     np.save(part, covered)
     part.replace(path)
     return covered
+
+
+def _watches_hands(options: VideoOptions) -> bool:
+    """Whether pass 1 looks for hands over the source's mouth (`occlusion`): the mouth moves and
+    the head keeps the source's pose (`--transfer expression`: a covered frame can keep its own
+    lower face; a head that turns cannot)."""
+    return "mouth" in options.motion.regions and options.motion.transfer == "expression"
 
 
 def _uses_bank(options: VideoOptions, photos: list[Reference], config: InferenceConfig) -> bool:
@@ -467,49 +478,58 @@ class _Frames:
         """Output frame i's render as a call (`Reenactor.plan`; `video.write_chunks`)."""
         j, d, moved = self._moved(i)
         drv_img = self.dframes[d] if r.config.compare or r.needs_driver_image else None  # decoded only then
-        covered = moved and bool(self.bank) and self.covered is not None and bool(self.covered[j])
-        if covered and not self.moves_upper:  # only the mouth moves, and a hand hides it
-            moved, self.by_hand = False, self.by_hand + 1
-            self._choose_bank(j)
-        if moved:
+        covered = moved and self._covered(j)
+        if covered:  # a hand over the mouth: the lower face stays the frame's own
+            self.by_hand += 1
+            if self.bank:
+                self._choose_bank(j)  # (a new choice once the hand is gone)
+        if moved and (self.moves_upper or not covered):
+            face = Face(points=self.dpts[d])
+            if covered:  # only the upper face moves
+                r.choose(None)
+                self._use(r, j, set_primary=True)
+                job = r.plan(face, drv_img, use=0, limit=upper_face, parts=("eyes",))
+                return (lambda: side_by_side(drv_img, job())) if r.config.compare else job
             bank = self._choose_bank(j) if self.bank else 0  # 0: the frame itself
             self._use(r, j, set_primary=True, from_rest=bank > 0)
-            face = Face(points=self.dpts[d])
-            if covered:  # a hand over the mouth: the lower face stays the frame's own, the upper moves
-                self.by_hand += 1
-                job = r.plan(face, drv_img, use=0, limit=upper_face, parts=("eyes",))
-            elif bank:  # the lower face from the bank frame's render, the upper from the frame's own
+            if bank:  # the lower face from the bank frame's render, the upper from the frame's own
                 self.from_bank += 1
                 own = (r.plan(face, drv_img, use=0, limit=upper_face, parts=("eyes",))
                        if self.moves_upper else None)  # only the mouth moves: the frame itself above
                 job = r.plan(face, drv_img, use=bank, onto=own, limit=lower_face, parts=("mouth",))
             else:  # with a bank never a bank frame; without, the reference choice (k-shot photos)
                 job = r.plan(face, drv_img, use=0 if self.bank else None)
-        else:  # no face in the source frame (or none yet in the driver, or all hidden): the frame as it is
+        else:  # no face in the source frame (or none yet in the driver; or only the hidden mouth moves)
             r.choose(None)
             out = r.unchanged(self.sframes[j])
             job = lambda: out  # noqa: E731
         return (lambda: side_by_side(drv_img, job())) if r.config.compare else job
 
     def skip(self, r: Reenactor, i: int) -> None:
-        """A frame of a completed chunk: only the reference choice advances (k-shot selection)."""
+        """A frame of a completed chunk: only the reference choice advances (the bank's, k-shot
+        selection), as `plan` advances it."""
+        j, d, moved = self._moved(i)
         if self.bank:
-            j, _, moved = self._moved(i)
             if moved:
                 self._choose_bank(j)
             return
         if r.mode != "select":
             return
-        j, d, moved = self._moved(i)
-        if moved:
+        if moved and not self._covered(j):
             self._use(r, j, set_primary=False)
-        r.advance(Face(points=self.dpts[d]) if moved else None)
+            r.advance(Face(points=self.dpts[d]))
+        else:
+            r.advance(None)
+
+    def _covered(self, j: int) -> bool:
+        """Whether a hand covers source frame j's lower face (`occlusion`)."""
+        return self.covered is not None and bool(self.covered[j])
 
     def _choose_bank(self, j: int) -> int:
         """The reference source frame j renders from: 1 + the index of the bank frame nearest in
         head pose (hysteresis: BANK_MARGIN), or 0 (the frame itself) beyond BANK_REACH or where
         a hand covers the frame's lower face."""
-        if self.covered is not None and self.covered[j]:
+        if self._covered(j):
             self.chosen = 0
             return 0
         gaps = [float(np.linalg.norm(head_pose(self.spts[j]) - p)) for p in self.bank_poses]

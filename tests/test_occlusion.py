@@ -43,25 +43,50 @@ def test_hand_watch_marks_covered_frames_and_their_neighbours(monkeypatch):
     points = synth.face(256)
     looked: list[int] = []
     every, reach = occlusion.HAND_EVERY, occlusion.HAND_REACH
-    hands_on = {10, 10 + every, 10 + 2 * every, 50}  # a hand for three looks in a row; one lone false one
+    start, faceless = 3 * every, 7 * every
+    hands_on = {start, start + every, start + 2 * every, 12 * every}  # three looks in a row; a lone false one
 
     class Tracker:
         def find(self, rgb):
             looked.append(int(rgb[0, 0, 0]))
             return [_hand(points[13, :2], 40.0)] if rgb[0, 0, 0] in hands_on else []
 
-        def close(self):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
             pass
 
     monkeypatch.setattr(occlusion, "HandTracker", Tracker)
     watch = occlusion.HandWatch()
-    for i in range(60):
-        watch(np.full((8, 8, 3), i, np.uint8), None if i == 30 else Face(points=points))
-    assert watch.frames == 60
-    assert looked == [i for i in range(0, 60, every) if i != 30]
-    covered = watch.covered()
-    assert covered.shape == (60,)
-    assert list(np.flatnonzero(covered)) == list(range(10 - reach, 10 + 2 * every + reach + 1))
+    n = 14 * every
+    for i in range(n):
+        watch(np.full((8, 8, 3), i, np.uint8), None if i == faceless else Face(points=points))
+    assert watch.frames == n
+    covered = watch.covered()  # waits for the tracker's thread
+    assert looked == [i for i in range(0, n, every) if i != faceless]
+    assert covered.shape == (n,)
+    assert list(np.flatnonzero(covered)) == list(range(start - reach, start + 2 * every + reach + 1))
+
+
+def test_hand_watch_hands_on_its_threads_error_and_stops(monkeypatch):
+    class Broken:
+        def __enter__(self):
+            raise RuntimeError("no hand model")
+
+        def __exit__(self, *exc):
+            pass
+
+    monkeypatch.setattr(occlusion, "HandTracker", Broken)
+    watch = occlusion.HandWatch()
+    for i in range(40):  # more frames than its queue holds: the failed thread takes none
+        watch(np.zeros((8, 8, 3), np.uint8), Face(points=synth.face(256)))
+    with pytest.raises(RuntimeError, match="no hand model"):
+        watch.covered()
+    idle = occlusion.HandWatch()
+    idle(np.zeros((8, 8, 3), np.uint8), Face(points=synth.face(256)))
+    idle.close()  # stops a waiting thread
+    assert idle._thread is None
 
 
 @pytest.mark.skipif(not PEXELS.exists(), reason="needs ../shared/data/samples/pyfeat (the Pexels clip)")
