@@ -130,15 +130,43 @@ def _signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _mediapipe_face_mesh(static: bool, max_faces: int):
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with _quiet_stderr(), _signals_deferred():
-        import mediapipe as mp  # the project's only mediapipe import
+QUIET_CALLS = 2  # a graph's native log lines come at its creation and first calls
 
-        return mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=static, max_num_faces=max_faces, refine_landmarks=True,
-            min_detection_confidence=0.5, min_tracking_confidence=0.5)
+
+class _Graph:
+    """A mediapipe solution (`make()` builds it) whose native log lines are kept off the
+    terminal: fd 2 is silenced while it is built and for its first QUIET_CALLS `process` calls
+    only — fd 2 belongs to the process, and silencing it on every call of several trackers
+    running at once would also swallow what the rest writes there meanwhile (progress bars,
+    warnings). Ctrl-C / SIGTERM wait for each call (`_signals_deferred`)."""
+
+    def __init__(self, make) -> None:
+        os.environ.setdefault("GLOG_minloglevel", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        with _quiet_stderr(), _signals_deferred():
+            self._graph = make()
+        self._calls = 0
+
+    def process(self, rgb: np.ndarray):
+        quiet = self._calls < QUIET_CALLS
+        self._calls += 1
+        with _quiet_stderr() if quiet else contextlib.nullcontext(), _signals_deferred():
+            return self._graph.process(rgb)
+
+    def close(self) -> None:
+        self._graph.close()
+
+
+def _mediapipe():
+    import mediapipe as mp  # the project's only mediapipe import
+
+    return mp
+
+
+def _mediapipe_face_mesh(static: bool, max_faces: int) -> _Graph:
+    return _Graph(lambda: _mediapipe().solutions.face_mesh.FaceMesh(
+        static_image_mode=static, max_num_faces=max_faces, refine_landmarks=True,
+        min_detection_confidence=0.5, min_tracking_confidence=0.5))
 
 
 class Landmarker:
@@ -221,8 +249,7 @@ class Landmarker:
         h, w = rgb.shape[:2]
         if min(h, w) < 16:  # mediapipe aborts its graph on empty regions
             return []
-        with _quiet_stderr(), _signals_deferred():
-            result = mesh.process(rgb)
+        result = mesh.process(rgb)
         out = []
         for lm in result.multi_face_landmarks or ():
             pts = np.array([(p.x * w, p.y * h, p.z * w) for p in lm.landmark], dtype=np.float32)
@@ -275,12 +302,9 @@ class HandTracker:
     Frames may be skipped between calls. Not thread-safe; use one per stream."""
 
     def __init__(self) -> None:
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        with _quiet_stderr(), _signals_deferred():
-            import mediapipe as mp
-
-            self._hands = mp.solutions.hands.Hands(static_image_mode=False, max_num_hands=2, model_complexity=0,
-                                                   min_detection_confidence=0.5, min_tracking_confidence=0.5)
+        self._hands = _Graph(lambda: _mediapipe().solutions.hands.Hands(
+            static_image_mode=False, max_num_hands=2, model_complexity=0, min_detection_confidence=0.5,
+            min_tracking_confidence=0.5))
 
     def find(self, rgb: np.ndarray) -> list[np.ndarray]:
         rgb = _as_rgb(rgb)
@@ -288,8 +312,7 @@ class HandTracker:
         factor = min(1.0, HAND_MAX_SIDE / max(h, w))
         small = rgb if factor == 1.0 else cv2.resize(rgb, (round(w * factor), round(h * factor)),
                                                      interpolation=cv2.INTER_AREA)
-        with _quiet_stderr(), _signals_deferred():
-            result = self._hands.process(small)
+        result = self._hands.process(small)
         return [np.array([(p.x * w, p.y * h) for p in hand.landmark], np.float32)
                 for hand in result.multi_hand_landmarks or ()]
 

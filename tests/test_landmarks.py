@@ -54,3 +54,44 @@ def test_video_mode_tracks_a_large_face_on_a_halved_frame_to_the_same_landmarks(
     err = np.linalg.norm(full[:, :2] - halved[:, :2], axis=1) / g.face_scale(full)
     assert err.mean() < 0.01 and err.max() < 0.03, (err.mean(), err.max())
     assert track(small)[1] == [1, 1, 1]  # a face under 2 × TRACK_FACE_SIDE: never shrunk
+
+
+def test_native_log_lines_are_silenced_only_while_a_graph_warms_up(capfd):
+    """`_Graph`: what a mediapipe graph writes straight to fd 2 is dropped while it is built and
+    for its first QUIET_CALLS calls, then fd 2 is left alone (other threads write there too:
+    progress bars, warnings); silencing from several threads at once restores fd 2 after."""
+    import os
+    import threading
+
+    class Noisy:
+        def process(self, rgb):
+            os.write(2, b"native log\n")
+            return rgb
+
+        def close(self):
+            pass
+
+    def make():
+        os.write(2, b"loading\n")
+        return Noisy()
+
+    graph = landmarks._Graph(make)
+    for _ in range(landmarks.QUIET_CALLS + 2):
+        graph.process(None)
+    assert capfd.readouterr().err == "native log\n" * 2
+
+    started = threading.Barrier(3)
+
+    def quiet_twice():
+        with landmarks._quiet_stderr():
+            started.wait()
+            os.write(2, b"hidden\n")
+            started.wait()
+
+    threads = [threading.Thread(target=quiet_twice) for _ in range(2)]
+    [t.start() for t in threads]
+    started.wait()
+    started.wait()
+    [t.join() for t in threads]
+    os.write(2, b"visible\n")
+    assert capfd.readouterr().err == "visible\n"
