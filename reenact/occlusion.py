@@ -11,14 +11,13 @@ without `--resting`.
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
 
 import cv2
 import numpy as np
 
-from reenact import motion, regions
+from reenact import motion, regions, tracking
 from reenact.landmarks import Face, HandTracker
 
 HAND_EVERY = 4  # the hand tracker runs on every HAND_EVERY-th frame with a face (it costs ~10 ms)
@@ -91,7 +90,7 @@ class HandWatch:
             with HandTracker() as tracker:
                 while (item := self._todo.get()) is not None:
                     i, frame, points = item
-                    with self._timer("hands") if self._timer is not None else contextlib.nullcontext():
+                    with tracking.stage(self._timer, "hands"):
                         covered = covered_share(points, tracker.find(frame)) >= COVER_SHARE
                     if covered and self._last == i - HAND_EVERY:
                         self._hit += [self._last, i]

@@ -111,11 +111,11 @@ def track_driver(frames: Iterable[np.ndarray], track: temporal.FrameFile, *, cho
         while True:
             if stop is not None and stop.is_set():
                 raise Stopped
-            with _stage(timer, "decode"):
+            with stage(timer, "decode"):
                 frame = next(it, None)
             if frame is None:
                 return summary
-            with _stage(timer, "landmarks"):
+            with stage(timer, "landmarks"):
                 faces = lm.detect(frame)
             face = follower.pick(faces)
             if watch is not None:
@@ -131,7 +131,8 @@ def track_driver(frames: Iterable[np.ndarray], track: temporal.FrameFile, *, cho
                 progress(summary.frames)
 
 
-def _stage(timer, name: str):
+def stage(timer, name: str):
+    """`timer(name)` (a `pipeline.StageTimer` stage), or nothing when there is no timer."""
     if timer is None:
         return contextlib.nullcontext()
     return timer(name)

@@ -483,13 +483,12 @@ class _Frames:
             self.by_hand += 1
             if self.bank:
                 self._choose_bank(j)  # (a new choice once the hand is gone)
-        if moved and (self.moves_upper or not covered):
+        if covered and self.moves_upper:  # only the upper face moves
+            r.choose(None)
+            self._use(r, j, set_primary=True)
+            job = r.plan(Face(points=self.dpts[d]), drv_img, use=0, limit=upper_face, parts=("eyes",))
+        elif moved and not covered:
             face = Face(points=self.dpts[d])
-            if covered:  # only the upper face moves
-                r.choose(None)
-                self._use(r, j, set_primary=True)
-                job = r.plan(face, drv_img, use=0, limit=upper_face, parts=("eyes",))
-                return (lambda: side_by_side(drv_img, job())) if r.config.compare else job
             bank = self._choose_bank(j) if self.bank else 0  # 0: the frame itself
             self._use(r, j, set_primary=True, from_rest=bank > 0)
             if bank:  # the lower face from the bank frame's render, the upper from the frame's own

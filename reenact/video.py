@@ -206,10 +206,11 @@ def require_face(track: dict, path: Path, choice: str | int, what: str = "driver
 
 
 def track_pass(src, work: resume.WorkDir, options: VideoOptions, timer: StageTimer,
-               progress: Progress | None, *, source: bool = False) -> None:
+               progress: Progress | None, *, source: bool = False, watch=None) -> None:
     """Pass 1 into work/track.f32 (a video source: work/source-track.f32, following `--face`);
-    records its summary in the state. `src`: the frames (with `.info`)."""
-    _record(work, _track(src, work, options, timer, progress, source=source), source=source)
+    records its summary in the state. `src`: the frames (with `.info`); `watch`: as for
+    `track_both`."""
+    _record(work, _track(src, work, options, timer, progress, source=source, watch=watch), source=source)
 
 
 def track_both(source, driver, work: resume.WorkDir, options: VideoOptions, timer: StageTimer,
@@ -250,7 +251,7 @@ def track_both(source, driver, work: resume.WorkDir, options: VideoOptions, time
     if work.state.track is None:
         track_pass(driver, work, options, timer, progress)
     if work.state.source_track is None:
-        _record(work, _track(source, work, options, timer, progress, source=True, watch=watch), source=True)
+        track_pass(source, work, options, timer, progress, source=True, watch=watch)
 
 
 def _track(src, work: resume.WorkDir, options: VideoOptions, timer: StageTimer, progress: Progress | None, *,
