@@ -203,16 +203,39 @@ def fill_polygon(size: int, poly: np.ndarray) -> np.ndarray:
     return canvas.astype(np.float32) / 255.0
 
 
+def _disc(radius: float) -> np.ndarray:
+    r = max(1, int(round(radius)))
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
 def grow(mask: np.ndarray, radius: float, feather: float) -> np.ndarray:
     """A [0, 1] mask dilated by a disc of `radius` pixels and feathered (`feather`: sigma, px)."""
-    r = max(1, int(round(radius)))
-    grown = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
-    return align.feathered_mask(grown, feather=feather)
+    return align.feathered_mask(cv2.dilate(mask, _disc(radius)), feather=feather)
+
+
+def shrink(mask: np.ndarray, radius: float, feather: float) -> np.ndarray:
+    """A [0, 1] mask eroded by a disc of `radius` pixels and feathered (`feather`: sigma, px)."""
+    return align.feathered_mask(cv2.erode(mask, _disc(radius)), feather=feather)
+
+
+MOUTH_RIM = 2 / 64  # region-crop sides: the rim of the opening that the mouth blend leaves to the warp
+MOUTH_RIM_FEATHER = 1.6 / 64
 
 
 def mouth_mask(region_points: np.ndarray, size: int) -> np.ndarray:
-    """Where the mouth generator replaces the warp (size×size float32): the inner mouth opening
-    of the target, grown a little over the inner lip edge and feathered."""
+    """Where the mouth generator (or the driver's mouth) replaces the warp (size×size float32):
+    the target's inner mouth opening less its rim (MOUTH_RIM), feathered. The warp puts the
+    inner lip edge exactly where the target asks and shades the cavity behind it; the redraw
+    fills the inside (teeth, tongue). Blended over the edge instead, the 64² generator's softer,
+    thicker lip edge made an opened mouth read as less open than asked (docs/regions.md)."""
+    opening = fill_polygon(size, np.asarray(region_points)[list(g.LIPS_INNER)])
+    return shrink(opening, MOUTH_RIM * size, MOUTH_RIM_FEATHER * size)
+
+
+def mouth_training_mask(region_points: np.ndarray, size: int) -> np.ndarray:
+    """The mouth generator's loss region in training packs (`reenact.train.regions`): the inner
+    mouth opening grown a little over the inner lip edge and feathered (the lip edge is
+    supervised too, although the blend, `mouth_mask`, leaves it to the warp)."""
     return grow(fill_polygon(size, np.asarray(region_points)[list(g.LIPS_INNER)]), size / 24, size / 40)
 
 

@@ -65,6 +65,19 @@ def test_mouth_area_mask_covers_the_lips_and_fades_before_the_crop_edges() -> No
     assert mask.sum() > 2 * inner_only.sum()
 
 
+def test_mouth_blend_leaves_the_inner_lip_edge_to_the_warp() -> None:
+    pts = synth.open_mouth(synth.face(256), 0.25)
+    rp = regions.mouth_box(pts, 64).points(pts)
+    at = lambda m, xy: float(m[int(round(xy[1])), int(round(xy[0]))])  # noqa: E731
+    edge = rp[list(g.LIPS_INNER), :2]
+    centre = rp[[13, 14], :2].mean(0)
+    blend = regions.mouth_mask(rp, 64)
+    assert at(blend, centre) > 0.95  # the redraw fills the inside of the opening
+    assert max(at(blend, p) for p in edge) < 0.35  # the warp keeps the inner lip edge where the target puts it
+    loss = regions.mouth_training_mask(rp, 64)  # training still supervises the edge
+    assert min(at(loss, p) for p in edge) > 0.9
+
+
 def test_mirrored_eye_box_maps_the_left_eye_onto_right_eye_indices() -> None:
     pts = synth.face(256)
     boxes = regions.eye_boxes(pts, 48)

@@ -70,7 +70,7 @@ class PairSpec:
         return (regions.close_mouth if self.region == "mouth" else regions.close_eyes)(points, amount)
 
     def mask(self, region_points: np.ndarray) -> np.ndarray:
-        return (regions.mouth_mask if self.region == "mouth" else regions.eye_mask)(region_points, self.size)
+        return (regions.mouth_training_mask if self.region == "mouth" else regions.eye_mask)(region_points, self.size)
 
 
 def _region_grid(box: regions.RegionBox, map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
