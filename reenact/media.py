@@ -954,6 +954,12 @@ class VideoReader:
         self._w, self._h = meta["size"]
         self.info = dataclasses.replace(info, width=self._w, height=self._h)
         self._log = _generator_local(self._gen, "log_catcher")  # ffmpeg's stderr: dup=/drop= counts
+        if self._log is not None:
+            # imageio-ffmpeg stops its stderr reader as soon as the frames end, often before
+            # ffmpeg has written its final statistics line (under load the dup= count was lost
+            # in 2 of 20 reads); left running, the reader ends at ffmpeg's exit (stderr closes;
+            # imageio kills an ffmpeg that does not quit within 1.5 s)
+            self._log.stop_me = lambda: None
         if background:  # decode (pipe read + copy) ahead in a thread, while the caller works
             self._queue = queue.Queue(maxsize=self.QUEUE)
             self._thread = threading.Thread(target=_prefetch, args=(weakref.ref(self), self._queue, self._closing),
