@@ -78,9 +78,14 @@ class HandWatch:
         if self._thread is None:
             self._thread = threading.Thread(target=self._look, name="hands", daemon=True)
             self._thread.start()
-        while self._thread.is_alive():  # (a thread that failed takes nothing more)
+        self._offer((i, frame, face.points))
+
+    def _offer(self, item) -> None:
+        """Queue `item` for the thread, waiting while the queue is full — unless the thread has
+        ended (a thread that failed takes nothing more)."""
+        while self._thread.is_alive():
             try:
-                self._todo.put((i, frame, face.points), timeout=0.2)
+                self._todo.put(item, timeout=0.2)
                 return
             except queue.Full:
                 pass
@@ -109,11 +114,6 @@ class HandWatch:
 
     def close(self) -> None:
         if self._thread is not None:
-            while self._thread.is_alive():
-                try:
-                    self._todo.put(None, timeout=0.2)
-                    break
-                except queue.Full:
-                    pass
+            self._offer(None)
             self._thread.join()
             self._thread = None
