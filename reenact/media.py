@@ -957,7 +957,7 @@ class VideoReader:
         if self._log is not None:
             # imageio-ffmpeg stops its stderr reader as soon as the frames end, often before
             # ffmpeg has written its final statistics line (under load the dup= count was lost
-            # in 2 of 20 reads); left running, the reader ends at ffmpeg's exit (stderr closes;
+            # in 3 of 60 reads); left running, the reader ends at ffmpeg's exit (stderr closes;
             # imageio kills an ffmpeg that does not quit within 1.5 s)
             self._log.stop_me = lambda: None
         if background:  # decode (pipe read + copy) ahead in a thread, while the caller works

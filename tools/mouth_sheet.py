@@ -6,8 +6,8 @@ docs/mouth-example.jpg (examples/pose.jpg driven by frame 72 of examples/drive.m
   python tools/mouth_sheet.py examples/pose.jpg examples/drive.mp4 72 docs/mouth-example.jpg
 """
 
+import itertools
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,7 +15,6 @@ import numpy as np
 import reenact
 from reenact import align, media
 from reenact.landmarks import Landmarker
-from reenact.v2v import Downscaled
 
 TILE = 256
 BAND = 24  # label band under each tile
@@ -34,8 +33,8 @@ def face_crop(image: np.ndarray, lm: Landmarker) -> np.ndarray:
 
 
 def main(photo: str, driver: str, frame: str, out: str) -> None:
-    with Downscaled(Path(driver), None, 0) as frames:
-        pose = next(f for i, f in enumerate(frames) if i == int(frame))
+    with media.VideoReader(driver) as frames:
+        pose = next(itertools.islice(frames, int(frame), None))
     with Landmarker(mode="image") as lm:
         tiles = [labelled(face_crop(media.read_image(photo), lm), "reference"), labelled(face_crop(pose, lm), "driver")]
     for engine, mouth, label in (("warp", "cavity", "warp (cavity)"), ("fusion", "driver", "--mouth driver"),
