@@ -231,7 +231,7 @@ def test_preset_reaches_the_video_options_for_video_and_batch_jobs(tmp_path: Pat
     from reenact.errors import UsageError
 
     settings = lambda *words: cli._video_settings(**cli._parse_video_options(list(words)))[1]  # noqa: E731
-    assert settings().preset == "veryfast" and settings("--preset", "ultrafast").preset == "ultrafast"
+    assert settings().preset == "veryfast-dia" and settings("--preset", "ultrafast").preset == "ultrafast"
     with pytest.raises(UsageError, match="preset"):
         settings("--preset", "bogus")
     r = reenact("video", EXAMPLES / "ref.jpg", EXAMPLES / "drive.mp4", "--preset", "bogus", "-o", tmp_path / "o.mp4")

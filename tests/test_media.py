@@ -720,6 +720,51 @@ def test_writer_round_trip_colours(tmp_path):
     assert np.abs(back - frames[0]).mean() < 3
 
 
+def test_i420_conversion_matches_ffmpegs_bt709_converter():
+    """The writer converts frames itself (`rgb_to_i420`); ffmpeg's own BT.709 limited-range
+    converter, which it replaced, gives the same planes to within one level (a BT.601 matrix, or
+    full range, would be off by up to ~20 on these saturated colours)."""
+    h, w = 96, 64
+    y, x = np.mgrid[0:h, 0:w]
+    rgb = np.stack([x * 4, y * 2, 255 - x * 2], -1).astype(np.uint8)  # smooth gradients
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0), (200, 150, 30)]
+    for k, c in enumerate(colours):  # flat saturated 16² blocks on the 2×2 chroma grid
+        rgb[16 * k:16 * k + 16, :16] = c
+    ours = media.rgb_to_i420(rgb)
+    theirs = subprocess.run(
+        [media.ffmpeg_exe(), "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-i", "-",
+         "-vf", "scale=out_color_matrix=bt709:out_range=tv", "-pix_fmt", "yuv420p", "-f", "rawvideo", "-"],
+        input=rgb.tobytes(), capture_output=True, check=True).stdout
+    theirs = np.frombuffer(theirs, np.uint8).reshape(ours.shape)
+    assert np.abs(ours[:h].astype(int) - theirs[:h]).max() <= 1  # luma
+    blocks = np.zeros((h // 2, w // 2), bool)  # chroma inside the flat blocks (ffmpeg's chroma filter
+    for k in range(len(colours)):               # reaches two samples further: it differs near edges)
+        blocks[8 * k + 3:8 * k + 5, 3:5] = True
+    for plane in (slice(h * w, h * w + h * w // 4), slice(h * w + h * w // 4, None)):
+        a, b = (v.reshape(-1)[plane].reshape(h // 2, w // 2).astype(int) for v in (ours, theirs))
+        assert np.abs(a - b)[blocks].max() <= 1
+
+
+def test_own_preset_reaches_x264(tmp_path):
+    """x264 writes its settings into the stream: "veryfast-dia" is veryfast with the diamond search
+    and only intra sub-partitions (analyse=0x3:0x3); a plain x264 preset stays untouched."""
+    settings = {}
+    for preset in ("veryfast-dia", "veryfast"):
+        data = _write(tmp_path / f"{preset}.mp4", _frames(3), preset=preset).read_bytes()
+        settings[preset] = data[data.index(b"x264 - core"):].split(b"\0")[0].decode()
+    assert " me=dia " in settings["veryfast-dia"] and " analyse=0x3:0x3 " in settings["veryfast-dia"]
+    assert " me=hex " in settings["veryfast"] and " analyse=0x3:0x113 " in settings["veryfast"]
+    assert " subme=2 " in settings["veryfast-dia"] and " subme=2 " in settings["veryfast"]
+
+
+def test_i420_conversion_fills_a_given_buffer_and_refuses_odd_sizes():
+    rgb = np.full((6, 10, 3), (10, 200, 30), np.uint8)
+    buf = np.zeros((9, 10), np.uint8)
+    assert media.rgb_to_i420(rgb, buf) is buf and buf.min() > 0
+    with pytest.raises(ValueError, match="even"):
+        media.rgb_to_i420(rgb[:5])
+
+
 def test_writer_respects_overwrite_before_any_work(tmp_path):
     target = tmp_path / "o.mp4"
     target.write_bytes(b"precious")
