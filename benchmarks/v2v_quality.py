@@ -114,9 +114,9 @@ def measure(source: Path, driver: Path, out: Path, scorer: IdentityScorer) -> di
 
 
 def reencoded(frames: list[np.ndarray], path: Path) -> list[np.ndarray]:
-    """`frames` encoded as `reenact video` encodes its output (media.VideoWriter's defaults), decoded."""
+    """`frames` encoded as `reenact video` encodes its output (its default preset), decoded."""
     h, w = frames[0].shape[:2]
-    with media.VideoWriter(path, fps=25, size=(w, h), overwrite=True) as writer:
+    with media.VideoWriter(path, fps=25, size=(w, h), preset=VideoOptions().preset, overwrite=True) as writer:
         for f in frames:
             writer.write(f)
     return frames_of(path)

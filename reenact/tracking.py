@@ -12,10 +12,13 @@ found for `reacquire` frames is chosen afresh.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import os
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -25,6 +28,8 @@ from reenact.landmarks import Face, Landmarker
 # A face in the next frame is the same one when its centre moved less than this many face widths.
 FOLLOW_DISTANCE = 0.5
 MIN_TRACKED_FACES = 4  # the video landmarker looks for this many faces, to count and choose
+TRACK_WORKERS_MAX = 2  # landmarkers pass 1 runs at once on one video (`tracking_workers`)
+DETECT_AHEAD = 2  # frames waiting per landmarker (`detect_in_order`): memory stays bounded
 
 
 def left_to_right(faces: list[Face]) -> list[Face]:
@@ -98,37 +103,80 @@ class Stopped(Exception):
 def track_driver(frames: Iterable[np.ndarray], track: temporal.FrameFile, *, choice: str | int,
                  fps: float, progress: Callable[[int], None] | None = None,
                  timer=None, stop: threading.Event | None = None,
-                 watch: Callable[[np.ndarray, Face | None], None] | None = None) -> TrackSummary:
+                 watch: Callable[[np.ndarray, Face | None], None] | None = None,
+                 workers: int = 1) -> TrackSummary:
     """Landmarks of the chosen driver face in every frame → `track` (appended, NaN = absent).
     `timer`: optional `pipeline.StageTimer` (stages "decode", "landmarks"); `stop`: raises
     Stopped before the next frame once set; `watch`: called with each frame and its face (None:
-    none), e.g. `occlusion.HandWatch`."""
+    none), e.g. `occlusion.HandWatch`; `workers`: landmarkers detecting at once (`detect_in_order`)."""
     max_faces = max(MIN_TRACKED_FACES, choice + 2 if isinstance(choice, int) else 0)
     follower = FaceFollower(choice, reacquire=max(1, round(fps)))
     summary = TrackSummary()
-    it = iter(frames)
-    with Landmarker(mode="video", max_faces=max_faces) as lm:
+
+    def decoded() -> Iterator[np.ndarray]:
+        it = iter(frames)
         while True:
             if stop is not None and stop.is_set():
                 raise Stopped
             with stage(timer, "decode"):
                 frame = next(it, None)
             if frame is None:
-                return summary
+                return
+            yield frame
+
+    for frame, faces in detect_in_order(decoded(), max_faces=max_faces, workers=workers, timer=timer):
+        face = follower.pick(faces)
+        if watch is not None:
+            watch(frame, face)
+        track.append(temporal.missing() if face is None else face.points)
+        summary.max_faces = max(summary.max_faces, len(faces))
+        if face is not None:
+            summary.with_face += 1
+            if summary.first_face < 0:
+                summary.first_face = summary.frames
+        summary.frames += 1
+        if progress:
+            progress(summary.frames)
+    return summary
+
+
+def tracking_workers() -> int:
+    """Landmarkers pass 1 runs at once on a single video: one per core this process may use, at
+    most TRACK_WORKERS_MAX."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, TRACK_WORKERS_MAX))
+
+
+def detect_in_order(frames: Iterable[np.ndarray], *, max_faces: int, workers: int = 1,
+                    timer=None) -> Iterator[tuple[np.ndarray, list[Face]]]:
+    """(frame, faces) for each frame, in order, from video-mode landmarkers. With `workers` > 1,
+    frame i goes to landmarker i mod `workers`, each in a thread of its own (mediapipe runs
+    outside the GIL): each landmarker tracks every `workers`-th frame, its own frames in order, at
+    most DETECT_AHEAD of them waiting — on two cores pass 1 takes 3.4–3.8 instead of 6.5 ms per
+    frame, landmarks within ≈ 0.2–1 px of one landmarker's and as steady (README, Performance)."""
+    with contextlib.ExitStack() as stack:
+        marks = [stack.enter_context(Landmarker(mode="video", max_faces=max_faces)) for _ in range(workers)]
+
+        def detect(lm: Landmarker, frame: np.ndarray) -> list[Face]:
             with stage(timer, "landmarks"):
-                faces = lm.detect(frame)
-            face = follower.pick(faces)
-            if watch is not None:
-                watch(frame, face)
-            track.append(temporal.missing() if face is None else face.points)
-            summary.max_faces = max(summary.max_faces, len(faces))
-            if face is not None:
-                summary.with_face += 1
-                if summary.first_face < 0:
-                    summary.first_face = summary.frames
-            summary.frames += 1
-            if progress:
-                progress(summary.frames)
+                return lm.detect(frame)
+
+        if workers == 1:
+            for frame in frames:
+                yield frame, detect(marks[0], frame)
+            return
+        # one single-thread pool per landmarker: its frames run in the order they were given
+        pools = [stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="landmarks")) for _ in marks]
+        pending: collections.deque[tuple[np.ndarray, Future]] = collections.deque()
+        stack.callback(lambda: [job.cancel() for _, job in pending])  # leaving early: start no more
+        for i, frame in enumerate(frames):
+            pending.append((frame, pools[i % workers].submit(detect, marks[i % workers], frame)))
+            if len(pending) >= workers * DETECT_AHEAD:
+                frame, job = pending.popleft()
+                yield frame, job.result()
+        while pending:
+            frame, job = pending.popleft()
+            yield frame, job.result()
 
 
 def stage(timer, name: str):

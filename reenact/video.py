@@ -209,8 +209,9 @@ def track_pass(src, work: resume.WorkDir, options: VideoOptions, timer: StageTim
                progress: Progress | None, *, source: bool = False, watch=None) -> None:
     """Pass 1 into work/track.f32 (a video source: work/source-track.f32, following `--face`);
     records its summary in the state. `src`: the frames (with `.info`); `watch`: as for
-    `track_both`."""
-    _record(work, _track(src, work, options, timer, progress, source=source, watch=watch), source=source)
+    `track_both`. Detects in `tracking.tracking_workers()` threads."""
+    _record(work, _track(src, work, options, timer, progress, source=source, watch=watch,
+                         workers=tracking.tracking_workers()), source=source)
 
 
 def track_both(source, driver, work: resume.WorkDir, options: VideoOptions, timer: StageTimer,
@@ -219,7 +220,8 @@ def track_both(source, driver, work: resume.WorkDir, options: VideoOptions, time
     each): the source in a thread of its own, the driver here. Mediapipe runs outside the GIL,
     so on two cores both take little more than the longer one. An error or interruption in either
     stops the other; each completed track is recorded (a resumed render keeps it). `watch`: sees
-    each source frame as it is tracked (`tracking.track_driver`)."""
+    each source frame as it is tracked (`tracking.track_driver`). One landmarker each (the two
+    tracks already fill two cores); a track left to do alone gets `track_pass`'s."""
     if work.state.source_track is None and work.state.track is None:
         stop, done, failed = threading.Event(), {}, []
 
@@ -255,13 +257,14 @@ def track_both(source, driver, work: resume.WorkDir, options: VideoOptions, time
 
 
 def _track(src, work: resume.WorkDir, options: VideoOptions, timer: StageTimer, progress: Progress | None, *,
-           source: bool = False, stop: threading.Event | None = None, watch=None) -> dict:
+           source: bool = False, stop: threading.Event | None = None, watch=None, workers: int = 1) -> dict:
     total = src.info.n_frames
     stage = "tracking source" if source else "tracking"
     report = (lambda i: progress(stage, i, total)) if progress else None  # an estimate; the bar grows past it
     with temporal.FrameFile(work.file(_prefix(source) + "track.f32"), mode="w") as track:
         s = tracking.track_driver(src, track, choice=options.ref_face if source else options.driver_face,
-                                  fps=src.info.fps, progress=report, timer=timer, stop=stop, watch=watch)
+                                  fps=src.info.fps, progress=report, timer=timer, stop=stop, watch=watch,
+                                  workers=workers)
     # frames ffmpeg repeated for undecodable ones (or dropped) to keep the video's timing
     return {**dataclasses.asdict(s), "repeated": getattr(src, "repeated", 0), "dropped": getattr(src, "dropped", 0)}
 

@@ -151,3 +151,85 @@ def test_follower_keeps_the_chosen_face_when_another_grows():
     assert follow.pick([right2, left2]) is left2
     # The left person leaves: no face rather than the other person.
     assert follow.pick([right2]) is None
+
+
+class _FakeLandmarker:
+    """Stands in for the video Landmarker in `detect_in_order`: records which frames (their
+    numbers, written in pixel 0) each instance saw, in what order, from which threads; finishes
+    in a scrambled order (sleeps); raises on frame `fail`."""
+
+    made: list["_FakeLandmarker"] = []
+    fail = -1
+
+    def __init__(self, **kw) -> None:
+        self.seen: list[int] = []
+        self.threads: set[str] = set()
+        self.closed = False
+        _FakeLandmarker.made.append(self)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.closed = True
+
+    def detect(self, frame: np.ndarray) -> list:
+        import threading
+        import time
+
+        k = int(frame[0, 0, 0])
+        time.sleep(0.004 * ((k * 7) % 3))
+        if k == _FakeLandmarker.fail:
+            raise RuntimeError(f"landmarker broke on frame {k}")
+        self.seen.append(k)
+        self.threads.add(threading.current_thread().name)
+        return [k]
+
+
+@pytest.fixture
+def fake_landmarker(monkeypatch):
+    _FakeLandmarker.made, _FakeLandmarker.fail = [], -1
+    monkeypatch.setattr(tracking, "Landmarker", _FakeLandmarker)
+    return _FakeLandmarker
+
+
+def _numbered(n: int, pulled: list[int] | None = None):
+    for k in range(n):
+        if pulled is not None:
+            pulled.append(k)
+        yield np.full((2, 2, 3), k, np.uint8)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_detect_in_order_keeps_frame_order_and_gives_each_landmarker_every_nth_frame(fake_landmarker, workers):
+    pulled: list[int] = []
+    out = []
+    for frame, faces in tracking.detect_in_order(_numbered(40, pulled), max_faces=4, workers=workers):
+        out.append((int(frame[0, 0, 0]), faces))
+        # bounded: never more than DETECT_AHEAD frames per landmarker decoded ahead of the consumer
+        assert len(pulled) - len(out) <= workers * tracking.DETECT_AHEAD
+    assert out == [(k, [k]) for k in range(40)]  # each frame with its own result, in order
+    assert len(fake_landmarker.made) == workers
+    for j, lm in enumerate(fake_landmarker.made):
+        assert lm.seen == list(range(j, 40, workers))  # its own frames, in order: it can track
+        assert lm.closed
+    if workers > 1:
+        assert all(lm.threads and "MainThread" not in lm.threads for lm in fake_landmarker.made)
+
+
+def test_detect_in_order_raises_a_landmarkers_error_and_closes_everything(fake_landmarker):
+    import threading
+
+    fake_landmarker.fail = 9
+    before = threading.active_count()
+    got = []
+    with pytest.raises(RuntimeError, match="frame 9"):
+        for frame, _ in tracking.detect_in_order(_numbered(40), max_faces=4, workers=2):
+            got.append(int(frame[0, 0, 0]))
+    assert got == list(range(9))  # the frames before the broken one, nothing after it
+    assert all(lm.closed for lm in fake_landmarker.made)
+    assert threading.active_count() == before  # the landmarker threads are gone
+
+
+def test_tracking_workers_is_between_one_and_the_maximum():
+    assert 1 <= tracking.tracking_workers() <= tracking.TRACK_WORKERS_MAX
