@@ -1,11 +1,12 @@
 """Quality of video-to-video (`reenact video SOURCE.mp4 DRIVER.mp4`) on the shared talking-face clips.
 
 Usage: PYTHONPATH=. python benchmarks/v2v_quality.py [--frames 100] [--variants replace,keep,resting,photo]
-       [--engine fusion] [--mouth-weights M.onnx] [--eyes-weights E.onnx] [--json OUT.json]
+       [--engine fusion] [--mouth-weights M.onnx] [--eyes-weights E.onnx] [--preset P] [--json OUT.json]
 
 Pairs (../shared/data/clips/pcavs-vox2, 224×224 at 25 fps): *self-reenactment* — a speaker's
 clip driven by the same speaker's other clip (speakers 7414… and 5176…, both directions) — and
-*cross-identity* pairs of different speakers. Each driver is cut to its first `--frames` frames
+*cross-identity* pairs of different speakers; `--pairs heldout`: 7 cross pairs of 7 other people
+(a ring), kept out of every choice of settings. Each driver is cut to its first `--frames` frames
 (every source is longer, so nothing plays backward). Variants: `replace` and `keep`
 (`--source-expression`), `resting` (`replace --resting`), and `photo`: the photo-reference path with the source's first frame as
 the photo (a baseline for identity and mouth correlation; its pose follows the driver, so its
@@ -57,6 +58,11 @@ CROSS = [("Audio_Source/741400104.mp4", "Pose_Source/517600055.mp4"),
          ("Audio_Source/681100216.mp4", "Input/00098.mp4"),
          ("Pose_Source/796100172.mp4", "Pose_Source/00473.mp4"),
          ("Pose_Source/00473.mp4", "Pose_Source/796100172.mp4")]
+# Held out: clips of 7 other people that no setting was chosen on, a ring of cross pairs (for
+# checking that a change measured on the pairs above generalises; `--pairs heldout`).
+_RING = ["Audio_Source/00015.mp4", "Audio_Source/00086.mp4", "Audio_Source/00373.mp4", "Input/00002.mp4",
+         "Input/00010.mp4", "Pose_Source/620900105.mp4", "Pose_Source/731200067.mp4"]
+HELDOUT = [(s, _RING[(k + 1) % len(_RING)]) for k, s in enumerate(_RING)]
 MOUTH = 2  # mouth_open in expression_descriptor
 
 
@@ -144,11 +150,13 @@ def main() -> None:
     ap.add_argument("--mouth-weights", help="exported mouth generator (default: the bundled one)")
     ap.add_argument("--eyes-weights", help="exported eye generator (default: the bundled one)")
     ap.add_argument("--pairs", default="self,cross")
+    ap.add_argument("--preset", default=VideoOptions().preset, help="x264 preset of the outputs")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     scorer = IdentityScorer(threads=1)
     rows = []
-    pairs = [("self", p) for p in SELF if "self" in args.pairs] + [("cross", p) for p in CROSS if "cross" in args.pairs]
+    pairs = ([("self", p) for p in SELF if "self" in args.pairs] + [("cross", p) for p in CROSS if "cross" in args.pairs]
+             + [("heldout", p) for p in HELDOUT if "heldout" in args.pairs])
     with tempfile.TemporaryDirectory() as tmp:
         for kind, (s, d) in pairs:
             source, drv_full = VOX / s, VOX / d
@@ -168,7 +176,7 @@ def main() -> None:
                     media.write_image(reference, frames_of(source, 25.0 if source.is_dir() else None)[0], overwrite=True)
                 options = VideoOptions(reference_frames=source.is_dir() and variant != "photo",
                                        source_expression="keep" if variant == "keep" else "replace",
-                                       resting=variant == "resting",
+                                       resting=variant == "resting", preset=args.preset,
                                        motion=MotionConfig(regions=tuple(args.regions.split(","))))
                 t0 = time.perf_counter()
                 video.reenact_video(reference, driver, out, InferenceConfig(engine=args.engine, mouth_weights=args.mouth_weights,
@@ -187,7 +195,7 @@ def main() -> None:
                       f"(src {m['source_rigid_jitter']:.3f})  {m['frames']} fr {wall:.0f} s", flush=True)
     print("\nmeans (kind, variant): identity, mouth r, source mouth r, yaw/pitch/roll err, bg PSNR, jitter "
           "(all landmarks; rigid ones) vs the source's")
-    for kind in ("self", "cross"):
+    for kind in ("self", "cross", "heldout"):
         for variant in args.variants.split(","):
             sel = [r for r in rows if r["kind"] == kind and r["variant"] == variant]
             if not sel:
