@@ -1,9 +1,11 @@
 """Capture-to-display latency and sustained fps of `reenact live` (warp engine, headless).
 
 Usage: python benchmarks/bench_live.py [DRIVER.mp4] [--ref REF.jpg] [--engine warp] [--size 256]
+       [--record OUT.mp4]
 
 A video file stands in for the camera, through the same library call the CLI makes
-(`live.run_live`, no window, no recording):
+(`live.run_live`, no window; no recording unless `--record`: then the camera-paced run is
+repeated, recording the result):
 
 * camera-paced: the file is delivered at its own frame rate, like a camera; prints the latency
   from capture to the result being ready (median, p95), the fps rendered and the frames dropped
@@ -30,9 +32,9 @@ from reenact import live, media
 REPO = Path(__file__).resolve().parents[1]
 
 
-def paced(anim, driver: Path) -> None:
-    s = live.run_live(anim, live.LiveOptions(source=str(driver), window=False))
-    print(f"camera-paced  {s.rendered:4d} rendered of {s.captured} captured at the file's rate ({s.dropped} dropped)"
+def paced(anim, driver: Path, record: Path | None = None) -> None:
+    s = live.run_live(anim, live.LiveOptions(source=str(driver), window=False, output=record, overwrite=True))
+    print(f"camera-paced{' +rec' if record else '     '} {s.rendered:4d} rendered of {s.captured} captured at the file's rate ({s.dropped} dropped)"
           f"  {s.fps:5.1f} fps  latency median {s.latency_median_ms:5.1f} ms  p95 {s.latency_p95_ms:5.1f} ms")
 
 
@@ -56,11 +58,14 @@ def main() -> None:
     ap.add_argument("--ref", type=Path, default=REPO / "examples" / "ref.jpg")
     ap.add_argument("--engine", default="warp")
     ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--record", type=Path, help="camera-paced again, recording the result to this file")
     args = ap.parse_args()
     print(f"reference {args.ref.name}, driver {args.driver.name}, engine {args.engine}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} (1 min)")
     with reenact.load(args.ref, engine=args.engine, size=args.size) as anim:
         paced(anim, args.driver)
+        if args.record:
+            paced(anim, args.driver, args.record)
         sustained(anim, args.driver)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 

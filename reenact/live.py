@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from reenact import media
+from reenact.config import VideoOptions
 from reenact.errors import MediaError, ReenactError, UsageError
 from reenact.pipeline import side_by_side
 
@@ -231,7 +232,10 @@ class Outputs:
     def __init__(self, options: LiveOptions, size: tuple[int, int], fps: float) -> None:
         self.size, self.fps = size, fps
         self.window = options.window
-        self.recorder = media.VideoWriter(options.output, fps=fps, size=size, overwrite=options.overwrite) \
+        # encoded in a writer thread, with `reenact video`'s default preset: the render loop only
+        # hands the frame over (results are new arrays each frame, never changed afterwards)
+        self.recorder = media.VideoWriter(options.output, fps=fps, size=size, overwrite=options.overwrite,
+                                          preset=VideoOptions().preset, background=True) \
             if options.output is not None else None
         self.vcam = None
         if options.virtual_camera:
