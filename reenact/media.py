@@ -1159,9 +1159,9 @@ class VideoWriter:
             for rgb in frames: out.write(rgb)
 
     Frames go to ffmpeg converted to I420 (`rgb_to_i420`; imageio_ffmpeg.write_frames,
-    macro_block_size=1: never rescaled) which encodes into a hidden temp file beside the target. Odd width/height: yuv420p needs even
-    sizes, so the last column/row is repeated once (edge replication) — the output is one pixel
-    wider/taller, never resampled. On a clean exit (or close()), the first audio stream of
+    macro_block_size=1: never rescaled) which encodes into a hidden temp file beside the target.
+    Odd width/height: yuv420p needs even sizes, so the last column/row is repeated once (edge
+    replication) — the output is one pixel wider/taller, never resampled. On a clean exit (or close()), the first audio stream of
     `audio_from`, if it has one, is encoded to AAC and muxed in (video copied, not re-encoded;
     audio cut to the video's length), then the result is os.replace'd onto the target. On an
     exception or Ctrl-C in the with-block, or abort(): ffmpeg is killed and every temp file
@@ -1277,7 +1277,8 @@ class VideoWriter:
         # fps as a float: older imageio-ffmpeg asserts it; 24000/1001 survives the round trip
         self._gen = imageio_ffmpeg.write_frames(
             str(tmp), (w, h), fps=float(self.fps), quality=None, codec="libx264",
-            pix_fmt_in="yuv420p", pix_fmt_out="yuv420p", macro_block_size=1, ffmpeg_log_level="error", output_params=params)
+            pix_fmt_in="yuv420p", pix_fmt_out="yuv420p", macro_block_size=1, ffmpeg_log_level="error",
+            output_params=params)
         self._gen.send(None)
         if self._queue is not None:
             self._thread = threading.Thread(target=self._pump, name="VideoWriter", daemon=True)
