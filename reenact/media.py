@@ -1161,9 +1161,9 @@ class VideoWriter:
     Frames go to ffmpeg converted to I420 (`rgb_to_i420`; imageio_ffmpeg.write_frames,
     macro_block_size=1: never rescaled) which encodes into a hidden temp file beside the target.
     Odd width/height: yuv420p needs even sizes, so the last column/row is repeated once (edge
-    replication) — the output is one pixel wider/taller, never resampled. On a clean exit (or close()), the first audio stream of
-    `audio_from`, if it has one, is encoded to AAC and muxed in (video copied, not re-encoded;
-    audio cut to the video's length), then the result is os.replace'd onto the target. On an
+    replication) — the output is one pixel wider/taller, never resampled. On a clean exit (or
+    close()), the first audio stream of `audio_from`, if it has one, is encoded to AAC and muxed
+    in (video copied, not re-encoded; audio cut to the video's length), then the result is os.replace'd onto the target. On an
     exception or Ctrl-C in the with-block, or abort(): ffmpeg is killed and every temp file
     deleted. `frames_written` counts frames.
 
