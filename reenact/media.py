@@ -1163,9 +1163,9 @@ class VideoWriter:
     Odd width/height: yuv420p needs even sizes, so the last column/row is repeated once (edge
     replication) — the output is one pixel wider/taller, never resampled. On a clean exit (or
     close()), the first audio stream of `audio_from`, if it has one, is encoded to AAC and muxed
-    in (video copied, not re-encoded; audio cut to the video's length), then the result is os.replace'd onto the target. On an
-    exception or Ctrl-C in the with-block, or abort(): ffmpeg is killed and every temp file
-    deleted. `frames_written` counts frames.
+    in (video copied, not re-encoded; audio cut to the video's length), then the result is
+    os.replace'd onto the target. On an exception or Ctrl-C in the with-block, or abort(): ffmpeg
+    is killed and every temp file deleted. `frames_written` counts frames.
 
     `background=True` hands each frame to a writer thread (at most `QUEUE` frames wait, so memory
     stays bounded) and returns at once: the pipe write to ffmpeg (a few ms for a large frame)
