@@ -368,10 +368,11 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
             r = Reenactor([first, *photos], config, engine=engine, timer=timer, multi=options.multi)
         r.paste_limit = moved_region
         summary.size = video.output_size(r, dinfo, config)
+        summary.workers = video.render_workers(summary.size, engine.name)
         summary.chunks_resumed = video.write_chunks(work, tl.frames, options.chunk, summary.size, dinfo.fps,
                                                     lambda i: job.plan(r, i), lambda i: job.skip(r, i),
-                                                    timer, progress, preset=options.preset)
-        summary.workers = video.render_workers(summary.size)
+                                                    timer, progress, preset=options.preset,
+                                                    workers=summary.workers)
     if job.bank:  # its frames are not references the user chose: no selection to report
         summary.multi, summary.usage = "single", []
         summary.source.resting = (len(job.bank), job.from_bank)

@@ -182,8 +182,9 @@ def _render_job(refs: list[Reference], drive_path: Path, target: Path, config: I
                   multi=options.multi)
     size = output_size(r, info, config)
     summary = summarise(status, track, info, size, ref.n_faces, options, anchor)
-    summary.chunks_resumed = _render_chunks(work, r, status, drive_path, options, size, info.fps, timer, progress)
-    summary.workers = render_workers(size)
+    summary.workers = render_workers(size, r.engine.name)
+    summary.chunks_resumed = _render_chunks(work, r, status, drive_path, options, size, info.fps, timer, progress,
+                                            summary.workers)
     summary.multi, summary.usage = r.mode, r.usage() if r.mode == "select" else []
     work.hold_signals()  # from here the render completes: the output, then the folder removed
     with timer("join"):
@@ -349,7 +350,7 @@ def summarise(status: np.ndarray, track: dict, info: media.VideoInfo, size: tupl
 
 def _render_chunks(work: resume.WorkDir, r: Reenactor, status: np.ndarray, drive_path: Path,
                    options: VideoOptions, size: tuple[int, int], fps: float, timer: StageTimer,
-                   progress: Progress | None) -> int:
+                   progress: Progress | None, workers: int) -> int:
     """Pass 2: every chunk not yet complete → its segment. Returns how many were reused."""
     compare = r.config.compare
     decode = compare or r.needs_driver_image  # pass 2 reads the driver's frames only when it must
@@ -370,20 +371,21 @@ def _render_chunks(work: resume.WorkDir, r: Reenactor, status: np.ndarray, drive
                 _next(frames, i, drive_path, timer)
 
         return write_chunks(work, len(status), options.chunk, size, fps, plan, skip, timer, progress,
-                            preset=options.preset)
+                            preset=options.preset, workers=workers)
 
 
 RENDER_WORKERS_MAX = 4
-PARALLEL_MIN_PIXELS = 512 * 512  # smaller output frames render in a few ms: one thread
+PARALLEL_MIN_PIXELS = 512 * 512  # smaller output frames of the plain warp render in a few ms: one thread
 
 
-def render_workers(size: tuple[int, int]) -> int:
-    """Threads pass 2 renders output frames of `size` (w, h) in: one per core this process may
-    use, at most RENDER_WORKERS_MAX; 1 (in this thread) for frames under PARALLEL_MIN_PIXELS,
-    where handing a frame to another thread costs about what it saves. OpenCV, NumPy and ONNX
-    Runtime release the GIL in their heavy calls, so two threads on two idle cores render 2 MP
-    frames about 1.7× as fast as one."""
-    if size[0] * size[1] < PARALLEL_MIN_PIXELS:
+def render_workers(size: tuple[int, int], engine: str) -> int:
+    """Threads pass 2 renders output frames of `size` (w, h) with the engine named `engine` in:
+    one per core this process may use, at most RENDER_WORKERS_MAX; 1 (in this thread) for the
+    plain warp's frames under PARALLEL_MIN_PIXELS (≈ 5 ms each: handing one to another thread
+    costs about what it saves). OpenCV, NumPy and ONNX Runtime release the GIL in their heavy
+    calls, so two threads on two idle cores render 2 MP frames about 1.7× as fast as one, and
+    small frames with learned regions (fusion) or a generator 1.1–1.2× (README, Performance)."""
+    if size[0] * size[1] < PARALLEL_MIN_PIXELS and engine == "warp":
         return 1
     try:
         cores = len(os.sched_getaffinity(0))
@@ -394,10 +396,10 @@ def render_workers(size: tuple[int, int]) -> int:
 
 def write_chunks(work: resume.WorkDir, n: int, chunk: int, size: tuple[int, int], fps: float,
                  plan: Callable[[int], Callable[[], np.ndarray]], skip: Callable[[int], None],
-                 timer: StageTimer, progress: Progress | None, *, preset: str, workers: int | None = None) -> int:
+                 timer: StageTimer, progress: Progress | None, *, preset: str, workers: int) -> int:
     """Pass 2's loop: output frames 0..n-1 into one H.264 segment per `chunk` frames, padded to
     `size`. `plan(i)` is called for every frame in order and returns the call that renders it
-    (`Reenactor.plan`); those calls run in `workers` threads (default `render_workers(size)`), a
+    (`Reenactor.plan`); those calls run in `workers` threads (`render_workers`), a
     few frames ahead, and their frames are written in order — the same file as rendering one
     frame at a time. Frames of chunks completed by an interrupted run are not rendered but
     `skip(i)` is called for them (in order, between the plans), so per-frame state stays in step.
@@ -409,7 +411,7 @@ def write_chunks(work: resume.WorkDir, n: int, chunk: int, size: tuple[int, int]
     finished = sum(min(n, (k + 1) * chunk) - k * chunk for k in done)
     if progress:
         progress("rendering", finished, n)
-    rendered = _rendered(plan, skip, n, chunk, done, workers or render_workers(size))
+    rendered = _rendered(plan, skip, n, chunk, done, workers)
     with contextlib.closing(rendered):
         for k in range(math.ceil(n / chunk)):
             if k in done:

@@ -408,7 +408,7 @@ def test_parallel_render_writes_the_same_video(clips, tmp_path, monkeypatch):
     """Frames rendered in several threads (`video.render_workers`, used for large frames) make
     the same video as one at a time, frame for frame, across chunk boundaries."""
     def render(workers: int, name: str) -> Path:
-        monkeypatch.setattr(video, "render_workers", lambda size: workers)
+        monkeypatch.setattr(video, "render_workers", lambda size, engine: workers)
         out = tmp_path / name
         summary = video.reenact_video(REF, clips["short"], out, InferenceConfig(engine="fusion"),
                                       options=VideoOptions(chunk=7))
@@ -420,8 +420,10 @@ def test_parallel_render_writes_the_same_video(clips, tmp_path, monkeypatch):
     assert all(np.array_equal(a, b) for a, b in zip(one, three))
 
 
-def test_render_workers_follow_frame_size_and_cores():
-    assert video.render_workers((320, 180)) == 1  # small frames: one thread, no hand-off cost
-    big = video.render_workers((1920, 1080))
-    assert 1 <= big <= video.RENDER_WORKERS_MAX
-    assert big == min(video.RENDER_WORKERS_MAX, len(os.sched_getaffinity(0)))
+def test_render_workers_follow_frame_size_engine_and_cores():
+    cores = min(video.RENDER_WORKERS_MAX, len(os.sched_getaffinity(0)))
+    assert video.render_workers((320, 180), "warp") == 1  # the plain warp's small frames: one thread
+    assert video.render_workers((320, 180), "fusion") == cores  # learned regions: worth a hand-off
+    assert video.render_workers((320, 180), "gan") == cores
+    assert video.render_workers((1920, 1080), "warp") == cores
+    assert 1 <= cores <= video.RENDER_WORKERS_MAX

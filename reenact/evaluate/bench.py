@@ -21,8 +21,9 @@ can be built and per execution provider:
 * video: `video.reenact_video` on the 256² clip. Stages are per frame (decode, landmarks in
   tracking mode, retarget, render, paste, encode); "end-to-end fps" = frames / wall time of the
   whole call (start-up, reference, audio mux included), "warm fps" = frames / sum of the stages.
-  Large frames render in several threads (`video.render_workers`): their render and paste
-  columns add up the threads' times (CPU-like), and count 1 / threads of that in "warm".
+  Frames render in several threads (`video.render_workers`: large ones, and any with learned
+  regions): their render and paste columns add up the threads' times (CPU-like), and count
+  1 / threads of that in "warm".
 
 Every video row also has the CPU time per frame of this process and of its ffmpeg children (the
 machine may be shared: CPU time is steadier than wall time) and the peak memory (resident set of
