@@ -330,8 +330,8 @@ def video(
     preset: str = typer.Option("veryfast-dia", "--preset", help="x264 preset of the output (ultrafast … "
                                "veryslow; crf 18 either way): slower presets give smaller files, not "
                                "better pictures, at more CPU time. The default, veryfast-dia, is "
-                               "veryfast with a cheaper motion search (≈ 25 % less encoder CPU, "
-                               "same size and quality)."),
+                               "veryfast with a cheaper motion search (10–25 % less encoder CPU, "
+                               "about the same size and quality)."),
     weights: Optional[Path] = WeightsOpt, mouth: str = MouthOpt, eyes: str = EyesOpt,
     mouth_weights: Optional[Path] = MouthWeightsOpt, eyes_weights: Optional[Path] = EyesWeightsOpt,
     overwrite: bool = OverwriteOpt,

@@ -746,15 +746,20 @@ def test_i420_conversion_matches_ffmpegs_bt709_converter():
 
 
 def test_own_preset_reaches_x264(tmp_path):
-    """x264 writes its settings into the stream: "veryfast-dia" is veryfast with the diamond search
-    and only intra sub-partitions (analyse=0x3:0x3); a plain x264 preset stays untouched."""
-    settings = {}
-    for preset in ("veryfast-dia", "veryfast"):
-        data = _write(tmp_path / f"{preset}.mp4", _frames(3), preset=preset).read_bytes()
-        settings[preset] = data[data.index(b"x264 - core"):].split(b"\0")[0].decode()
-    assert " me=dia " in settings["veryfast-dia"] and " analyse=0x3:0x3 " in settings["veryfast-dia"]
-    assert " me=hex " in settings["veryfast"] and " analyse=0x3:0x113 " in settings["veryfast"]
-    assert " subme=2 " in settings["veryfast-dia"] and " subme=2 " in settings["veryfast"]
+    """x264 writes its settings into the stream: "veryfast-dia" is veryfast with the diamond
+    search, and from 720p on also with only intra sub-partitions (analyse=0x3:0x3, not 0x113);
+    a plain x264 preset stays untouched."""
+    def settings(preset: str, size: tuple[int, int]) -> str:
+        data = _write(tmp_path / f"{preset}-{size[0]}.mp4", _frames(2, size=size), preset=preset).read_bytes()
+        return data[data.index(b"x264 - core"):].split(b"\0")[0].decode()
+
+    small, large = settings("veryfast-dia", (64, 48)), settings("veryfast-dia", (1280, 720))
+    plain = settings("veryfast", (1280, 720))
+    assert " me=dia " in small and " analyse=0x3:0x113 " in small
+    assert " me=dia " in large and " analyse=0x3:0x3 " in large
+    assert " me=hex " in plain and " analyse=0x3:0x113 " in plain
+    assert all(" subme=2 " in s for s in (small, large, plain))
+    assert media.x264_settings("veryfast-dia", (1279, 720)) == ("veryfast", "me=dia")
 
 
 def test_i420_conversion_fills_a_given_buffer_and_refuses_odd_sizes():
