@@ -31,6 +31,13 @@ import numpy as np
 from reenact.errors import MissingWeights, ReenactError
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS tells it, else all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def providers(available: list[str], device: str = "auto") -> list[str]:
     """Execution providers for `device` ("auto", "cpu", "cuda"), given ORT's available ones."""
     if device not in ("auto", "cpu", "cuda"):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from reenact import temporal
+from reenact import runtime, temporal
 from reenact.landmarks import Face, Landmarker
 
 # A face in the next frame is the same one when its centre moved less than this many face widths.
@@ -143,8 +142,7 @@ def track_driver(frames: Iterable[np.ndarray], track: temporal.FrameFile, *, cho
 def tracking_workers() -> int:
     """Landmarkers pass 1 runs at once on a single video: one per core this process may use, at
     most TRACK_WORKERS_MAX."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, TRACK_WORKERS_MAX))
+    return max(1, min(runtime.usable_cores(), TRACK_WORKERS_MAX))
 
 
 def detect_in_order(frames: Iterable[np.ndarray], *, max_faces: int, workers: int = 1,

@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import errno
 import math
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from reenact import media, motion, resume, temporal, tracking
+from reenact import media, motion, resume, runtime, temporal, tracking
 from reenact.config import InferenceConfig, MotionConfig, VideoOptions
 from reenact.errors import CorruptMedia, Interrupted, NoFaceFound, UsageError, from_os_error
 from reenact.landmarks import Face, Landmarker
@@ -387,11 +386,7 @@ def render_workers(size: tuple[int, int], engine: str) -> int:
     small frames with learned regions (fusion) or a generator 1.1–1.2× (README, Performance)."""
     if size[0] * size[1] < PARALLEL_MIN_PIXELS and engine == "warp":
         return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(RENDER_WORKERS_MAX, cores))
+    return max(1, min(RENDER_WORKERS_MAX, runtime.usable_cores()))
 
 
 def write_chunks(work: resume.WorkDir, n: int, chunk: int, size: tuple[int, int], fps: float,
