@@ -228,15 +228,19 @@ def mouth_mask(region_points: np.ndarray, size: int) -> np.ndarray:
     inner lip edge exactly where the target asks and shades the cavity behind it; the redraw
     fills the inside (teeth, tongue). Blended over the edge instead, the 64² generator's softer,
     thicker lip edge made an opened mouth read as less open than asked (docs/regions.md)."""
-    opening = fill_polygon(size, np.asarray(region_points)[list(g.LIPS_INNER)])
-    return shrink(opening, MOUTH_RIM * size, MOUTH_RIM_FEATHER * size)
+    return shrink(_mouth_opening(region_points, size), MOUTH_RIM * size, MOUTH_RIM_FEATHER * size)
 
 
 def mouth_training_mask(region_points: np.ndarray, size: int) -> np.ndarray:
     """The mouth generator's loss region in training packs (`reenact.train.regions`): the inner
     mouth opening grown a little over the inner lip edge and feathered (the lip edge is
     supervised too, although the blend, `mouth_mask`, leaves it to the warp)."""
-    return grow(fill_polygon(size, np.asarray(region_points)[list(g.LIPS_INNER)]), size / 24, size / 40)
+    return grow(_mouth_opening(region_points, size), size / 24, size / 40)
+
+
+def _mouth_opening(region_points: np.ndarray, size: int) -> np.ndarray:
+    """The target's inner mouth opening, filled (size×size float32 in [0, 1])."""
+    return fill_polygon(size, np.asarray(region_points)[list(g.LIPS_INNER)])
 
 
 def mouth_area_mask(parsing_map: np.ndarray) -> np.ndarray:
