@@ -668,7 +668,6 @@ def test_corrupt_driver_frames_are_repeated_not_skipped(tmp_path):
     assert "undecodable" in r.output and media.probe_video(tmp_path / "o.mp4").n_frames == 120
 
 
-
 def test_repeated_frames_are_counted_even_when_the_stderr_reader_is_told_to_stop_early(tmp_path):
     """imageio-ffmpeg tells its stderr reader to stop as soon as the frames end, often before
     ffmpeg's final statistics line (dup=…) is written; under load the count was lost (3 of 60
@@ -678,6 +677,7 @@ def test_repeated_frames_are_counted_even_when_the_stderr_reader_is_told_to_stop
         video._log.stop_me()
         assert sum(1 for _ in video) == 120
     assert video.repeated > 0
+
 
 # ───────────────────────────── found by tools/hostile_sweep.py ─────────────────────────────
 
