@@ -120,10 +120,10 @@ class RegionBox:
         finer than the region's resolution. A copy of `base`, or `base` itself drawn into with
         `in_place` (a render the caller owns: no copy of a large image per region)."""
         m, centre, side, spread = self._place()
-        x0, y0, x1, y1 = _bounds(base.shape, centre, side / 2 * spread + 2)
-        if x1 <= x0 or y1 <= y0 or not mask.any():
-            return base
         inv = cv2.invertAffineTransform(m)
+        x0, y0, x1, y1 = _support_bounds(base.shape, _bounds(base.shape, centre, side / 2 * spread + 2), mask, inv)
+        if x1 <= x0 or y1 <= y0:
+            return base
         inv[:, 2] -= (x0, y0)  # region → rectangle pixels
         size = (x1 - x0, y1 - y0)
         alpha = cv2.warpAffine(mask.astype(np.float32), inv, size, flags=cv2.INTER_LINEAR,
@@ -146,6 +146,22 @@ def _bounds(shape: tuple[int, ...], centre: tuple[float, float], half: float) ->
     x0, y0 = max(0, int(np.floor(centre[0] - half))), max(0, int(np.floor(centre[1] - half)))
     x1, y1 = min(w, int(np.ceil(centre[0] + half)) + 1), min(h, int(np.ceil(centre[1] + half)) + 1)
     return x0, y0, x1, y1
+
+
+def _support_bounds(shape: tuple[int, ...], box: tuple[int, int, int, int], mask: np.ndarray,
+                    to_image: np.ndarray) -> tuple[int, int, int, int]:
+    """`box` (x0, y0, x1, y1, image pixels) cut to the pixels a paste of `mask` (region pixels,
+    `to_image` 2×3 region → image) can change: where its bilinear resampling is not 0, i.e.
+    within one region pixel of a pixel > 0 (an empty box when there is none). A mouth opening
+    fills a few per cent of its box: at native resolution that is most of the paste's cost."""
+    x, y, w, h = cv2.boundingRect((mask > 0).astype(np.uint8))
+    if not w:
+        return 0, 0, 0, 0
+    corners = np.array([[x - 1, y - 1], [x + w, y - 1], [x - 1, y + h], [x + w, y + h]], np.float64)
+    reach = corners @ to_image[:, :2].T + to_image[:, 2]
+    (a0, b0), (a1, b1) = np.floor(reach.min(0)).astype(int) - 1, np.ceil(reach.max(0)).astype(int) + 2
+    x0, y0, x1, y1 = box
+    return max(x0, a0, 0), max(y0, b0, 0), min(x1, a1, shape[1]), min(y1, b1, shape[0])
 
 
 def mouth_box(points: np.ndarray, size: int, scale: float | None = None) -> RegionBox:

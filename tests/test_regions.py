@@ -49,6 +49,35 @@ def test_paste_over_the_crop_it_was_drawn_on_adds_only_the_change() -> None:
     assert np.median(change) == 20 and np.abs(brighter[:cy - int(box.side)].astype(int) - img[:cy - int(box.side)]).max() == 0
 
 
+@pytest.mark.parametrize("canvas", [None, np.array([[0.8, -0.3, 40.0], [0.3, 0.8, -25.0]])])
+@pytest.mark.parametrize("drawn_over", [False, True])
+def test_paste_of_a_small_mask_touches_only_its_reach_and_all_of_it(canvas, drawn_over) -> None:
+    """A paste works only where the mask's resampling is not 0 (a mouth opening is a few per
+    cent of its box): the same pixels as resampling the mask over the whole image."""
+    img = synth.textured(320, seed=3)
+    box = regions.RegionBox((150.0, 170.0), 120.0, 64, mirrored=True).on(canvas)
+    ramp = np.linspace(0, 255, 64, dtype=np.float32)
+    patch = np.stack([np.add.outer(ramp, ramp) / 2, np.add.outer(ramp, -ramp) / 2 + 128, ramp[None].repeat(64, 0)],
+                     -1).astype(np.uint8)
+    under = np.full_like(patch, 90) if drawn_over else None
+    for y, x, h, w in ((20, 30, 6, 12), (0, 0, 3, 3), (60, 50, 4, 14)):  # in the middle, at two corners
+        mask = np.zeros((64, 64), np.float32)
+        mask[y:y + h, x:x + w] = 0.9
+        got = box.paste(img, patch, mask, under=under)
+        to_image = cv2.invertAffineTransform(box._place()[0])
+        alpha = cv2.warpAffine(mask, to_image, (320, 320), flags=cv2.INTER_LINEAR)[..., None]
+        top = cv2.warpAffine(patch.astype(np.float32) - (0 if under is None else under), to_image, (320, 320),
+                             flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        want = img * (1 - alpha) + top * alpha if under is None else img + top * alpha
+        want = np.clip(want + 0.5, 0, 255).astype(np.uint8)
+        # (sub-pixel rounding of the shifted origin moves a sharp mask edge by up to 1/32 pixel)
+        differs = np.abs(got.astype(int) - want).max(2)
+        assert differs.max() <= 8 and differs.mean() < 0.01
+        moved = np.abs(want.astype(int) - img).max(2) > 8
+        assert moved.sum() > 20 and (got != img).any(2)[moved].all()  # every pixel it should change
+        assert np.array_equal(got[alpha[..., 0] == 0], img[alpha[..., 0] == 0])  # and no other
+
+
 def test_mouth_area_mask_covers_the_lips_and_fades_before_the_crop_edges() -> None:
     from reenact import parsing
 
