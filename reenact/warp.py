@@ -588,7 +588,8 @@ def mouth_cavity(rgb: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray
 
     The warp stretches the reference's (closed) lip line over a new opening; where the opening is
     new (area ratio), blend in a dark cavity, darker towards its centre. `scale`: target face
-    scale / source face scale (computed when not given). Returns a new array (or `rgb`)."""
+    scale / source face scale (computed when not given). Drawn into `rgb` (a render the caller
+    owns), which is returned."""
     inner = list(g.LIPS_INNER)
     new = new_mouth_opening(src_points, dst_points, scale=scale)
     if new <= 0.0:
@@ -607,12 +608,11 @@ def mouth_cavity(rgb: np.ndarray, src_points: np.ndarray, dst_points: np.ndarray
     depth = depth / max(float(depth.max()), 1.0)
     box = rgb[y0:y1, x0:x1]
     lip = box[mask > 127].reshape(-1, 3).astype(np.float32)
-    base = (np.median(lip, 0) if len(lip) else np.array([120.0, 60, 60])) * 0.35
+    base = (np.median(lip, 0) if len(lip) else np.array([120.0, 60, 60], np.float32)) * np.float32(0.35)
     cavity = base[None, None, :] * (1.0 - 0.6 * depth[..., None])
-    alpha = (mask.astype(np.float32) / 255.0 * new)[..., None]
-    out = rgb.copy()
-    out[y0:y1, x0:x1] = np.clip(box * (1 - alpha) + cavity * alpha, 0, 255).astype(np.uint8)
-    return out
+    alpha = (mask.astype(np.float32) * np.float32(new / 255.0))[..., None]
+    box[...] = np.clip(box * (1 - alpha) + cavity * alpha, 0, 255).astype(np.uint8)
+    return rgb
 
 
 def normalised_grid(map_x: np.ndarray, map_y: np.ndarray) -> np.ndarray:
