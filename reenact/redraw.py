@@ -77,6 +77,9 @@ class Redrawer:
             raise ValueError("a generator mode needs its region model (and only it)")
         self.mouth, self.eyes = mouth, eyes
         self.mouth_model, self.eyes_model = mouth_model, eyes_model
+        # Where every reference's region features come from when set (a video source: one of its
+        # frames, `v2v`); None: each reference's own.
+        self.appearance_from: RegionRef | None = None
 
     @property
     def active(self) -> bool:
@@ -94,7 +97,8 @@ class Redrawer:
 
     def appearance(self, ref: RegionRef, region: str) -> list:
         """The generator's features of `ref`'s own `region` ("mouth", or the eye "right" /
-        "left"), computed once per reference."""
+        "left"), computed once per reference — or `appearance_from`'s, when set."""
+        ref = self.appearance_from or ref
         with ref.lock:
             if region not in ref.features:
                 if region == "mouth":

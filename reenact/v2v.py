@@ -76,6 +76,11 @@ BANK_MARGIN = 3.0
 LOWER_GROW = 0.15
 LOWER_FEATHER = 0.06
 LOWER_GRID = 128  # pixels a side of the grid the mask is drawn on
+# The region generators (`redraw`) encode the appearance of one source frame for the whole video:
+# the rest frame (`rest_frame`) of the first APPEARANCE_WINDOW frames, decoded once more before
+# pass 2. Encoded per frame instead, a blink gave the eye generator no iris to encode, the
+# generated mouth changed with the source's own, and it cost ~2.7 ms of CPU per frame at 720p.
+APPEARANCE_WINDOW = 48
 
 
 def is_video_source(spec: str | Path, options: VideoOptions) -> bool:
@@ -245,15 +250,18 @@ class IndexedFrames:
         self.close()
 
 
-def rest_frame(points: temporal.FrameFile, status: np.ndarray, covered: np.ndarray | None = None) -> int:
+def rest_frame(points: temporal.FrameFile, status: np.ndarray, covered: np.ndarray | None = None, *,
+               before: int | None = None) -> int | None:
     """The source frame (with a face) whose expression is nearest the source's median
     expression (`expression.expression_descriptor`): its typical, resting face. Not one whose
-    lower face a hand covers (`covered`, `occlusion`), unless a hand covers them all."""
+    lower face a hand covers (`covered`, `occlusion`), unless a hand covers them all. `before`:
+    the most typical among the frames before this one (None when none of them has a face)."""
     faces = np.flatnonzero(status == temporal.FACE)
     _, expressions = _expression_sample(points, faces)
     median = np.median(expressions, axis=0)
     gap = lambda j: float(np.linalg.norm(expression_descriptor(points[j]) - median))  # noqa: E731
-    return int(min(_uncovered(faces, covered), key=gap))
+    candidates = _uncovered(faces if before is None else faces[faces < before], covered)
+    return int(min(candidates, key=gap)) if len(candidates) else None
 
 
 def _uncovered(frames: np.ndarray, covered: np.ndarray | None) -> np.ndarray:
@@ -367,6 +375,7 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
         else:
             r = Reenactor([first, *photos], config, engine=engine, timer=timer, multi=options.multi)
         r.paste_limit = moved_region
+        job.appearance = _fix_appearance(engine, spts, sstatus, covered, sframes)
         summary.size = video.output_size(r, dinfo, config)
         summary.workers = video.render_workers(summary.size, engine.name)
         summary.chunks_resumed = video.write_chunks(work, tl.frames, options.chunk, summary.size, dinfo.fps,
@@ -379,6 +388,7 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
     else:
         summary.multi, summary.usage = r.mode, r.usage() if r.mode == "select" else []
     summary.source.covered = job.by_hand
+    summary.source.appearance = job.appearance
     work.hold_signals()  # from here the render completes (see WorkDir.hold_signals)
     with timer("join"):
         media.concat_videos([work.segment(k) for k in range(summary.chunks)], target,
@@ -398,6 +408,23 @@ def _motion(work: resume.WorkDir, sstatus: np.ndarray, dstatus: np.ndarray, opti
                                            components=motion.components_for(options.motion.regions),
                                            source_expression=options.source_expression)
     return rest, anchor, retarget
+
+
+def _fix_appearance(engine, spts: temporal.FrameFile, sstatus: np.ndarray, covered: np.ndarray | None,
+                    sframes: IndexedFrames) -> int | None:
+    """Make every reference's region appearance that of one early source frame (see
+    APPEARANCE_WINDOW), for an engine that redraws regions; returns that frame (None: each
+    frame keeps its own, e.g. no face early on)."""
+    redrawer = getattr(engine, "redrawer", None)
+    if redrawer is None:
+        return None
+    j = rest_frame(spts, sstatus, covered, before=APPEARANCE_WINDOW)
+    if j is not None and covered is not None and covered[j]:
+        j = None  # a hand over every early mouth: nothing to encode
+    if j is not None:
+        state = engine.prepare(sframes[j], Face(points=spts[j]))
+        redrawer.appearance_from = state.extra.regions
+    return j
 
 
 def _hands(work: resume.WorkDir, watch: occlusion.HandWatch | None, open_source: Callable[[], "Downscaled"],
@@ -470,6 +497,7 @@ class _Frames:
     from_bank: int = 0  # output frames rendered from the bank
     covered: np.ndarray | None = None  # source frames whose lower face a hand covers (`occlusion`)
     by_hand: int = 0  # output frames that kept their own lower face for that
+    appearance: int | None = None  # the source frame the region appearance comes from (`_fix_appearance`)
 
     def reference(self, j: int) -> Reference:
         """Source frame j as the reference of its own output frame."""

@@ -85,7 +85,9 @@ class SourceSummary:
     the source frame taken as its resting face; `length`: what decided the output's length;
     `ping_pong`: which input played backward to fill it ("", "source", "driver"); `resting`:
     (frames in the resting bank, output frames rendered from it), `v2v.resting_bank`; `covered`:
-    output frames that kept their own lower face because a hand covers it (`reenact.occlusion`)."""
+    output frames that kept their own lower face because a hand covers it (`reenact.occlusion`);
+    `appearance`: the source frame whose mouth and eyes the region generators encode (None: none
+    redraws regions, or each frame its own; `v2v.APPEARANCE_WINDOW`)."""
 
     path: str
     frames: int
@@ -97,6 +99,7 @@ class SourceSummary:
     ping_pong: str
     resting: tuple[int, int] = (0, 0)
     covered: int = 0
+    appearance: int | None = None
 
 
 def reenact_video(ref_path: str | Path | list, drive_path: str | Path, out_path: str | Path,

@@ -218,6 +218,41 @@ def test_resting_bank_spans_the_sources_poses_with_resting_frames():
     assert min(np.diff(yaws)) >= BANK_SPREAD - 0.5 and yaws[0] < -8 and yaws[-1] > 8  # spread over the turn
 
 
+def test_rest_frame_before_a_frame_is_the_most_typical_early_one():
+    from reenact.v2v import rest_frame
+
+    # 30 frames: the first 10 talk except frame 6; later frames rest (the video's typical face)
+    points = [synth.face() if k == 6 or k >= 10 else jaw_drop(synth.face(), 0.1 + 0.01 * k) for k in range(30)]
+    status = np.zeros(30, np.uint8)  # temporal.FACE
+    assert rest_frame(points, status, before=10) == 6
+    assert rest_frame(points, status, before=6) == 0  # talking, but the least
+    covered = np.zeros(30, bool)
+    covered[6] = True
+    assert rest_frame(points, status, covered, before=10) == 0  # a hand over frame 6's mouth
+    status[:4] = 2  # temporal.MISSING
+    assert rest_frame(points, status, before=4) is None
+
+
+def test_a_redrawer_takes_every_references_features_from_appearance_from():
+    from reenact.redraw import Redrawer
+
+    class Encoder:  # stands in for a region model: records what it encodes
+        size, seen = 64, []
+
+        def appearance(self, crop):
+            self.seen.append(crop.mean())
+            return [crop.mean()]
+
+    encoder = Encoder()
+    redrawer = Redrawer(mouth="generator", mouth_model=encoder)
+    pts = synth.face(256)
+    one, other = (redrawer.prepare(np.full((256, 256, 3), v, np.uint8), pts) for v in (50, 200))
+    assert redrawer.appearance(other, "mouth") == [200]
+    redrawer.appearance_from = one
+    assert redrawer.appearance(other, "mouth") == [50] and redrawer.appearance(one, "mouth") == [50]
+    assert encoder.seen == [200, 50]  # once per reference it encodes
+
+
 def test_bank_choice_follows_the_head_pose_with_hysteresis():
     from reenact.v2v import BANK_REACH, _Frames, head_pose
 
@@ -501,6 +536,26 @@ def test_length_and_audio_choices(clips, tmp_path):
     assert len(frames_of(out)) == Timeline.build(n_src, src.info.fps, 36, info.fps, "source").frames
     assert abs(len(frames_of(out)) / info.fps - n_src / src.info.fps) < 0.05
     assert no_leftovers(tmp_path) == ["o.mp4"]
+
+
+def test_region_generators_encode_one_early_source_frame(clips, tmp_path, monkeypatch):
+    """The default engine redraws mouth and eyes with the look of one source frame (the rest
+    frame of the first APPEARANCE_WINDOW): each region's encoder runs once for the video."""
+    from reenact import runtime, video
+    from reenact.config import InferenceConfig
+    from reenact.engines import default_engine
+    from reenact.v2v import APPEARANCE_WINDOW
+
+    encoded = []
+    real = runtime.GeneratorRuntime.appearance
+    monkeypatch.setattr(runtime.GeneratorRuntime, "appearance",
+                        lambda self, crop: encoded.append(self.size) or real(self, crop))
+    s = video.reenact_video(clips["src"], clips["drv"], tmp_path / "o.mp4", InferenceConfig(engine=default_engine()),
+                            overwrite=True)
+    assert default_engine() == "fusion" and s.frames == 36
+    assert encoded and len(encoded) <= 3  # the mouth, each eye: once (those the frames redraw)
+    # the 24-frame source lies within the window: its own rest frame
+    assert s.source.frames < APPEARANCE_WINDOW and s.source.appearance == s.source.rest
 
 
 @pytest.mark.slow
