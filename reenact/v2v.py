@@ -76,11 +76,14 @@ BANK_MARGIN = 3.0
 LOWER_GROW = 0.15
 LOWER_FEATHER = 0.06
 LOWER_GRID = 128  # pixels a side of the grid the mask is drawn on
-# The region generators (`redraw`) encode the appearance of one source frame for the whole video:
-# the rest frame (`rest_frame`) of the first APPEARANCE_WINDOW frames, decoded once more before
-# pass 2. Encoded per frame instead, a blink gave the eye generator no iris to encode, the
-# generated mouth changed with the source's own, and it cost ~2.7 ms of CPU per frame at 720p.
+# The region generators (`redraw`) encode the appearance of one source frame for the whole video
+# (`appearance_frame`): the first with a resting expression among the first APPEARANCE_WINDOW
+# frames (fewer where those would take more than APPEARANCE_BYTES; they are decoded ahead and
+# held until pass 2 reaches them). Encoded per frame instead, a blink gave the eye generator no
+# iris to encode, the generated mouth changed with the source's own, and the encoders ran 1.7
+# times per frame (~2.7 ms of CPU at 720p).
 APPEARANCE_WINDOW = 48
+APPEARANCE_BYTES = 128 * 2 ** 20
 
 
 def is_video_source(spec: str | Path, options: VideoOptions) -> bool:
@@ -196,8 +199,9 @@ class IndexedFrames:
 
     Decoded forward; an earlier frame is read back from `cache` (a raw uint8 `temporal.FrameFile`
     written as frames are decoded) when one is given, otherwise the video is decoded again from
-    its start. Memory: one frame. CorruptMedia when the video ends before the frame asked for
-    (it gave more frames in pass 1)."""
+    its start. Memory: one frame, and the frames `ahead` decoded early until they are asked
+    for. CorruptMedia when the video ends before the frame asked for (it gave more frames in
+    pass 1)."""
 
     def __init__(self, open_frames: Callable[[], Downscaled], path: Path, *, cache: Path | None,
                  timer: StageTimer) -> None:
@@ -205,8 +209,14 @@ class IndexedFrames:
         self._reader: Downscaled | None = None
         self._cache: temporal.FrameFile | None = None
         self._pos, self._last = -1, None
+        self._held: dict[int, np.ndarray] = {}  # decoded by `ahead`, not yet asked for
 
     def __getitem__(self, k: int) -> np.ndarray:
+        if k in self._held:
+            for passed in [i for i in self._held if i < k]:  # the timeline moved past them
+                del self._held[passed]
+            return self._held[k]
+        self._held.clear()
         if k == self._pos:
             return self._last
         with self.timer("decode"):
@@ -214,17 +224,33 @@ class IndexedFrames:
                 if self._cache is not None:
                     return self._cache[k]
                 self._restart()
-            if self._reader is None:
-                self._start()
-            while self._pos < k:
-                frame = next(self._reader, None)
-                if frame is None:
-                    raise CorruptMedia(f"{self.path} gave fewer frames on the second pass ({k})",
-                                       "the file changed during the render, or decoding is unstable")
-                self._pos, self._last = self._pos + 1, frame
-                if self._cache is not None:
-                    self._cache[self._pos] = frame
+            self._decode_to(k)
         return self._last
+
+    def ahead(self, k: int) -> np.ndarray:
+        """Frame k, decoded now, keeping the current frame and every frame decoded on the way to
+        k until it is asked for: a frame needed before its turn costs no second decoding."""
+        if k <= self._pos or k in self._held:
+            return self[k]
+        if self._pos >= 0:
+            self._held.setdefault(self._pos, self._last)
+        with self.timer("decode"):
+            self._decode_to(k, hold=True)
+        return self._last
+
+    def _decode_to(self, k: int, *, hold: bool = False) -> None:
+        if self._reader is None:
+            self._start()
+        while self._pos < k:
+            frame = next(self._reader, None)
+            if frame is None:
+                raise CorruptMedia(f"{self.path} gave fewer frames on the second pass ({k})",
+                                   "the file changed during the render, or decoding is unstable")
+            self._pos, self._last = self._pos + 1, frame
+            if hold:
+                self._held[self._pos] = frame
+            if self._cache is not None:
+                self._cache[self._pos] = frame
 
     def _start(self) -> None:
         self._reader = self._open()
@@ -375,7 +401,7 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
         else:
             r = Reenactor([first, *photos], config, engine=engine, timer=timer, multi=options.multi)
         r.paste_limit = moved_region
-        job.appearance = _fix_appearance(engine, spts, sstatus, covered, sframes)
+        job.appearance = _fix_appearance(engine, spts, sstatus, covered, sframes, sinfo.width * sinfo.height * 3)
         summary.size = video.output_size(r, dinfo, config)
         summary.workers = video.render_workers(summary.size, engine.name)
         summary.chunks_resumed = video.write_chunks(work, tl.frames, options.chunk, summary.size, dinfo.fps,
@@ -410,19 +436,38 @@ def _motion(work: resume.WorkDir, sstatus: np.ndarray, dstatus: np.ndarray, opti
     return rest, anchor, retarget
 
 
+def appearance_frame(points: temporal.FrameFile, status: np.ndarray, covered: np.ndarray | None,
+                     before: int) -> int | None:
+    """The source frame whose mouth and eyes the region generators encode (APPEARANCE_WINDOW):
+    the first before frame `before` with a face, no hand over it (`covered`) and an expression
+    among the BANK_RESTING share of the source's most typical (`resting_bank`'s resting frames),
+    else the most typical of those early frames (`rest_frame`); None when each has no face or a
+    hand over it."""
+    faces = np.flatnonzero(status == temporal.FACE)
+    _, expressions = _expression_sample(points, faces)
+    median = np.median(expressions, axis=0)
+    resting = np.quantile(np.linalg.norm(expressions - median, axis=1), BANK_RESTING)
+    early = faces[faces < before]
+    if covered is not None:
+        early = early[~covered[early]]
+    for j in early:
+        if np.linalg.norm(expression_descriptor(points[j]) - median) <= resting:
+            return int(j)
+    return rest_frame(points, status, covered, before=before) if len(early) else None
+
+
 def _fix_appearance(engine, spts: temporal.FrameFile, sstatus: np.ndarray, covered: np.ndarray | None,
-                    sframes: IndexedFrames) -> int | None:
-    """Make every reference's region appearance that of one early source frame (see
-    APPEARANCE_WINDOW), for an engine that redraws regions; returns that frame (None: each
-    frame keeps its own, e.g. no face early on)."""
+                    sframes: IndexedFrames, frame_bytes: int) -> int | None:
+    """Make every reference's region appearance that of one early source frame
+    (`appearance_frame`), for an engine that redraws regions; returns that frame (None: each
+    frame keeps its own). `frame_bytes`: the size of a decoded source frame."""
     redrawer = getattr(engine, "redrawer", None)
     if redrawer is None:
         return None
-    j = rest_frame(spts, sstatus, covered, before=APPEARANCE_WINDOW)
-    if j is not None and covered is not None and covered[j]:
-        j = None  # a hand over every early mouth: nothing to encode
+    window = min(APPEARANCE_WINDOW, max(1, APPEARANCE_BYTES // frame_bytes))
+    j = appearance_frame(spts, sstatus, covered, window)
     if j is not None:
-        state = engine.prepare(sframes[j], Face(points=spts[j]))
+        state = engine.prepare(sframes.ahead(j), Face(points=spts[j]))
         redrawer.appearance_from = state.extra.regions
     return j
 

@@ -83,6 +83,11 @@ def test_indexed_frames_reads_back_from_its_cache_or_decodes_again(tmp_path):
         with pytest.raises(media.CorruptMedia, match="fewer frames"):
             frames[6]
     assert len(opened) == 3  # without a cache, going back decodes again from the start
+    with IndexedFrames(Fake, Path("fake"), cache=None, timer=StageTimer()) as frames:
+        assert int(frames[0][0, 0, 0]) == 0 and int(frames.ahead(3)[0, 0, 0]) == 3
+        assert [int(frames[k][0, 0, 0]) for k in (0, 0, 2, 3, 5)] == [0, 0, 2, 3, 5]
+        assert len(opened) == 4  # the frames decoded ahead were held: no second decoding
+        assert int(frames[1][0, 0, 0]) == 1 and len(opened) == 5  # those passed were let go
 
 
 # ───────────────────────────── retargeting ─────────────────────────────
@@ -216,6 +221,21 @@ def test_resting_bank_spans_the_sources_poses_with_resting_frames():
     assert all(k % 2 == 0 for k in bank)  # resting frames only
     yaws = sorted(g.head_pose(points[k]).yaw for k in bank)
     assert min(np.diff(yaws)) >= BANK_SPREAD - 0.5 and yaws[0] < -8 and yaws[-1] > 8  # spread over the turn
+
+
+def test_appearance_frame_is_the_first_resting_one_early_on():
+    from reenact.v2v import appearance_frame
+
+    # the video mostly rests; its first frames talk but for frames 3 and 5
+    points = [jaw_drop(synth.face(), 0.12) if k < 6 and k not in (3, 5) else synth.face() for k in range(40)]
+    status = np.zeros(40, np.uint8)  # temporal.FACE
+    assert appearance_frame(points, status, None, before=10) == 3
+    covered = np.zeros(40, bool)
+    covered[3] = True  # a hand over frame 3's mouth
+    assert appearance_frame(points, status, covered, before=10) == 5
+    assert appearance_frame(points, status, covered, before=3) in (0, 1, 2)  # no resting one: the most typical
+    covered[:3] = True
+    assert appearance_frame(points, status, covered, before=3) is None
 
 
 def test_rest_frame_before_a_frame_is_the_most_typical_early_one():
@@ -554,8 +574,7 @@ def test_region_generators_encode_one_early_source_frame(clips, tmp_path, monkey
                             overwrite=True)
     assert default_engine() == "fusion" and s.frames == 36
     assert encoded and len(encoded) <= 3  # the mouth, each eye: once (those the frames redraw)
-    # the 24-frame source lies within the window: its own rest frame
-    assert s.source.frames < APPEARANCE_WINDOW and s.source.appearance == s.source.rest
+    assert s.source.appearance is not None and s.source.appearance < APPEARANCE_WINDOW
 
 
 @pytest.mark.slow
