@@ -14,8 +14,8 @@
 A region is only computed when it is needed (a mouth opening the reference's mouth does not show
 — where the warp draws its cavity —, an eye opening wider than the reference's), so a frame
 without one costs nothing extra; so is a reference's appearance code for a region (on the first
-frame that redraws it: a video source, whose every frame is a reference, pays only for the
-regions its frames redraw).
+frame that redraws it). A video source, whose every frame is a reference, takes every frame's
+codes from one of its frames (`Redrawer.appearance_from`, `v2v.appearance_frame`).
 """
 
 from __future__ import annotations
