@@ -11,8 +11,11 @@ examples/drive.mp4, 120 frames) with the same engine, through the library call t
 and write a 720p video. Prints ms per frame per stage, end-to-end fps (including start-up
 and both passes) and CPU ms per frame (the Python process, its ffmpeg children); each
 configuration runs --repeat times in a fresh process (`bench_speed.measure`), alternating, and
-the best run counts (the machine is shared). With --baseline DIR (another checkout, e.g. a `git
-worktree` of the old commit) both checkouts are measured, alternately, and compared.
+the best run counts (the machine is shared). The speed share is also given per round — the
+video-source run divided by the photo run just before it — and their median: on a machine
+whose load changes from minute to minute that is steadier than the ratio of two best runs.
+With --baseline DIR (another checkout, e.g. a `git worktree` of the old commit) both checkouts
+are measured, alternately, and compared.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from bench_speed import measure
 
 from reenact import media
@@ -65,12 +69,16 @@ def main() -> None:
         folder = Path(tmp)
         source, photo = prepare(args.source, args.driver, args.height, folder)
         best: dict[tuple[str, str], dict] = {}
+        shares: dict[str, list[float]] = {tag: [] for tag, _ in checkouts}  # per round: v2v fps / photo fps
         for rnd in range(args.repeat):
             for tag, checkout in checkouts[:: -1 if rnd % 2 else 1]:
+                fps = {}
                 for label, ref in (("photo reference", photo), ("video source (v2v)", source)):
                     m = measure(checkout, ref, args.driver, folder / "out.mp4", args.engine)
+                    fps[label] = m["fps"]
                     if (tag, label) not in best or m["fps"] > best[tag, label]["fps"]:
                         best[tag, label] = m
+                shares[tag].append(fps["video source (v2v)"] / fps["photo reference"])
     print(f"engine {args.engine}, driver {args.driver.name}, source {args.source.name} at {args.height}p; "
           f"{os.cpu_count()} CPUs, load average {load:.1f} at the start; best of {args.repeat}, each run a "
           "fresh process")
@@ -78,7 +86,9 @@ def main() -> None:
         for label in ("photo reference", "video source (v2v)"):
             report(f"{label}{' (' + tag + ')' if args.baseline else ''}", best[tag, label])
         share = best[tag, "video source (v2v)"]["fps"] / best[tag, "photo reference"]["fps"]
-        print(f"{'':<26} video source / photo reference: {share:.0%} of the speed")
+        rounds = ", ".join(f"{r:.0%}" for r in shares[tag])
+        print(f"{'':<26} video source / photo reference: {share:.0%} of the speed (best runs); per round, "
+              f"each pair run back to back: {rounds} (median {np.median(shares[tag]):.0%})")
     if args.baseline:
         for label in ("photo reference", "video source (v2v)"):
             print(f"{label}: new / old fps {best['new', label]['fps'] / best['old', label]['fps']:.2f}×, "
