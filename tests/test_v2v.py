@@ -238,6 +238,40 @@ def test_appearance_frame_is_the_first_resting_one_early_on():
     assert appearance_frame(points, status, covered, before=3) is None
 
 
+def test_appearance_window_shrinks_for_large_frames(tmp_path):
+    """Frames on the way to the appearance frame are held in memory: at most APPEARANCE_BYTES
+    of them, so a large frame narrows the window (here to frame 0 alone)."""
+    from reenact.v2v import APPEARANCE_BYTES, _fix_appearance
+
+    points = [jaw_drop(synth.face(), 0.12) if k < 2 else synth.face() for k in range(12)]
+    status = np.zeros(12, np.uint8)  # temporal.FACE
+    opened = []
+
+    class Fake:
+        def __init__(self):
+            opened.append(1)
+            self.info = media.VideoInfo(4, 2, 25.0, 12, None, False, "fake", 0)
+            self.it = iter([np.full((2, 4, 3), k, np.uint8) for k in range(12)])
+
+        def __next__(self):
+            return next(self.it)
+
+        def close(self):
+            pass
+
+    def engine():
+        prepare = lambda frame, face: types.SimpleNamespace(extra=types.SimpleNamespace(regions=int(frame[0, 0, 0])))  # noqa: E731
+        return types.SimpleNamespace(redrawer=types.SimpleNamespace(appearance_from=None), prepare=prepare)
+
+    for frame_bytes, want in ((24, 2), (APPEARANCE_BYTES, 0)):
+        e = engine()
+        with IndexedFrames(Fake, Path("fake"), cache=None, timer=StageTimer()) as frames:
+            assert _fix_appearance(e, points, status, None, frames, frame_bytes) == want
+            assert e.redrawer.appearance_from == want  # the frame's own pixels were prepared
+            assert [int(frames[k][0, 0, 0]) for k in range(4)] == [0, 1, 2, 3]
+    assert len(opened) == 2  # one decoder each: nothing decoded twice
+
+
 def test_rest_frame_before_a_frame_is_the_most_typical_early_one():
     from reenact.v2v import rest_frame
 
