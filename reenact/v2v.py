@@ -77,9 +77,9 @@ LOWER_GROW = 0.15
 LOWER_FEATHER = 0.06
 LOWER_GRID = 128  # pixels a side of the grid the mask is drawn on
 # The region generators (`redraw`) encode the appearance of one source frame for the whole video
-# (`appearance_frame`): the first with a resting expression among the first APPEARANCE_WINDOW
-# frames (fewer where those would take more than APPEARANCE_BYTES; they are decoded ahead and
-# held until pass 2 reaches them). Encoded per frame instead, a blink gave the eye generator no
+# (`appearance_frame`): the first with a resting expression among the APPEARANCE_WINDOW frames
+# from the first with a face (fewer where those would take more than APPEARANCE_BYTES; they are
+# decoded ahead and held until pass 2 reaches them). Encoded per frame instead, a blink gave the eye generator no
 # iris to encode, the generated mouth changed with the source's own, and the encoders ran 1.7
 # times per frame (~2.7 ms of CPU at 720p).
 APPEARANCE_WINDOW = 48
@@ -276,18 +276,15 @@ class IndexedFrames:
         self.close()
 
 
-def rest_frame(points: temporal.FrameFile, status: np.ndarray, covered: np.ndarray | None = None, *,
-               before: int | None = None) -> int | None:
+def rest_frame(points: temporal.FrameFile, status: np.ndarray, covered: np.ndarray | None = None) -> int:
     """The source frame (with a face) whose expression is nearest the source's median
     expression (`expression.expression_descriptor`): its typical, resting face. Not one whose
-    lower face a hand covers (`covered`, `occlusion`), unless a hand covers them all. `before`:
-    the most typical among the frames before this one (None when none of them has a face)."""
+    lower face a hand covers (`covered`, `occlusion`), unless a hand covers them all."""
     faces = np.flatnonzero(status == temporal.FACE)
     _, expressions = _expression_sample(points, faces)
     median = np.median(expressions, axis=0)
     gap = lambda j: float(np.linalg.norm(expression_descriptor(points[j]) - median))  # noqa: E731
-    candidates = _uncovered(faces if before is None else faces[faces < before], covered)
-    return int(min(candidates, key=gap)) if len(candidates) else None
+    return int(min(_uncovered(faces, covered), key=gap))
 
 
 def _uncovered(frames: np.ndarray, covered: np.ndarray | None) -> np.ndarray:
@@ -437,23 +434,24 @@ def _motion(work: resume.WorkDir, sstatus: np.ndarray, dstatus: np.ndarray, opti
 
 
 def appearance_frame(points: temporal.FrameFile, status: np.ndarray, covered: np.ndarray | None,
-                     before: int) -> int | None:
+                     window: int) -> int | None:
     """The source frame whose mouth and eyes the region generators encode (APPEARANCE_WINDOW):
-    the first before frame `before` with a face, no hand over it (`covered`) and an expression
-    among the BANK_RESTING share of the source's most typical (`resting_bank`'s resting frames),
-    else the most typical of those early frames (`rest_frame`); None when each has no face or a
-    hand over it."""
+    among the `window` frames from the first with a face, the first with a face, no hand over
+    it (`covered`) and an expression among the BANK_RESTING share of the source's most typical
+    (`resting_bank`'s resting frames), else the most typical of them; None when each of them
+    has no face or a hand over it."""
     faces = np.flatnonzero(status == temporal.FACE)
     _, expressions = _expression_sample(points, faces)
     median = np.median(expressions, axis=0)
     resting = np.quantile(np.linalg.norm(expressions - median, axis=1), BANK_RESTING)
-    early = faces[faces < before]
+    early = faces[faces < faces[0] + window]
     if covered is not None:
         early = early[~covered[early]]
-    for j in early:
-        if np.linalg.norm(expression_descriptor(points[j]) - median) <= resting:
-            return int(j)
-    return rest_frame(points, status, covered, before=before) if len(early) else None
+    if not len(early):
+        return None
+    gaps = [float(np.linalg.norm(expression_descriptor(points[j]) - median)) for j in early]
+    first = next((j for j, gap in zip(early, gaps) if gap <= resting), None)
+    return int(early[int(np.argmin(gaps))] if first is None else first)
 
 
 def _fix_appearance(engine, spts: temporal.FrameFile, sstatus: np.ndarray, covered: np.ndarray | None,

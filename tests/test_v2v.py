@@ -224,18 +224,21 @@ def test_resting_bank_spans_the_sources_poses_with_resting_frames():
 
 
 def test_appearance_frame_is_the_first_resting_one_early_on():
+    from reenact import temporal
     from reenact.v2v import appearance_frame
 
     # the video mostly rests; its first frames talk but for frames 3 and 5
     points = [jaw_drop(synth.face(), 0.12) if k < 6 and k not in (3, 5) else synth.face() for k in range(40)]
     status = np.zeros(40, np.uint8)  # temporal.FACE
-    assert appearance_frame(points, status, None, before=10) == 3
+    assert appearance_frame(points, status, None, window=10) == 3
     covered = np.zeros(40, bool)
     covered[3] = True  # a hand over frame 3's mouth
-    assert appearance_frame(points, status, covered, before=10) == 5
-    assert appearance_frame(points, status, covered, before=3) in (0, 1, 2)  # no resting one: the most typical
+    assert appearance_frame(points, status, covered, window=10) == 5
+    assert appearance_frame(points, status, covered, window=3) in (0, 1, 2)  # no resting one: the most typical
     covered[:3] = True
-    assert appearance_frame(points, status, covered, before=3) is None
+    assert appearance_frame(points, status, covered, window=3) is None
+    status[:4] = temporal.STILL  # no face yet: the window starts at the first face
+    assert appearance_frame(points, status, None, window=2) == 5
 
 
 def test_appearance_window_shrinks_for_large_frames(tmp_path):
@@ -270,21 +273,6 @@ def test_appearance_window_shrinks_for_large_frames(tmp_path):
             assert e.redrawer.appearance_from == want  # the frame's own pixels were prepared
             assert [int(frames[k][0, 0, 0]) for k in range(4)] == [0, 1, 2, 3]
     assert len(opened) == 2  # one decoder each: nothing decoded twice
-
-
-def test_rest_frame_before_a_frame_is_the_most_typical_early_one():
-    from reenact.v2v import rest_frame
-
-    # 30 frames: the first 10 talk except frame 6; later frames rest (the video's typical face)
-    points = [synth.face() if k == 6 or k >= 10 else jaw_drop(synth.face(), 0.1 + 0.01 * k) for k in range(30)]
-    status = np.zeros(30, np.uint8)  # temporal.FACE
-    assert rest_frame(points, status, before=10) == 6
-    assert rest_frame(points, status, before=6) == 0  # talking, but the least
-    covered = np.zeros(30, bool)
-    covered[6] = True
-    assert rest_frame(points, status, covered, before=10) == 0  # a hand over frame 6's mouth
-    status[:4] = 2  # temporal.MISSING
-    assert rest_frame(points, status, before=4) is None
 
 
 def test_a_redrawer_takes_every_references_features_from_appearance_from():
