@@ -659,7 +659,12 @@ def moved_region(state: RefState, target: np.ndarray, side: int) -> np.ndarray:
     canvas = np.zeros((side, side), np.uint8)
     f = side / state.size  # crop pixel centres → grid pixel centres
     corners = np.round(((dst[:, :2] + 0.5) * f - 0.5) * 16).astype(np.int32)
-    # one call for all triangles (8× faster than one each); the dilation closes hairline gaps
-    # the scan conversion leaves between neighbours
-    cv2.fillPoly(canvas, list(corners[src.triangles[moved[src.triangles].any(1)]]), 255, lineType=cv2.LINE_8, shift=4)
+    tris = src.triangles[moved[src.triangles].any(1)]
+    # One call for all triangles (8× faster than one each); the dilation closes hairline gaps
+    # the scan conversion leaves between neighbours. That call fills where an odd number of
+    # triangles overlap, so those that fold over (turned away: their orientation flipped,
+    # `warp._draw_order`) and overlap their neighbours are filled once more, one by one.
+    cv2.fillPoly(canvas, list(corners[tris]), 255, lineType=cv2.LINE_8, shift=4)
+    for tri in corners[tris[warp.folded(src.control, dst[:, :2], tris)]]:
+        cv2.fillConvexPoly(canvas, tri, 255, lineType=cv2.LINE_8, shift=4)
     return align.feathered_mask(cv2.dilate(canvas, np.ones((3, 3), np.uint8)).astype(np.float32) / 255.0, feather=1.0)

@@ -391,9 +391,14 @@ def _draw_order(source: WarpSource, dst: np.ndarray, ok: np.ndarray) -> np.ndarr
     and target are folded over (turned away): drawn first, so front-facing triangles always cover
     them; then far to near by target depth; degenerate ones not at all."""
     depth = dst[source.triangles, 2].mean(1)
-    folded = _signed_area(source.control, source.triangles) * _signed_area(dst[:, :2], source.triangles) <= 0
-    order = np.lexsort((-depth, ~folded))
+    order = np.lexsort((-depth, ~folded(source.control, dst[:, :2], source.triangles)))
     return order[ok[order]]
+
+
+def folded(src: np.ndarray, dst: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """(T,) bool: the triangles whose orientation flips between the `src` and `dst` control
+    points (K, 2): folded over, turned away (or degenerate)."""
+    return _signed_area(src, triangles) * _signed_area(dst, triangles) <= 0
 
 
 def _rasterise(triangles: np.ndarray, order: np.ndarray, points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

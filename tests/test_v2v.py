@@ -174,6 +174,31 @@ def test_a_source_frame_keeps_its_exact_pixels_outside_what_moves(zoom):
         assert np.array_equal(out[ey0:ey1, ex0:ex1], frame[ey0:ey1, ex0:ex1]), regions
 
 
+@pytest.mark.parametrize("yaw", [0, 30])
+def test_moved_region_covers_every_moved_triangle(yaw):
+    """The paste limit is the union of the moved triangles, also where they overlap (a mouth
+    opening from a closed one; a turn's folds): no hole through which the source's own pixels
+    would show."""
+    from reenact import engines, warp
+    from reenact.config import InferenceConfig
+    from reenact.landmarks import Face
+    from reenact.v2v import MOVED_PX, moved_region
+
+    engine = engines.build_engine(InferenceConfig(engine="warp"))
+    state = engine.prepare(synth.textured(512, seed=1), Face(points=synth.face(512)))
+    target = state.crop.points_to_crop(synth.open_mouth(synth.face(512, yaw=yaw), 0.1))
+    side = engines.mask_grid(state.size) if engine.direct(state) else state.size
+    mask = moved_region(state, target, side)
+    src, dst = state.extra.source, warp.target_controls(state.extra.source, target)
+    moved = np.linalg.norm(dst[:, :2] - src.control, axis=1) >= MOVED_PX
+    corners = np.round(((dst[:, :2] + 0.5) * side / state.size - 0.5) * 16).astype(np.int32)
+    union = np.zeros((side, side), np.uint8)
+    for tri in corners[src.triangles[moved[src.triangles].any(1)]]:  # one by one: overlaps stay filled
+        cv2.fillConvexPoly(union, tri, 255, lineType=cv2.LINE_8, shift=4)
+    inside = cv2.erode(union, np.ones((3, 3), np.uint8)) > 0
+    assert inside.sum() > 1000 and mask[inside].min() > 0.5
+
+
 def jaw_drop(points: np.ndarray, amount: float) -> np.ndarray:
     """A talking face: the mouth opened by `amount` and the jaw line below the mouth corners
     lowered with it (more towards the chin), as a jaw drops."""
