@@ -11,9 +11,12 @@ Both return `Face` objects: (478, 3) landmarks incl. irises (see `reenact.geomet
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
+import sys
 import threading
+import types
 from dataclasses import dataclass, field
 from typing import Iterator, Literal
 
@@ -157,10 +160,38 @@ class _Graph:
         self._graph.close()
 
 
-def _mediapipe():
-    import mediapipe as mp  # the project's only mediapipe import
+_IMPORTING = threading.Lock()  # landmarkers are made in several threads at once (pass 1)
 
-    return mp
+
+def _mediapipe():
+    with _IMPORTING, _without_pyplot() if "mediapipe" not in sys.modules else contextlib.nullcontext():
+        import mediapipe  # the project's only mediapipe import
+    return mediapipe
+
+
+_PYPLOT = ("matplotlib", "matplotlib.pyplot")
+
+
+@contextlib.contextmanager
+def _without_pyplot() -> Iterator[None]:
+    """While mediapipe's package is imported: its drawing helpers run `import
+    matplotlib.pyplot` (≈ 0.3 s, a third of `reenact video`'s start-up) for one plotting function
+    we never call. When matplotlib is not loaded yet, stand-ins take its place for the import
+    and are removed after it; the helpers' `plt` is a stand-in that loads the real pyplot on
+    first use, and any later import gets the real one."""
+    if any(name in sys.modules for name in _PYPLOT):
+        yield
+        return
+    package, pyplot = types.ModuleType("matplotlib"), types.ModuleType("matplotlib.pyplot")
+    package.pyplot = pyplot
+    pyplot.__getattr__ = lambda name: getattr(importlib.import_module("matplotlib.pyplot"), name)
+    sys.modules.update({"matplotlib": package, "matplotlib.pyplot": pyplot})
+    try:
+        yield
+    finally:
+        for name in _PYPLOT:
+            if sys.modules.get(name) in (package, pyplot):
+                del sys.modules[name]
 
 
 def _mediapipe_face_mesh(static: bool, max_faces: int) -> _Graph:

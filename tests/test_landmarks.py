@@ -95,3 +95,22 @@ def test_native_log_lines_are_silenced_only_while_a_graph_warms_up(capfd):
     [t.join() for t in threads]
     os.write(2, b"visible\n")
     assert capfd.readouterr().err == "visible\n"
+
+
+def test_mediapipe_loads_without_pyplot_and_leaves_the_real_one_importable():
+    """mediapipe's drawing helpers import matplotlib.pyplot (a third of a video's start-up):
+    our import skips it, and pyplot stays importable, for the helpers as for anyone."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from reenact import landmarks\n"
+        "mp = landmarks._mediapipe()\n"
+        "assert mp.solutions.face_mesh.FaceMesh and 'matplotlib' not in sys.modules, sorted(sys.modules)\n"
+        "import matplotlib.pyplot as plt\n"
+        "assert callable(plt.figure) and plt.__file__.endswith('pyplot.py')\n"
+        "assert mp.solutions.drawing_utils.plt.figure is plt.figure  # the helpers' stand-in loads it\n"
+        "print('ok')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
