@@ -161,36 +161,35 @@ class _Graph:
 
 
 _IMPORTING = threading.Lock()  # landmarkers are made in several threads at once (pass 1)
+# What mediapipe's package imports and reenact never uses: its drawing helpers' `import
+# matplotlib.pyplot` (≈ 0.3 s, half of the import, for one plotting function). (Its Tasks API,
+# ≈ 0.1 s more, is left alone: `mediapipe.tasks` must stay what mediapipe makes it.)
+_UNUSED = ("matplotlib", "matplotlib.pyplot")
 
 
 def _mediapipe():
-    with _IMPORTING, _without_pyplot() if "mediapipe" not in sys.modules else contextlib.nullcontext():
+    with _IMPORTING, _stand_ins(_UNUSED) if "mediapipe" not in sys.modules else contextlib.nullcontext():
         import mediapipe  # the project's only mediapipe import
     return mediapipe
 
 
-_PYPLOT = ("matplotlib", "matplotlib.pyplot")
-
-
 @contextlib.contextmanager
-def _without_pyplot() -> Iterator[None]:
-    """While mediapipe's package is imported: its drawing helpers run `import
-    matplotlib.pyplot` (≈ 0.3 s, a third of `reenact video`'s start-up) for one plotting function
-    we never call. When matplotlib is not loaded yet, stand-ins take its place for the import
-    and are removed after it; the helpers' `plt` is a stand-in that loads the real pyplot on
-    first use, and any later import gets the real one."""
-    if any(name in sys.modules for name in _PYPLOT):
-        yield
-        return
-    package, pyplot = types.ModuleType("matplotlib"), types.ModuleType("matplotlib.pyplot")
-    package.pyplot = pyplot
-    pyplot.__getattr__ = lambda name: getattr(importlib.import_module("matplotlib.pyplot"), name)
-    sys.modules.update({"matplotlib": package, "matplotlib.pyplot": pyplot})
+def _stand_ins(names: tuple[str, ...]) -> Iterator[None]:
+    """While mediapipe's package is imported, the modules `names` (not loaded yet) are empty
+    stand-ins, removed from `sys.modules` afterwards: what mediapipe kept of them loads the real
+    module on first use (an attribute), and a later import gets the real one."""
+    stand_ins = {name: types.ModuleType(name) for name in names if name not in sys.modules}
+    for name, module in stand_ins.items():
+        module.__getattr__ = lambda attr, name=name: getattr(importlib.import_module(name), attr)
+        parent, _, child = name.rpartition(".")
+        if parent in stand_ins:
+            setattr(stand_ins[parent], child, module)
+    sys.modules.update(stand_ins)
     try:
         yield
     finally:
-        for name in _PYPLOT:
-            if sys.modules.get(name) in (package, pyplot):
+        for name, module in stand_ins.items():
+            if sys.modules.get(name) is module:
                 del sys.modules[name]
 
 
