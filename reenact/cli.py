@@ -1007,7 +1007,7 @@ def _source_rows(table: Table, src) -> None:
     """Video-to-video rows of the summary."""
     table.add_row("source", f"{Path(src.path).name}: {src.frames} frames at {src.fps:g} fps, {src.with_face} "
                   f"with a face; rest face: frame {src.rest}"
-                  + ("" if src.appearance is None else f"; mouth and eyes drawn with frame {src.appearance}'s look"))
+                  + ("" if src.appearance is None else f"; generated regions drawn with frame {src.appearance}'s look"))
     if src.passed:
         table.add_row("unchanged", f"{src.passed} output frames show their source frame as it is (no face)")
     bank, used = src.resting

@@ -460,8 +460,8 @@ def _fix_appearance(engine, spts: temporal.FrameFile, sstatus: np.ndarray, cover
     (`appearance_frame`), for an engine that redraws regions; returns that frame (None: each
     frame keeps its own). `frame_bytes`: the size of a decoded source frame."""
     redrawer = getattr(engine, "redrawer", None)
-    if redrawer is None:
-        return None
+    if redrawer is None or (redrawer.mouth_model is None and redrawer.eyes_model is None):
+        return None  # no region generator
     window = min(APPEARANCE_WINDOW, max(1, APPEARANCE_BYTES // frame_bytes))
     j = appearance_frame(spts, sstatus, covered, window)
     if j is not None:

@@ -622,6 +622,9 @@ def test_region_generators_encode_one_early_source_frame(clips, tmp_path, monkey
     assert default_engine() == "fusion" and s.frames == 36
     assert encoded and len(encoded) <= 3  # the mouth, each eye: once (those the frames redraw)
     assert s.source.appearance is not None and s.source.appearance < APPEARANCE_WINDOW
+    s = video.reenact_video(clips["src"], clips["drv"], tmp_path / "o.mp4",
+                            InferenceConfig(engine="fusion", mouth="driver", eyes="warp"), overwrite=True)
+    assert s.source.appearance is None  # no generator: nothing to encode
 
 
 @pytest.mark.slow
