@@ -289,7 +289,8 @@ def test_appearance_window_shrinks_for_large_frames(tmp_path):
 
     def engine():
         prepare = lambda frame, face: types.SimpleNamespace(extra=types.SimpleNamespace(regions=int(frame[0, 0, 0])))  # noqa: E731
-        return types.SimpleNamespace(redrawer=types.SimpleNamespace(appearance_from=None), prepare=prepare)
+        redrawer = types.SimpleNamespace(appearance_from=None, mouth_model=object(), eyes_model=None)
+        return types.SimpleNamespace(redrawer=redrawer, prepare=prepare)
 
     for frame_bytes, want in ((24, 2), (APPEARANCE_BYTES, 0)):
         e = engine()
