@@ -60,14 +60,15 @@ def test_timeline_length_rules_and_frame_rates():
     assert Timeline.build(10, 10.0, 36, 24.0, "source").frames == 24  # 1 s
 
 
-def test_indexed_frames_reads_back_from_its_cache_or_decodes_again(tmp_path):
-    opened = []
+def fake_video(n: int, opened: list) -> type:
+    """A stand-in for `v2v.Downscaled`: n frames of 2×4 pixels, frame k filled with k; each
+    instance (an opened decoder) appends to `opened`."""
 
     class Fake:
         def __init__(self):
             opened.append(1)
-            self.info = media.VideoInfo(4, 2, 25.0, 6, None, False, "fake", 0)
-            self.it = iter([np.full((2, 4, 3), k, np.uint8) for k in range(6)])
+            self.info = media.VideoInfo(4, 2, 25.0, n, None, False, "fake", 0)
+            self.it = iter([np.full((2, 4, 3), k, np.uint8) for k in range(n)])
 
         def __next__(self):
             return next(self.it)
@@ -75,6 +76,12 @@ def test_indexed_frames_reads_back_from_its_cache_or_decodes_again(tmp_path):
         def close(self):
             pass
 
+    return Fake
+
+
+def test_indexed_frames_reads_back_from_its_cache_or_decodes_again(tmp_path):
+    opened = []
+    Fake = fake_video(6, opened)
     with IndexedFrames(Fake, Path("fake"), cache=tmp_path / "cache.u8", timer=StageTimer()) as frames:
         assert [int(frames[k][0, 0, 0]) for k in (0, 1, 2, 5, 4, 3, 0, 5)] == [0, 1, 2, 5, 4, 3, 0, 5]
     assert len(opened) == 1  # backward reads came from the cache
@@ -274,18 +281,7 @@ def test_appearance_window_shrinks_for_large_frames(tmp_path):
     points = [jaw_drop(synth.face(), 0.12) if k < 2 else synth.face() for k in range(12)]
     status = np.zeros(12, np.uint8)  # temporal.FACE
     opened = []
-
-    class Fake:
-        def __init__(self):
-            opened.append(1)
-            self.info = media.VideoInfo(4, 2, 25.0, 12, None, False, "fake", 0)
-            self.it = iter([np.full((2, 4, 3), k, np.uint8) for k in range(12)])
-
-        def __next__(self):
-            return next(self.it)
-
-        def close(self):
-            pass
+    Fake = fake_video(12, opened)
 
     def engine():
         prepare = lambda frame, face: types.SimpleNamespace(extra=types.SimpleNamespace(regions=int(frame[0, 0, 0])))  # noqa: E731
