@@ -82,6 +82,11 @@ class Redrawer:
         self.appearance_from: RegionRef | None = None
 
     @property
+    def generates(self) -> bool:
+        """Whether a region generator draws (and so encodes references' appearance)."""
+        return self.mouth_model is not None or self.eyes_model is not None
+
+    @property
     def active(self) -> bool:
         return self.mouth != "cavity" or self.eyes != "warp"
 

@@ -79,9 +79,9 @@ LOWER_GRID = 128  # pixels a side of the grid the mask is drawn on
 # The region generators (`redraw`) encode the appearance of one source frame for the whole video
 # (`appearance_frame`): the first with a resting expression among the APPEARANCE_WINDOW frames
 # from the first with a face (fewer where those would take more than APPEARANCE_BYTES; they are
-# decoded ahead and held until pass 2 reaches them). Encoded per frame instead, a blink gave the eye generator no
-# iris to encode, the generated mouth changed with the source's own, and the encoders ran 1.7
-# times per frame (~2.7 ms of CPU at 720p).
+# decoded ahead and held until pass 2 reaches them). Encoded per frame instead, a blink gave the
+# eye generator no iris to encode, the generated mouth changed with the source's own, and the
+# encoders ran 1.7 times per frame (~2.7 ms of CPU at 720p).
 APPEARANCE_WINDOW = 48
 APPEARANCE_BYTES = 128 * 2 ** 20
 
@@ -281,8 +281,7 @@ def rest_frame(points: temporal.FrameFile, status: np.ndarray, covered: np.ndarr
     expression (`expression.expression_descriptor`): its typical, resting face. Not one whose
     lower face a hand covers (`covered`, `occlusion`), unless a hand covers them all."""
     faces = np.flatnonzero(status == temporal.FACE)
-    _, expressions = _expression_sample(points, faces)
-    median = np.median(expressions, axis=0)
+    _, _, median = _typical(points, faces)
     gap = lambda j: float(np.linalg.norm(expression_descriptor(points[j]) - median))  # noqa: E731
     return int(min(_uncovered(faces, covered), key=gap))
 
@@ -296,10 +295,13 @@ def _uncovered(frames: np.ndarray, covered: np.ndarray | None) -> np.ndarray:
     return kept if len(kept) else frames
 
 
-def _expression_sample(points: temporal.FrameFile, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(at most REST_SAMPLE evenly spaced frames of `faces`, their expression descriptors)."""
+def _typical(points: temporal.FrameFile, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(at most REST_SAMPLE evenly spaced frames of `faces`, each one's distance to the median
+    expression (`expression.expression_descriptor`) of them, that median)."""
     sample = faces[np.linspace(0, len(faces) - 1, min(len(faces), REST_SAMPLE)).astype(int)]
-    return sample, np.array([expression_descriptor(points[j]) for j in sample])
+    expressions = np.array([expression_descriptor(points[j]) for j in sample])
+    median = np.median(expressions, axis=0)
+    return sample, np.linalg.norm(expressions - median, axis=1), median
 
 
 def resting_bank(points: temporal.FrameFile, status: np.ndarray, rest: int,
@@ -307,9 +309,8 @@ def resting_bank(points: temporal.FrameFile, status: np.ndarray, rest: int,
     """Source frames to draw lower faces from (`--resting`; see BANK_RESTING), sorted by index:
     the rest frame, then, greedily, the resting frame whose head pose is farthest from all chosen
     so far, while it is at least BANK_SPREAD degrees from them; none a hand covers (`covered`)."""
-    sample, expressions = _expression_sample(points, np.flatnonzero(status == temporal.FACE))
-    typical = np.linalg.norm(expressions - np.median(expressions, axis=0), axis=1)
-    resting = _uncovered(sample[typical <= np.quantile(typical, BANK_RESTING)], covered)
+    sample, gaps, _ = _typical(points, np.flatnonzero(status == temporal.FACE))
+    resting = _uncovered(sample[gaps <= np.quantile(gaps, BANK_RESTING)], covered)
     poses = np.array([head_pose(points[j]) for j in resting])
     bank, pose = [rest], [head_pose(points[rest])]
     while len(bank) < BANK_SIZE and len(resting):
@@ -441,9 +442,8 @@ def appearance_frame(points: temporal.FrameFile, status: np.ndarray, covered: np
     (`resting_bank`'s resting frames), else the most typical of them; None when each of them
     has no face or a hand over it."""
     faces = np.flatnonzero(status == temporal.FACE)
-    _, expressions = _expression_sample(points, faces)
-    median = np.median(expressions, axis=0)
-    resting = np.quantile(np.linalg.norm(expressions - median, axis=1), BANK_RESTING)
+    _, typical_gaps, median = _typical(points, faces)
+    resting = np.quantile(typical_gaps, BANK_RESTING)
     early = faces[faces < faces[0] + window]
     if covered is not None:
         early = early[~covered[early]]
@@ -460,8 +460,8 @@ def _fix_appearance(engine, spts: temporal.FrameFile, sstatus: np.ndarray, cover
     (`appearance_frame`), for an engine that redraws regions; returns that frame (None: each
     frame keeps its own). `frame_bytes`: the size of a decoded source frame."""
     redrawer = getattr(engine, "redrawer", None)
-    if redrawer is None or (redrawer.mouth_model is None and redrawer.eyes_model is None):
-        return None  # no region generator
+    if redrawer is None or not redrawer.generates:
+        return None
     window = min(APPEARANCE_WINDOW, max(1, APPEARANCE_BYTES // frame_bytes))
     j = appearance_frame(spts, sstatus, covered, window)
     if j is not None:
@@ -662,8 +662,8 @@ def moved_region(state: RefState, target: np.ndarray, side: int) -> np.ndarray:
     tris = src.triangles[moved[src.triangles].any(1)]
     # One call for all triangles (8× faster than one each); the dilation closes hairline gaps
     # the scan conversion leaves between neighbours. That call fills where an odd number of
-    # triangles overlap, so those that fold over (turned away: their orientation flipped,
-    # `warp._draw_order`) and overlap their neighbours are filled once more, one by one.
+    # triangles overlap, so those that fold over (`warp.folded`: turned away, their orientation
+    # flipped) and overlap their neighbours are filled once more, one by one.
     cv2.fillPoly(canvas, list(corners[tris]), 255, lineType=cv2.LINE_8, shift=4)
     for tri in corners[tris[warp.folded(src.control, dst[:, :2], tris)]]:
         cv2.fillConvexPoly(canvas, tri, 255, lineType=cv2.LINE_8, shift=4)

@@ -285,7 +285,7 @@ def test_appearance_window_shrinks_for_large_frames(tmp_path):
 
     def engine():
         prepare = lambda frame, face: types.SimpleNamespace(extra=types.SimpleNamespace(regions=int(frame[0, 0, 0])))  # noqa: E731
-        redrawer = types.SimpleNamespace(appearance_from=None, mouth_model=object(), eyes_model=None)
+        redrawer = types.SimpleNamespace(appearance_from=None, generates=True)
         return types.SimpleNamespace(redrawer=redrawer, prepare=prepare)
 
     for frame_bytes, want in ((24, 2), (APPEARANCE_BYTES, 0)):
