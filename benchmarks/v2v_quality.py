@@ -122,7 +122,7 @@ def measure(source: Path, driver: Path, out: Path, scorer: IdentityScorer) -> di
 def reencoded(frames: list[np.ndarray], path: Path) -> list[np.ndarray]:
     """`frames` encoded as `reenact video` encodes its output (its default preset), decoded."""
     h, w = frames[0].shape[:2]
-    with media.VideoWriter(path, fps=25, size=(w, h), preset=VideoOptions().preset, overwrite=True) as writer:
+    with media.VideoWriter(path, fps=25, size=(w, h), preset=VideoOptions.preset, overwrite=True) as writer:
         for f in frames:
             writer.write(f)
     return frames_of(path)
@@ -150,7 +150,7 @@ def main() -> None:
     ap.add_argument("--mouth-weights", help="exported mouth generator (default: the bundled one)")
     ap.add_argument("--eyes-weights", help="exported eye generator (default: the bundled one)")
     ap.add_argument("--pairs", default="self,cross")
-    ap.add_argument("--preset", default=VideoOptions().preset, help="x264 preset of the outputs")
+    ap.add_argument("--preset", default=VideoOptions.preset, help="x264 preset of the outputs")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     scorer = IdentityScorer(threads=1)

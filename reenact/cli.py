@@ -227,7 +227,7 @@ def _video_settings(engine: Optional[str], size: int, crop: bool, compare: bool,
                     chunk_frames: int, resume: bool, multi: str = "auto", mouth: str = "auto", eyes: str = "auto",
                     mouth_weights: Optional[Path] = None, eyes_weights: Optional[Path] = None,
                     reference_frames: bool = False, length: str = "driver", audio: str = "driver",
-                    source_expression: str = "replace", resting: bool = False, preset: str = "veryfast-dia",
+                    source_expression: str = "replace", resting: bool = False, preset: str = VideoOptions.preset,
                     **_) -> tuple[InferenceConfig, VideoOptions]:
     """Options of `reenact video` (also each batch job's) → (config, video options); raises
     UsageError. engine None: the default engine (`engines.default_engine`)."""
@@ -327,7 +327,7 @@ def video(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted render of the same job "
                                 "from its last completed chunk."),
     chunk_frames: int = typer.Option(250, "--chunk-frames", help="Frames per resumable chunk."),
-    preset: str = typer.Option("veryfast-dia", "--preset", help="x264 preset of the output (ultrafast … "
+    preset: str = typer.Option(VideoOptions.preset, "--preset", help="x264 preset of the output (ultrafast … "
                                "veryslow; crf 18 either way): slower presets give smaller files, not "
                                "better pictures, at more CPU time. The default, veryfast-dia, is "
                                "veryfast with a cheaper motion search (10–25 % less encoder CPU, "

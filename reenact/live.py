@@ -235,7 +235,7 @@ class Outputs:
         # encoded in a writer thread, with `reenact video`'s default preset: the render loop only
         # hands the frame over (results are new arrays each frame, never changed afterwards)
         self.recorder = media.VideoWriter(options.output, fps=fps, size=size, overwrite=options.overwrite,
-                                          preset=VideoOptions().preset, background=True) \
+                                          preset=VideoOptions.preset, background=True) \
             if options.output is not None else None
         self.vcam = None
         if options.virtual_camera:
