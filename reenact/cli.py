@@ -1005,7 +1005,8 @@ def _video_summary(target: Path, s, wall: float) -> None:
 
 def _source_rows(table: Table, src) -> None:
     """Video-to-video rows of the summary."""
-    table.add_row("source", f"{Path(src.path).name}: {src.frames} frames at {src.fps:g} fps, {src.with_face} "
+    frames = f"its first {src.frames} frames" if src.unread == "source" else f"{src.frames} frames"
+    table.add_row("source", f"{Path(src.path).name}: {frames} at {src.fps:g} fps, {src.with_face} "
                   f"with a face; rest face: frame {src.rest}"
                   + ("" if src.appearance is None else f"; generated regions drawn with frame {src.appearance}'s look"))
     if src.passed:
@@ -1017,7 +1018,8 @@ def _source_rows(table: Table, src) -> None:
     if src.covered:
         table.add_row("hands", f"{src.covered} output frames keep their own lower face (a hand over the mouth)")
     play = f"; the {src.ping_pong} plays forward and back to fill it" if src.ping_pong else ""
-    table.add_row("length", f"the {src.length}'s{play}")
+    unread = f"; the {src.unread} goes on after it, unread" if src.unread else ""
+    table.add_row("length", f"the {src.length}'s{play}{unread}")
 
 
 _interrupted = False  # set by Ctrl-C / SIGTERM; progress callbacks re-raise it

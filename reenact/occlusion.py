@@ -65,7 +65,7 @@ class HandWatch:
     def __init__(self, timer=None) -> None:
         self._timer = timer
         self.frames = 0  # frames seen so far
-        self._hit: list[int] = []  # covered frames
+        self._hit: list[tuple[int, int]] = []  # covered frames: two looks in a row (the earlier, the later)
         self._last: int | None = None  # the last frame looked at, if the tracker found it covered
         self._todo: queue.Queue = queue.Queue(self.QUEUE)
         self._error: BaseException | None = None
@@ -98,17 +98,19 @@ class HandWatch:
                     with tracking.stage(self._timer, "hands"):
                         covered = covered_share(points, tracker.find(frame)) >= COVER_SHARE
                     if covered and self._last == i - HAND_EVERY:
-                        self._hit += [self._last, i]
+                        self._hit.append((self._last, i))
                     self._last = i if covered else None
         except BaseException as e:  # noqa: BLE001 — raised again by covered()
             self._error = e
 
-    def covered(self) -> np.ndarray:
+    def covered(self, frames: int | None = None) -> np.ndarray:
+        """(frames,) bool, as if only the first `frames` frames (default: all seen) had been seen."""
         self.close()
         if self._error is not None:
             raise self._error
-        out = np.zeros(self.frames, bool)
-        for i in set(self._hit):
+        frames = self.frames if frames is None else min(frames, self.frames)
+        out = np.zeros(frames, bool)
+        for i in {i for pair in self._hit if pair[1] < frames for i in pair}:
             out[max(0, i - HAND_REACH):i + HAND_REACH + 1] = True
         return out
 

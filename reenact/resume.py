@@ -34,7 +34,7 @@ from pathlib import Path
 from reenact.errors import OutputError, from_os_error
 from reenact.validate import type_problem
 
-FORMAT = 1  # bump when the folder's layout or the meaning of its files changes
+FORMAT = 2  # bump when the folder's layout or the meaning of its files changes (2: a track may be cut)
 SUFFIX = ".reenact-parts"
 
 

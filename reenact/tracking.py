@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -87,12 +88,16 @@ class FaceFollower:
 @dataclass
 class TrackSummary:
     """Pass 1's findings: `frames` decoded, `with_face` frames where the followed face was found,
-    `max_faces` the most faces seen in one frame, `first_face` the first frame with it (−1: none)."""
+    `max_faces` the most faces seen in one frame, `first_face` the first frame with it (−1: none);
+    `more_faces`: [frame, faces] wherever `max_faces` grew (so a track cut short can tell its
+    own); `cut`: the track ends before the video does (`until`, `cut_track`)."""
 
     frames: int = 0
     with_face: int = 0
     max_faces: int = 0
     first_face: int = -1
+    more_faces: list[list[int]] = field(default_factory=list)
+    cut: bool = False
 
 
 class Stopped(Exception):
@@ -103,20 +108,27 @@ def track_driver(frames: Iterable[np.ndarray], track: temporal.FrameFile, *, cho
                  fps: float, progress: Callable[[int], None] | None = None,
                  timer=None, stop: threading.Event | None = None,
                  watch: Callable[[np.ndarray, Face | None], None] | None = None,
-                 workers: int = 1) -> TrackSummary:
+                 workers: int = 1, until: Callable[[], int | None] | None = None) -> TrackSummary:
     """Landmarks of the chosen driver face in every frame → `track` (appended, NaN = absent).
     `timer`: optional `pipeline.StageTimer` (stages "decode", "landmarks"); `stop`: raises
     Stopped before the next frame once set; `watch`: called with each frame and its face (None:
-    none), e.g. `occlusion.HandWatch`; `workers`: landmarkers detecting at once (`detect_in_order`)."""
+    none), e.g. `occlusion.HandWatch`; `workers`: landmarkers detecting at once (`detect_in_order`);
+    `until`: asked before each frame is decoded; once it returns a number of frames already
+    decoded, the track ends there (`summary.cut`; the frames on their way are still tracked, so
+    it may hold a few more: `cut_track` makes it exact)."""
     max_faces = max(MIN_TRACKED_FACES, choice + 2 if isinstance(choice, int) else 0)
     follower = FaceFollower(choice, reacquire=max(1, round(fps)))
     summary = TrackSummary()
 
     def decoded() -> Iterator[np.ndarray]:
         it = iter(frames)
-        while True:
+        for count in itertools.count():
             if stop is not None and stop.is_set():
                 raise Stopped
+            limit = until() if until is not None else None
+            if limit is not None and count >= limit:
+                summary.cut = True
+                return
             with stage(timer, "decode"):
                 frame = next(it, None)
             if frame is None:
@@ -128,7 +140,9 @@ def track_driver(frames: Iterable[np.ndarray], track: temporal.FrameFile, *, cho
         if watch is not None:
             watch(frame, face)
         track.append(temporal.missing() if face is None else face.points)
-        summary.max_faces = max(summary.max_faces, len(faces))
+        if len(faces) > summary.max_faces:
+            summary.max_faces = len(faces)
+            summary.more_faces.append([summary.frames, len(faces)])
         if face is not None:
             summary.with_face += 1
             if summary.first_face < 0:

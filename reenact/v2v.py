@@ -84,6 +84,12 @@ LOWER_GRID = 128  # pixels a side of the grid the mask is drawn on
 # encoders ran 1.7 times per frame (~2.7 ms of CPU at 720p).
 APPEARANCE_WINDOW = 48
 APPEARANCE_BYTES = 128 * 2 ** 20
+# Pass 1 tracks at least this many seconds of each video (or all of it) even where the output
+# shows less (`frames_used`): the source's rest face, resting bank and appearance frame, and the
+# driver's anchor, are chosen among what was tracked. With only the 4 s an output showed, the
+# mouth correlation of single pairs moved by −0.34 to +0.15 and one pair's head-pose error
+# doubled (docs/video-to-video.md, "Only what is shown is read").
+TRACK_AT_LEAST_S = 10.0
 
 
 def is_video_source(spec: str | Path, options: VideoOptions) -> bool:
@@ -158,6 +164,28 @@ class Timeline:
     @property
     def driver_backward(self) -> bool:
         return self.frames > self.driver_frames
+
+
+def frames_used(source_fps: float, driver_fps: float, length: str) -> "video.FramesUsed":
+    """For pass 1 (`video.track_both`): given the whole length of the source (True) or of the
+    driver (False), how many frames of the other to track (None: all) — as many as the output
+    shows of it (what `Timeline.build` gives for the full videos), and at least
+    TRACK_AT_LEAST_S seconds: a long source dubbed with a short driver is not read to its end."""
+
+    def used(source_done: bool, frames: int) -> int | None:
+        if source_done:  # the output's length when the source decides it
+            if length == "driver":
+                return None
+            need = Timeline.build(frames, source_fps, 1, driver_fps, "source").frames
+            return max(need, math.ceil(TRACK_AT_LEAST_S * driver_fps))
+        if length == "source":
+            return None
+        need = Timeline.build(1, source_fps, frames, driver_fps, length).source_position(frames - 1) + 1
+        while length == "shortest" and Timeline.build(need, source_fps, frames, driver_fps, length).frames < frames:
+            need += 1  # a source this long would itself end the output sooner
+        return max(need, math.ceil(TRACK_AT_LEAST_S * source_fps))
+
+    return used
 
 
 class Downscaled:
@@ -359,7 +387,8 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
     with opener["source"]() as s, opener["driver"]() as d:  # both opened first: a bad one fails at once
         sinfo, dinfo = s.info, d.info
         try:
-            video.track_both(s, d, work, options, timer, progress, watch=watch)
+            video.track_both(s, d, work, options, timer, progress, watch=watch,
+                             used=frames_used(sinfo.fps, dinfo.fps, options.length))
         except BaseException:
             if watch is not None:
                 watch.close()  # its thread
@@ -376,7 +405,8 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
     summary.source = video.SourceSummary(
         path=str(source), frames=tl.source_frames, fps=sinfo.fps, with_face=int((sstatus == temporal.FACE).sum()),
         passed=sum(not _moves(tl, sstatus, dstatus, i) for i in range(tl.frames)), rest=rest, length=options.length,
-        ping_pong="source" if tl.source_backward else "driver" if tl.driver_backward else "")
+        ping_pong="source" if tl.source_backward else "driver" if tl.driver_backward else "",
+        unread="source" if work.state.source_track.get("cut") else "driver" if work.state.track.get("cut") else "")
     summary.audio = _audio_from(source, drive_path, options) is not None
     with temporal.FrameFile(work.file("source-points.f32")) as spts, \
             temporal.FrameFile(work.file("points.f32")) as dpts, \
@@ -476,7 +506,7 @@ def _hands(work: resume.WorkDir, watch: occlusion.HandWatch | None, open_source:
     the work folder. From `watch` when it saw pass 1; a render resumed after pass 1 whose
     result was not kept looks at the source again."""
     path, n = work.file("source-hands.npy"), work.state.source_track["frames"]
-    if watch is None or watch.frames != n:
+    if watch is None or watch.frames < n:
         if path.exists():
             return np.load(path)
         watch = occlusion.HandWatch(timer)
@@ -484,7 +514,7 @@ def _hands(work: resume.WorkDir, watch: occlusion.HandWatch | None, open_source:
             for k, frame in zip(range(len(raw)), frames):
                 watch(frame, None if np.isnan(raw[k]).any() else Face(points=raw[k]))
     covered = np.zeros(n, bool)
-    covered[:min(n, watch.frames)] = watch.covered()[:n]
+    covered[:min(n, watch.frames)] = watch.covered(n)[:n]
     part = path.with_suffix(".part.npy")
     np.save(part, covered)
     part.replace(path)

@@ -87,7 +87,9 @@ class SourceSummary:
     (frames in the resting bank, output frames rendered from it), `v2v.resting_bank`; `covered`:
     output frames that kept their own lower face because a hand covers it (`reenact.occlusion`);
     `appearance`: the source frame whose mouth and eyes the region generators encode (None: none
-    redraws regions, or each frame its own; `v2v.APPEARANCE_WINDOW`)."""
+    redraws regions, or each frame its own; `v2v.APPEARANCE_WINDOW`); `unread`: the input
+    ("source", "driver") that goes on after the output ends, read only as far as it is shown
+    ("": neither)."""
 
     path: str
     frames: int
@@ -100,6 +102,7 @@ class SourceSummary:
     resting: tuple[int, int] = (0, 0)
     covered: int = 0
     appearance: int | None = None
+    unread: str = ""
 
 
 def reenact_video(ref_path: str | Path | list, drive_path: str | Path, out_path: str | Path,
@@ -209,29 +212,48 @@ def require_face(track: dict, path: Path, choice: str | int, what: str = "driver
 
 
 def track_pass(src, work: resume.WorkDir, options: VideoOptions, timer: StageTimer,
-               progress: Progress | None, *, source: bool = False, watch=None) -> None:
+               progress: Progress | None, *, source: bool = False, watch=None,
+               until: Callable[[], int | None] | None = None) -> None:
     """Pass 1 into work/track.f32 (a video source: work/source-track.f32, following `--face`);
     records its summary in the state. `src`: the frames (with `.info`); `watch`: as for
-    `track_both`. Detects in `tracking.tracking_workers()` threads."""
-    _record(work, _track(src, work, options, timer, progress, source=source, watch=watch,
+    `track_both`; `until`: as for `tracking.track_driver`. Detects in
+    `tracking.tracking_workers()` threads."""
+    _record(work, _track(src, work, options, timer, progress, source=source, watch=watch, until=until,
                          workers=tracking.tracking_workers()), source=source)
 
 
+# Given the whole length in frames of the source (True) or of the driver (False), how many
+# frames of the other one the output shows (None: all of them); `v2v.frames_used`.
+FramesUsed = Callable[[bool, int], "int | None"]
+
+
 def track_both(source, driver, work: resume.WorkDir, options: VideoOptions, timer: StageTimer,
-               progress: Progress | None, watch=None) -> None:
+               progress: Progress | None, watch=None, used: FramesUsed | None = None) -> None:
     """Pass 1 of a video source and its driver at once (those not tracked yet; `track_pass`
     each): the source in a thread of its own, the driver here. Mediapipe runs outside the GIL,
     so on two cores both take little more than the longer one. An error or interruption in either
     stops the other; each completed track is recorded (a resumed render keeps it). `watch`: sees
     each source frame as it is tracked (`tracking.track_driver`). One landmarker each (the two
-    tracks already fill two cores); a track left to do alone gets `track_pass`'s."""
+    tracks already fill two cores); a track left to do alone gets `track_pass`'s.
+
+    `used`: once one video has been tracked to its end, the other is tracked no further than
+    the output shows it, and its track is cut to exactly that (`_cut_unused`: the same however
+    far it had got, so a resumed render gives the same file)."""
+    used = used or (lambda source_done, frames: None)
+    limits: dict[str, int | None] = {}  # "source"/"driver" → frames of it the output shows, once known
+
+    def ended(key: str, summary: dict) -> dict:
+        if not summary["cut"]:  # the video's whole length
+            limits["driver" if key == "source" else "source"] = used(key == "source", summary["frames"])
+        return summary
+
     if work.state.source_track is None and work.state.track is None:
         stop, done, failed = threading.Event(), {}, []
 
         def source_pass() -> None:
             try:
-                done["source"] = _track(source, work, options, timer, progress, source=True, stop=stop,
-                                        watch=watch)
+                done["source"] = ended("source", _track(source, work, options, timer, progress, source=True,
+                                                        stop=stop, watch=watch, until=lambda: limits.get("source")))
             except BaseException as e:  # noqa: BLE001 — raised again in this thread
                 failed.append(e)
                 stop.set()
@@ -239,7 +261,8 @@ def track_both(source, driver, work: resume.WorkDir, options: VideoOptions, time
         worker = threading.Thread(target=source_pass, name="track-source", daemon=True)
         worker.start()
         try:
-            done["driver"] = _track(driver, work, options, timer, progress, stop=stop)
+            done["driver"] = ended("driver", _track(driver, work, options, timer, progress, stop=stop,
+                                                    until=lambda: limits.get("driver")))
         except tracking.Stopped:
             pass  # the source's pass failed: its error is raised below
         except BaseException:
@@ -252,22 +275,57 @@ def track_both(source, driver, work: resume.WorkDir, options: VideoOptions, time
                 _record(work, summary, source=key == "source")
         if failed:
             raise failed[0]
-        return
-    if work.state.track is None:
-        track_pass(driver, work, options, timer, progress)
-    if work.state.source_track is None:
-        track_pass(source, work, options, timer, progress, source=True, watch=watch)
+    else:
+        for key, summary in (("source", work.state.source_track), ("driver", work.state.track)):
+            if summary is not None:
+                ended(key, {"cut": False, **summary})
+        if work.state.track is None:
+            track_pass(driver, work, options, timer, progress, until=lambda: limits.get("driver"))
+            ended("driver", work.state.track)
+        if work.state.source_track is None:
+            track_pass(source, work, options, timer, progress, source=True, watch=watch,
+                       until=lambda: limits.get("source"))
+    _cut_unused(work, used)
+
+
+def _cut_unused(work: resume.WorkDir, used: FramesUsed) -> None:
+    """Cut each recorded track to the frames the output shows of it, as `used` says from the
+    other video's whole length (a track cut short itself says nothing of its video's length)."""
+    s, d = work.state.source_track, work.state.track
+    for summary, other, source in ((s, d, True), (d, s, False)):
+        n = None if other.get("cut") else used(not source, other["frames"])
+        if n is not None and summary["frames"] > n:
+            _cut(work, n, source=source)
+
+
+def _cut(work: resume.WorkDir, frames: int, *, source: bool) -> None:
+    """Shorten a recorded track to its first `frames` frames, with the summary tracking only
+    those would have given."""
+    recorded = work.state.source_track if source else work.state.track
+    summary = dict(recorded)
+    with temporal.FrameFile(work.file(_prefix(source) + "track.f32"), mode="a") as track:
+        track.truncate(frames)
+        found = np.array([not np.isnan(track[i][0, 0]) for i in range(frames)], bool)
+    more = [[f, n] for f, n in summary.get("more_faces", []) if f < frames]
+    summary.update(frames=frames, with_face=int(found.sum()), first_face=int(np.argmax(found)) if found.any() else -1,
+                   more_faces=more, cut=True)
+    if "more_faces" in recorded:  # (work folders of older versions lack it)
+        summary["max_faces"] = max((n for _, n in more), default=0)
+    _record(work, summary, source=source)
 
 
 def _track(src, work: resume.WorkDir, options: VideoOptions, timer: StageTimer, progress: Progress | None, *,
-           source: bool = False, stop: threading.Event | None = None, watch=None, workers: int = 1) -> dict:
+           source: bool = False, stop: threading.Event | None = None, watch=None, workers: int = 1,
+           until: Callable[[], int | None] | None = None) -> dict:
     total = src.info.n_frames
     stage = "tracking source" if source else "tracking"
     report = (lambda i: progress(stage, i, total)) if progress else None  # an estimate; the bar grows past it
     with temporal.FrameFile(work.file(_prefix(source) + "track.f32"), mode="w") as track:
         s = tracking.track_driver(src, track, choice=options.ref_face if source else options.driver_face,
                                   fps=src.info.fps, progress=report, timer=timer, stop=stop, watch=watch,
-                                  workers=workers)
+                                  workers=workers, until=until)
+    if s.cut and progress:  # the bar's total counted the whole video: it ends here
+        progress(stage, s.frames, s.frames)
     # frames ffmpeg repeated for undecodable ones (or dropped) to keep the video's timing
     return {**dataclasses.asdict(s), "repeated": getattr(src, "repeated", 0), "dropped": getattr(src, "dropped", 0)}
 

@@ -67,6 +67,10 @@ def test_hand_watch_marks_covered_frames_and_their_neighbours(monkeypatch):
     assert looked == [i for i in range(0, n, every) if i != faceless]
     assert covered.shape == (n,)
     assert list(np.flatnonzero(covered)) == list(range(start - reach, start + 2 * every + reach + 1))
+    # as if the video had ended sooner (a source cut short): a hand needs its second look in it
+    assert not watch.covered(start + every).any() and watch.covered(start + every).shape == (start + every,)
+    k = start + every + 1
+    assert list(np.flatnonzero(watch.covered(k))) == list(range(start - reach, k))
 
 
 def test_hand_watch_hands_on_its_threads_error_and_stops(monkeypatch):

@@ -22,7 +22,7 @@ from reenact.config import VideoOptions
 from reenact.errors import UsageError
 from reenact.expression import expression_descriptor
 from reenact.pipeline import StageTimer
-from reenact.v2v import IndexedFrames, Timeline, is_video_source, pingpong
+from reenact.v2v import IndexedFrames, Timeline, frames_used, is_video_source, pingpong
 from tests import synth
 from tests.conftest import REPO
 from tests.test_cli import assert_clean_error, no_leftovers, reenact
@@ -58,6 +58,30 @@ def test_timeline_length_rules_and_frame_rates():
     assert [t.source(i) for i in (0, 4, 8, 35)] == [0, 5, 10, 43]
     assert Timeline.build(45, 30.0, 36, 24.0, "source").frames == 36  # 1.5 s at 24 fps
     assert Timeline.build(10, 10.0, 36, 24.0, "source").frames == 24  # 1 s
+
+
+@pytest.mark.parametrize("length", ["driver", "source", "shortest"])
+def test_pass_one_cuts_neither_input_short_of_what_the_output_shows(length):
+    """`frames_used`: an input cut to the frames it says, given the other's whole length, gives
+    the timeline of the uncut inputs, frame for frame."""
+    rng = np.random.default_rng(0)
+    rates = [10.0, 12.0, 23.976, 24.0, 25.0, 29.97, 30.0, 50.0, 60.0]
+    for _ in range(400):
+        sfps, dfps = rng.choice(rates, 2)
+        s, d = (int(n) for n in rng.integers(1, 300, 2))
+        used = frames_used(sfps, dfps, length)
+        cut_s, cut_d = used(False, d), used(True, s)
+        full = Timeline.build(s, sfps, d, dfps, length)
+        cut = Timeline.build(s if cut_s is None else min(s, cut_s), sfps, d if cut_d is None else min(d, cut_d),
+                             dfps, length)
+        assert cut.frames == full.frames, (s, sfps, d, dfps)
+        assert [(cut.source(i), cut.driver(i)) for i in range(full.frames)] == \
+               [(full.source(i), full.driver(i)) for i in range(full.frames)], (s, sfps, d, dfps)
+    # the frames shown, and at least TRACK_AT_LEAST_S seconds (10)
+    shown = {"driver": (1999, None), "source": (None, 1000), "shortest": (1999, 1000)}[length]
+    assert (frames_used(50.0, 25.0, length)(False, 1000), frames_used(25.0, 25.0, length)(True, 1000)) == shown
+    least = {"driver": (500, None), "source": (None, 250), "shortest": (500, 250)}[length]
+    assert (frames_used(50.0, 25.0, length)(False, 50), frames_used(25.0, 25.0, length)(True, 30)) == least
 
 
 def fake_video(n: int, opened: list) -> type:
@@ -407,6 +431,23 @@ def test_both_tracks_run_at_once_and_a_failing_one_stops_the_other(tmp_path):
     assert source.read < 10 ** 6 and work.state.source_track is None and work.state.track is None
 
 
+def test_pass_one_reads_a_longer_input_only_as_far_as_the_output_shows_it(tmp_path):
+    from reenact import resume, temporal, video
+
+    frame = media.read_image(EXAMPLES / "ref.jpg")
+    used = lambda source_done, n: None if source_done else n + 2  # noqa: E731 — 2 source frames past the driver's
+    for name, n_source in (("long.mp4", 10 ** 6), ("short.mp4", 12)):  # stopped early / read to its end
+        work = resume.WorkDir.open(tmp_path / name, job="x", inputs={}, chunk=40, resume=False, overwrite=False)
+        source, driver = _Frames(frame, n_source), _Frames(frame, 8)
+        video.track_both(source, driver, work, VideoOptions(), StageTimer(), None, used=used)
+        s, d = work.state.source_track, work.state.track
+        assert source.read < 10 ** 6 and d["frames"] == 8 and not d["cut"]
+        assert s["frames"] == s["with_face"] == 10 and s["cut"], name  # exactly, however far it had got
+        assert s["first_face"] == 0 and s["max_faces"] == 1
+        with temporal.FrameFile(work.file("source-track.f32")) as track:
+            assert len(track) == 10
+
+
 def test_is_video_source(tmp_path):
     assert is_video_source(EXAMPLES / "drive.mp4", VideoOptions())
     assert not is_video_source(EXAMPLES / "ref.jpg", VideoOptions())
@@ -622,6 +663,24 @@ def test_region_generators_encode_one_early_source_frame(clips, tmp_path, monkey
     s = video.reenact_video(clips["src"], clips["drv"], tmp_path / "o.mp4",
                             InferenceConfig(engine="fusion", mouth="driver", eyes="warp"), overwrite=True)
     assert s.source.appearance is None  # no generator: nothing to encode
+
+
+def test_a_longer_source_is_read_only_as_far_as_the_output_shows_it(clips, tmp_path, monkeypatch):
+    from reenact import v2v, video
+    from reenact.config import InferenceConfig
+
+    monkeypatch.setattr(v2v, "TRACK_AT_LEAST_S", 0.5)  # (10 s: longer than these clips)
+    # drv.mp4 (36 frames) as the source under src.mp4 (24 frames): the output shows 24 of them
+    s = video.reenact_video(clips["drv"], clips["src"], tmp_path / "o.mp4", InferenceConfig(engine="warp"),
+                            overwrite=True)
+    assert s.frames == 24 and s.source.frames == 24 and s.source.unread == "source"
+    assert len(frames_of(tmp_path / "o.mp4")) == 24
+    s = video.reenact_video(clips["src"], clips["drv"], tmp_path / "o.mp4", InferenceConfig(engine="warp"),
+                            options=VideoOptions(length="source"), overwrite=True)
+    assert s.frames == 24 and s.source.unread == "driver"
+    s = video.reenact_video(clips["src"], clips["drv"], tmp_path / "o.mp4", InferenceConfig(engine="warp"),
+                            overwrite=True)  # the driver decides: the shorter source plays back and forth
+    assert s.frames == 36 and s.source.unread == "" and s.source.ping_pong == "source"
 
 
 @pytest.mark.slow
