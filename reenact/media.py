@@ -944,6 +944,8 @@ class VideoReader:
 
     `background=True` decodes ahead in a thread (at most `QUEUE` frames wait): the pipe read and
     copy of the next frame overlap the caller's work on this one; errors are raised the same way.
+    `max_side`: frames longer than that on a side come shrunk to it (`scaled_size`) by ffmpeg,
+    averaging as `pipeline.downscale` does, so a large video never crosses the pipe at full size.
 
     Raises (at construction) what probe_video raises; while iterating, CorruptMedia when
     decoding breaks off mid-frame or yields no frame at all.
@@ -951,7 +953,7 @@ class VideoReader:
 
     QUEUE = 2  # frames decoded ahead by the background thread
 
-    def __init__(self, path: str | os.PathLike, *, background: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, *, background: bool = False, max_side: int = 0) -> None:
         self._gen = None
         self._thread: threading.Thread | None = None
         self._queue: queue.Queue | None = None
@@ -962,8 +964,10 @@ class VideoReader:
         fps = Fraction(info.fps).limit_denominator(100_000)
         # cfr also for constant-rate sources: frames lost to corrupt data are filled, not skipped
         timing = ["-fps_mode", "cfr", "-r", str(fps)]
+        w, h = scaled_size(info.width, info.height, max_side)
+        scale = ["-vf", f"scale={w}:{h}:flags=area"] if (w, h) != (info.width, info.height) else []
         self._gen = imageio_ffmpeg.read_frames(
-            _ffmpeg_path(self.path), output_params=["-map", f"0:{streams.video_index}", *timing])
+            _ffmpeg_path(self.path), output_params=["-map", f"0:{streams.video_index}", *timing, *scale])
         try:
             meta = next(self._gen)
         except Exception as e:  # imageio raises OSError/RuntimeError, or fails parsing the header
@@ -1094,6 +1098,14 @@ def _audio_stream(path: str | os.PathLike | None) -> Path | None:
         return None
     p = _input_path(path)
     return p if _header(p, _sniff(_read_head(p))).audio_index is not None else None
+
+
+def scaled_size(w: int, h: int, max_side: int) -> tuple[int, int]:
+    """(width, height) shrunk so the longest side is ≤ `max_side` (0: unchanged)."""
+    if not max_side or max(h, w) <= max_side:
+        return w, h
+    f = max_side / max(h, w)
+    return max(1, round(w * f)), max(1, round(h * f))  # a 20000×1 sliver keeps one row
 
 
 def _check_writer_args(fps: float, size: tuple[int, int], crf: int, preset: str) -> None:
@@ -1451,18 +1463,18 @@ class FrameFolderReader:
         self.close()
 
 
-def open_frames(path: str | os.PathLike, *, fps: float | None = None,
-                background: bool = False) -> VideoReader | FrameFolderReader:
+def open_frames(path: str | os.PathLike, *, fps: float | None = None, background: bool = False,
+                max_side: int = 0) -> VideoReader | FrameFolderReader:
     """A frame source: a video file (VideoReader) or a folder of images (FrameFolderReader at
     `fps`, default 25). `fps` is for folders only: a video keeps its own rate (UsageError).
-    `background`: a video is decoded ahead in a thread (`VideoReader`)."""
+    `background`, `max_side`: for a video, as `VideoReader` (a folder's images come as they are)."""
     p = Path(path).expanduser()
     if p.is_dir():
         return FrameFolderReader(p, 25.0 if fps is None else fps)
     if fps is not None:
         raise UsageError("--fps applies to a folder of frames only",
                          hint="a video keeps its own frame rate; leave --fps out")
-    return VideoReader(p, background=background)
+    return VideoReader(p, background=background, max_side=max_side)
 
 
 # ──────────────────────────────── joining ────────────────────────────────

@@ -57,18 +57,10 @@ class Reference:
     name: str = "reference"
 
 
-def scaled_size(w: int, h: int, max_side: int) -> tuple[int, int]:
-    """(width, height) after `downscale`."""
-    if not max_side or max(h, w) <= max_side:
-        return w, h
-    f = max_side / max(h, w)
-    return max(1, round(w * f)), max(1, round(h * f))  # a 20000×1 sliver keeps one row
-
-
 def downscale(image: np.ndarray, max_side: int) -> np.ndarray:
-    """Shrink so the longest side is ≤ max_side (0 = unchanged)."""
+    """Shrink so the longest side is ≤ max_side (0 = unchanged; `media.scaled_size`)."""
     h, w = image.shape[:2]
-    size = scaled_size(w, h, max_side)
+    size = media.scaled_size(w, h, max_side)
     if size == (w, h):
         return image
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)

@@ -44,7 +44,7 @@ from reenact.errors import CorruptMedia, MediaError, UsageError
 from reenact.expression import expression_descriptor
 from reenact.engines import RefState, WarpEngine, build_engine
 from reenact.landmarks import Face
-from reenact.pipeline import Reenactor, Reference, StageTimer, downscale, scaled_size, side_by_side
+from reenact.pipeline import Reenactor, Reference, StageTimer, downscale, side_by_side
 
 # A warp triangle whose corners all move less than this (crop pixels) keeps the source's pixels.
 MOVED_PX = 0.25
@@ -190,12 +190,13 @@ def frames_used(source_fps: float, driver_fps: float, length: str) -> "video.Fra
 
 class Downscaled:
     """A frame source (`media.open_frames`) with every frame shrunk to `max_side` (0 = as is),
-    as reference photos are; same interface (iterator, `info`, `repeated`/`dropped`, close)."""
+    as reference photos are (a video's by ffmpeg as it decodes, a folder's images here); same
+    interface (iterator, `info`, `repeated`/`dropped`, close)."""
 
     def __init__(self, path: Path, fps: float | None, max_side: int) -> None:
-        self.reader = media.open_frames(path, fps=fps)
+        self.reader = media.open_frames(path, fps=fps, max_side=max_side)
         self.max_side = max_side
-        w, h = scaled_size(self.reader.info.width, self.reader.info.height, max_side)
+        w, h = media.scaled_size(self.reader.info.width, self.reader.info.height, max_side)
         self.info = dataclasses.replace(self.reader.info, width=w, height=h)
 
     def __iter__(self) -> Iterator[np.ndarray]:

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from reenact import media
+from reenact import media, pipeline
 from reenact.errors import CorruptMedia, MediaError, OutputError, UnsupportedMedia, UsageError
 
 FF = media.ffmpeg_exe()
@@ -502,6 +502,29 @@ def test_rotation_metadata_is_applied(tmp_path, clips):
         frame = next(r)
     assert frame.shape == (64, 48, 3)
     np.testing.assert_array_equal(frame, np.rot90(upright_src, -info.rotation // 90))
+
+
+def test_reader_shrinks_large_frames_as_it_decodes(tmp_path, clips):
+    """`max_side`: ffmpeg delivers the frames already shrunk (odd sizes, rotated videos too),
+    averaging as `pipeline.downscale` does; frames within it come as they are."""
+    video = make_video(tmp_path / "v.mp4", n=5, size=(102, 62))
+    with media.VideoReader(video) as r:
+        full = list(r)
+    with media.VideoReader(video, max_side=41) as r:
+        assert (r.info.width, r.info.height) == media.scaled_size(102, 62, 41) == (41, 25)
+        small = list(r)
+    assert len(small) == 5 and small[0].shape == (25, 41, 3)
+    ref = [pipeline.downscale(f, 41) for f in full]
+    assert np.abs(np.stack(small).astype(int) - np.stack(ref)).mean() < 3
+    with media.VideoReader(video, max_side=102) as r:
+        assert np.array_equal(next(r), full[0])  # not larger than max_side: untouched
+    rotated = tmp_path / "rot.mp4"
+    try:
+        ffmpeg("-display_rotation", "90", "-i", str(clips["silent"]), "-c", "copy", str(rotated))
+    except subprocess.CalledProcessError:
+        pytest.skip("this ffmpeg cannot set -display_rotation")
+    with media.VideoReader(rotated, max_side=32) as r:  # 48×64 upright → 24×32
+        assert (r.info.width, r.info.height) == (24, 32) and next(r).shape == (32, 24, 3)
 
 
 def test_variable_frame_rate_is_resampled_to_average_rate(tmp_path):
