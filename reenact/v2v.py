@@ -382,7 +382,7 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
     views of the person (k-shot), may be empty."""
     _check_options(source, drive_path, options)
     opener = {"source": lambda: Downscaled(source, _fps(source, options), config.max_side),
-              "driver": lambda: Downscaled(drive_path, _fps(drive_path, options), 0)}
+              "driver": lambda: Downscaled(drive_path, _fps(drive_path, options), video.DRIVER_MAX_SIDE)}
     resting, hands = _uses_bank(options, photos, config), _watches_hands(options)
     watch = occlusion.HandWatch(timer) if hands and work.state.source_track is None else None
     with opener["source"]() as s, opener["driver"]() as d:  # both opened first: a bad one fails at once

@@ -89,6 +89,28 @@ def test_compare_video_decodes_the_driver_again_in_step(clips, tmp_path):
         assert np.abs(o[:, :w].astype(int) - left).mean() < 6
 
 
+def test_a_large_driver_is_decoded_shrunk_in_both_passes(clips, tmp_path, monkeypatch):
+    """A driver above DRIVER_MAX_SIDE comes shrunk from ffmpeg, for its landmarks (pass 1) and
+    its pixels (pass 2, --compare), and the output is as large as before. (How close its
+    landmarks stay is measured on real 4K drivers: `video.DRIVER_MAX_SIDE`.)"""
+    from reenact import pipeline
+
+    shown = []
+    real = pipeline.side_by_side
+    monkeypatch.setattr(video, "side_by_side", lambda d, o: shown.append(d.shape) or real(d, o))
+    out = tmp_path / "o.mp4"
+    monkeypatch.setattr(video, "DRIVER_MAX_SIDE", 160)  # the 320×180 clip is "large"
+    s = video.reenact_video(REF, clips["short"], out, InferenceConfig(engine="warp", compare=True, max_side=320),
+                            overwrite=True)
+    assert set(shown) == {(90, 160, 3)} and s.with_face == 24
+    small = frames_of(out)
+    monkeypatch.setattr(video, "DRIVER_MAX_SIDE", 1920)
+    video.reenact_video(REF, clips["short"], out, InferenceConfig(engine="warp", compare=True, max_side=320),
+                        overwrite=True)
+    full = frames_of(out)
+    assert len(small) == len(full) == 24 and small[0].shape == full[0].shape
+
+
 @pytest.mark.slow
 def test_interrupted_render_resumes_to_the_same_video(clips, tmp_path):
     args = ["video", REF, clips["short"], *SMALL, "--chunk-frames", "4", "-o"]
