@@ -266,10 +266,20 @@ class Landmarker:
             side = max(h, w) // frac
             if side < 192:
                 break
+            # Each window is seen at most DETECT_MAX_SIDE a side: the photo is shrunk once for all
+            # of them (a 12 MP photo: 130 → 70 ms), and the windows cut from that.
+            f = min(1.0, DETECT_MAX_SIDE / side)
+            small = rgb if f == 1.0 else cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))),
+                                                    interpolation=cv2.INTER_AREA)
+            fx, fy = small.shape[1] / w, small.shape[0] / h
+            back = np.array([1 / fx, 1 / fy, 1 / fx], np.float32)  # (z is in units of the width)
             found: list[Face] = []
             for y0 in np.linspace(0, max(h - side, 0), 2 * frac - 1).astype(int):
                 for x0 in np.linspace(0, max(w - side, 0), 2 * frac - 1).astype(int):
-                    found = _merge(found, self._detect_view(rgb, x0, y0, min(x0 + side, w), min(y0 + side, h)))
+                    sx, sy = round(x0 * fx), round(y0 * fy)
+                    view = small[sy:sy + round(side * fy), sx:sx + round(side * fx)]
+                    more = [Face(points=(p + np.float32([sx, sy, 0])) * back) for p in self._run(self._mesh, view)]
+                    found = _merge(found, more)
             if found:
                 return found
         return []

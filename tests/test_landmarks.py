@@ -1,4 +1,4 @@
-"""The landmarker's video mode: large faces are tracked on a halved frame (`track_shrink`)."""
+"""The landmarker: large faces tracked on a halved frame in video mode (`track_shrink`), small faces found in zoomed windows in image mode."""
 
 from pathlib import Path
 
@@ -114,3 +114,18 @@ def test_mediapipe_loads_without_pyplot_and_leaves_the_real_one_importable():
         "print('ok')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def test_a_small_face_in_a_large_photo_is_found_in_the_zoomed_windows():
+    """The full view misses a face this small; the windows (cut from the photo shrunk once, as
+    each is seen at most DETECT_MAX_SIDE a side) find it where it is, as the face alone gives it."""
+    face = media.read_image(EXAMPLES / "ref.jpg")  # 640×360
+    canvas = np.full((2600, 4400, 3), 90, np.uint8)
+    canvas[1900:2260, 3500:4140] = face
+    with Landmarker(mode="image") as lm:
+        assert not lm._detect_view(canvas, 0, 0, 4400, 2600)  # too small for the whole photo
+        alone = lm.detect(face)[0]
+        found = lm.detect(canvas)
+    assert len(found) == 1
+    moved = found[0].xy - np.float32([3500, 1900])
+    assert np.linalg.norm(moved - alone.xy, axis=1).mean() < 0.03 * g.face_scale(alone.points)  # (1.4 %: its context)
