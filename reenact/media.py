@@ -282,13 +282,17 @@ def _ffmpeg_path(p: Path) -> str:
 # ───────────────────────────────────── images ─────────────────────────────────────
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_image(path: str | os.PathLike, *, at_least: int = 0) -> np.ndarray:
     """Read a still image as RGB uint8, H×W×3, C-contiguous, upright.
 
     The content decides the format (a PNG named .jpg reads fine). EXIF orientation (JPEG APP1,
     PNG eXIf, WebP EXIF; TIFF is oriented by its decoder) is applied. Grey → 3 equal channels;
     RGBA / grey+alpha → composited over mid-grey (ALPHA_BACKGROUND); 16-bit → 8-bit (v / 257,
     rounded). Very large images are read at full size (OpenCV's limit is 2^30 pixels).
+
+    `at_least` (for a caller that shrinks the image to that longest side anyway): a JPEG two or
+    more times larger is decoded at 1/2, 1/4 or 1/8 of its size by libjpeg itself, the most
+    that keeps its longest side ≥ `at_least` (a 12 MP photo for 1920: 54 → 16 ms).
 
     Raises MediaError (missing, a folder, unreadable), CorruptMedia (empty, truncated,
     undecodable) or UnsupportedMedia (a video, text, GIF/HEIF, an unknown suffix and content).
@@ -300,8 +304,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise MediaError(f"cannot read {p}: {e.strerror}", hint="check its permissions") from None
     fmt = _sniff(data[:64])
     _check_image_format(p, fmt)
-    _check_size(p, image_size(data, fmt), "image")  # from the header: nothing decoded yet
-    img = _decode(p, data, fmt)
+    size = image_size(data, fmt)
+    _check_size(p, size, "image")  # from the header: nothing decoded yet
+    img = _decode(p, data, fmt, reduce=_jpeg_reduction(max(size), at_least) if fmt == "jpeg" else 1)
     if fmt != "tiff":  # OpenCV's TIFF decoder orients the image itself, whatever the flags
         img = _apply_orientation(img, _exif_orientation(data, fmt))
     return np.ascontiguousarray(_to_rgb8(p, img))
@@ -427,10 +432,23 @@ def _quiet_opencv() -> Iterator[None]:
         cv2.setLogLevel(previous)
 
 
-def _decode(p: Path, data: bytes, fmt: str) -> np.ndarray:
-    """OpenCV decode without orientation: BGR(A)/grey, uint8 or uint16."""
+_JPEG_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def _jpeg_reduction(side: int, at_least: int) -> int:
+    """The largest of 1, 2, 4, 8 that keeps `side` / it ≥ `at_least` (1 when `at_least` is 0)."""
+    reduce = 1
+    while at_least and reduce < 8 and side // (2 * reduce) >= at_least:
+        reduce *= 2
+    return reduce
+
+
+def _decode(p: Path, data: bytes, fmt: str, reduce: int = 1) -> np.ndarray:
+    """OpenCV decode without orientation: BGR(A)/grey, uint8 or uint16; a JPEG at 1/`reduce`
+    of its size (1, 2, 4, 8)."""
     # JPEG has no alpha and no 16 bits; IMREAD_COLOR also turns CMYK and grey into BGR.
-    flags = (cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if fmt == "jpeg" else cv2.IMREAD_UNCHANGED
+    flags = (_JPEG_REDUCED[reduce] | cv2.IMREAD_IGNORE_ORIENTATION) if fmt == "jpeg" else cv2.IMREAD_UNCHANGED
     try:
         with _quiet_opencv():
             img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)

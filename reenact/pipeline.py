@@ -84,7 +84,7 @@ def find_face(image: np.ndarray, landmarker: Landmarker, *, name: str,
 
 def load_reference(path: str | Path, landmarker: Landmarker, *, max_side: int = 0,
                    choice: str | int = "largest") -> Reference:
-    image = downscale(media.read_image(path), max_side)
+    image = downscale(media.read_image(path, at_least=max_side), max_side)
     face, n = find_face(image, landmarker, name=str(path), choice=choice)
     return Reference(image=image, face=face, n_faces=n, name=str(path))
 

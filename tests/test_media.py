@@ -207,6 +207,25 @@ def test_exif_orientation_matches_pillow(tmp_path):
         np.testing.assert_array_equal(media.read_image(tif), ref)
 
 
+def test_a_jpeg_shrunk_anyway_is_decoded_smaller(tmp_path):
+    """`at_least`: libjpeg decodes at 1/2, 1/4 or 1/8, the most that keeps the longest side ≥ it;
+    orientation still applies; the caller's shrink then gives nearly what full size would."""
+    rgb = cv2.resize(quadrants(), (2000, 1000), interpolation=cv2.INTER_LINEAR)
+    rgb = cv2.GaussianBlur(rgb, (0, 0), 20)  # smooth, so JPEG's own scaling and INTER_AREA agree
+    path = tmp_path / "big.jpg"
+    path.write_bytes(jpeg_with_orientation(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), 6))
+    full = media.read_image(path)
+    assert full.shape == (2000, 1000, 3)
+    for at_least, shape in ((480, (500, 250, 3)), (1000, (1000, 500, 3)), (1001, (2000, 1000, 3)), (0, full.shape)):
+        out = media.read_image(path, at_least=at_least)
+        assert out.shape == shape, at_least
+        want = cv2.resize(full, shape[1::-1], interpolation=cv2.INTER_AREA)
+        assert np.abs(out.astype(int) - want).mean() < 2, at_least
+    png = tmp_path / "big.png"
+    png.write_bytes(png_bytes(rgb, 2))
+    assert media.read_image(png, at_least=480).shape == (1000, 2000, 3)  # only JPEGs
+
+
 def test_exif_orientation_on_grayscale_jpeg(tmp_path):
     grey = np.tile(np.arange(60, dtype=np.uint8) * 4, (40, 1))
     path = tmp_path / "g.jpg"
