@@ -125,37 +125,43 @@ def reenact_video(ref_path: str | Path | list, drive_path: str | Path, out_path:
         v2v.check_photo_options(options)
     job = _job_hash(config, options)
     options = dataclasses.replace(options, motion=options.motion.with_transfer_for(source is not None))
-    refs = []
-    if specs:  # photos of the person (with a video source: more views of it, k-shot)
-        with Landmarker(mode="image") as lm, timer("landmarks"):
-            refs = load_references(specs, lm, max_side=config.max_side, choice=options.ref_face)
-    inputs = {f"reference{i or ''}": resume.input_signature(r.name) for i, r in enumerate(refs)}
-    if source is not None:
-        inputs["source"] = resume.input_signature(source)
-    work = resume.WorkDir.open(target, job=job, chunk=options.chunk,
-                               inputs={**inputs, "driver": resume.input_signature(drive_path)},
-                               resume=options.resume, overwrite=overwrite)
-    try:
+    # A photo's driver is opened (probed, its decoder started) while the photos load; a video
+    # source opens both videos itself.
+    with (media.OpenedAhead(drive_path, fps=options.fps, background=True, max_side=DRIVER_MAX_SIDE)
+          if source is None else contextlib.nullcontext()) as driver:
+        refs = []
+        if specs:  # photos of the person (with a video source: more views of it, k-shot)
+            with Landmarker(mode="image") as lm, timer("landmarks"):
+                refs = load_references(specs, lm, max_side=config.max_side, choice=options.ref_face)
+        inputs = {f"reference{i or ''}": resume.input_signature(r.name) for i, r in enumerate(refs)}
         if source is not None:
-            summary = v2v.render_job(source, refs, Path(drive_path), target, config, options, work, timer,
-                                     progress, overwrite)
-        else:
-            summary = _render_job(refs, Path(drive_path), target, config, options, work, timer, progress, overwrite)
-    except KeyboardInterrupt:
-        if work.finish_failed():
-            done = len(work.completed_chunks())
-            raise Interrupted(f"interrupted — {done} completed chunk{'s' if done != 1 else ''} kept in {work.path}",
-                              "run the same command with --resume to continue") from None
-        raise
-    except OSError as e:  # disk full, a folder gone or read-only: keep what can be resumed
-        kept = work.finish_failed()
-        raise from_os_error(e, "output", hint=_resume_hint(e, work) if kept else None) from None
-    except BaseException:
-        work.finish_failed()
-        raise
-    work.remove()
-    summary.seconds = dict(timer.seconds)
-    return summary
+            inputs["source"] = resume.input_signature(source)
+        work = resume.WorkDir.open(target, job=job, chunk=options.chunk,
+                                   inputs={**inputs, "driver": resume.input_signature(drive_path)},
+                                   resume=options.resume, overwrite=overwrite)
+        try:
+            if source is not None:
+                summary = v2v.render_job(source, refs, Path(drive_path), target, config, options, work, timer,
+                                         progress, overwrite)
+            else:
+                summary = _render_job(refs, Path(drive_path), driver, target, config, options, work, timer,
+                                      progress, overwrite)
+        except KeyboardInterrupt:
+            if work.finish_failed():
+                done = len(work.completed_chunks())
+                raise Interrupted(
+                    f"interrupted — {done} completed chunk{'s' if done != 1 else ''} kept in {work.path}",
+                    "run the same command with --resume to continue") from None
+            raise
+        except OSError as e:  # disk full, a folder gone or read-only: keep what can be resumed
+            kept = work.finish_failed()
+            raise from_os_error(e, "output", hint=_resume_hint(e, work) if kept else None) from None
+        except BaseException:
+            work.finish_failed()
+            raise
+        work.remove()
+        summary.seconds = dict(timer.seconds)
+        return summary
 
 
 def _resume_hint(e: OSError, work: resume.WorkDir) -> str:
@@ -170,11 +176,11 @@ def _job_hash(config: InferenceConfig, options: VideoOptions) -> str:
     return resume.job_hash({"config": dataclasses.asdict(config), **fields})
 
 
-def _render_job(refs: list[Reference], drive_path: Path, target: Path, config: InferenceConfig,
-                options: VideoOptions, work: resume.WorkDir, timer: StageTimer,
+def _render_job(refs: list[Reference], drive_path: Path, driver: media.OpenedAhead, target: Path,
+                config: InferenceConfig, options: VideoOptions, work: resume.WorkDir, timer: StageTimer,
                 progress: Progress | None, overwrite: bool) -> VideoSummary:
     ref = refs[0]
-    with media.open_frames(drive_path, fps=options.fps, background=True, max_side=DRIVER_MAX_SIDE) as src:
+    with driver.take() as src:
         info = src.info
         if work.state.track is None:
             track_pass(src, work, options, timer, progress)

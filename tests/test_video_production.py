@@ -111,6 +111,45 @@ def test_a_large_driver_is_decoded_shrunk_in_both_passes(clips, tmp_path, monkey
     assert len(small) == len(full) == 24 and small[0].shape == full[0].shape
 
 
+def test_opened_ahead_gives_its_source_or_error_and_closes_what_nobody_took(monkeypatch):
+    closed = []
+
+    class Source:
+        def close(self):
+            closed.append(self)
+
+    def slow_open(path, **kw):
+        time.sleep(0.2)
+        if path == "bad":
+            raise media.CorruptMedia("broken driver")
+        return Source()
+
+    monkeypatch.setattr(media, "open_frames", slow_open)
+    with media.OpenedAhead("good") as ahead:
+        source = ahead.take()
+    assert isinstance(source, Source) and not closed  # taken: the taker closes it
+    with pytest.raises(media.CorruptMedia, match="broken driver"), media.OpenedAhead("bad") as ahead:
+        ahead.take()
+    ahead = media.OpenedAhead("good")
+    ahead.close()  # still opening: closed once it arrives
+    ahead._thread.join()
+    assert len(closed) == 1
+
+
+def test_the_driver_opened_ahead_is_closed_when_the_photo_fails(tmp_path):
+    from reenact.errors import NoFaceFound
+    from tests.test_media import ffmpeg_children
+
+    blank = tmp_path / "blank.png"
+    media.write_image(blank, np.full((180, 320, 3), 128, np.uint8))
+    with pytest.raises(NoFaceFound):
+        video.reenact_video(blank, EXAMPLES / "drive.mp4", tmp_path / "o.mp4", InferenceConfig(engine="warp"))
+    deadline = time.time() + 10
+    while ffmpeg_children() and time.time() < deadline:
+        time.sleep(0.05)
+    assert not ffmpeg_children() and no_leftovers(tmp_path) == ["blank.png"]
+
+
 @pytest.mark.slow
 def test_interrupted_render_resumes_to_the_same_video(clips, tmp_path):
     args = ["video", REF, clips["short"], *SMALL, "--chunk-frames", "4", "-o"]
