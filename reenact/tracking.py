@@ -90,7 +90,7 @@ class TrackSummary:
     """Pass 1's findings: `frames` decoded, `with_face` frames where the followed face was found,
     `max_faces` the most faces seen in one frame, `first_face` the first frame with it (−1: none);
     `more_faces`: [frame, faces] wherever `max_faces` grew (so a track cut short can tell its
-    own); `cut`: the track ends before the video does (`until`, `cut_track`)."""
+    own); `cut`: the track ends before the video does (`until`, `video._cut_unused`)."""
 
     frames: int = 0
     with_face: int = 0
@@ -115,7 +115,7 @@ def track_driver(frames: Iterable[np.ndarray], track: temporal.FrameFile, *, cho
     none), e.g. `occlusion.HandWatch`; `workers`: landmarkers detecting at once (`detect_in_order`);
     `until`: asked before each frame is decoded; once it returns a number of frames already
     decoded, the track ends there (`summary.cut`; the frames on their way are still tracked, so
-    it may hold a few more: `cut_track` makes it exact)."""
+    it may hold a few more: `video._cut_unused` makes it exact)."""
     max_faces = max(MIN_TRACKED_FACES, choice + 2 if isinstance(choice, int) else 0)
     follower = FaceFollower(choice, reacquire=max(1, round(fps)))
     summary = TrackSummary()
