@@ -1499,25 +1499,19 @@ class OpenedAhead:
     """A frame source (`open_frames(path, **kw)`) opened in a thread from now on — probing the
     file and starting its decoder overlap the caller's other work (the reference photos). `take()`
     waits for it and returns it, raising what opening raised; `close()` (or leaving the `with`)
-    closes it unless it was taken, also when it is still opening."""
+    waits for it too and closes it unless it was taken, so no decoder outlives the caller."""
 
     def __init__(self, path: str | os.PathLike, **kw) -> None:
         self._result: list = []  # [source] or [exception], once opened
-        self._taken = self._closed = False
-        self._lock = threading.Lock()
+        self._taken = False
         self._thread = threading.Thread(target=self._open, args=(path, kw), name="open-ahead", daemon=True)
         self._thread.start()
 
     def _open(self, path, kw) -> None:
         try:
-            source = open_frames(path, **kw)
+            self._result.append(open_frames(path, **kw))
         except BaseException as e:  # noqa: BLE001 — raised by take()
             self._result.append(e)
-            return
-        with self._lock:
-            self._result.append(source)
-            if self._closed:  # nobody will take it
-                source.close()
 
     def take(self) -> VideoReader | FrameFolderReader:
         self._thread.join()
@@ -1528,10 +1522,10 @@ class OpenedAhead:
         return result
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            if self._result and not self._taken and not isinstance(self._result[0], BaseException):
-                self._result[0].close()
+        self._thread.join()
+        result = self._result[0]
+        if not self._taken and not isinstance(result, BaseException):
+            result.close()
 
     def __enter__(self) -> "OpenedAhead":
         return self

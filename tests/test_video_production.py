@@ -131,8 +131,7 @@ def test_opened_ahead_gives_its_source_or_error_and_closes_what_nobody_took(monk
     with pytest.raises(media.CorruptMedia, match="broken driver"), media.OpenedAhead("bad") as ahead:
         ahead.take()
     ahead = media.OpenedAhead("good")
-    ahead.close()  # still opening: closed once it arrives
-    ahead._thread.join()
+    ahead.close()  # still opening: waited for, then closed
     assert len(closed) == 1
 
 
