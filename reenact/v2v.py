@@ -407,7 +407,7 @@ def render_job(source: Path, photos: list[Reference], drive_path: Path, target: 
         path=str(source), frames=tl.source_frames, fps=sinfo.fps, with_face=int((sstatus == temporal.FACE).sum()),
         passed=sum(not _moves(tl, sstatus, dstatus, i) for i in range(tl.frames)), rest=rest, length=options.length,
         ping_pong="source" if tl.source_backward else "driver" if tl.driver_backward else "",
-        unread="source" if work.state.source_track.get("cut") else "driver" if work.state.track.get("cut") else "")
+        unread="source" if work.state.source_track["cut"] else "driver" if work.state.track["cut"] else "")
     summary.audio = _audio_from(source, drive_path, options) is not None
     with temporal.FrameFile(work.file("source-points.f32")) as spts, \
             temporal.FrameFile(work.file("points.f32")) as dpts, \

@@ -127,7 +127,7 @@ def reenact_video(ref_path: str | Path | list, drive_path: str | Path, out_path:
     options = dataclasses.replace(options, motion=options.motion.with_transfer_for(source is not None))
     # A photo's driver is opened (probed, its decoder started) while the photos load; a video
     # source opens both videos itself.
-    with (media.OpenedAhead(drive_path, fps=options.fps, background=True, max_side=DRIVER_MAX_SIDE)
+    with (media.OpenedAhead(drive_path, **_driver_reading(options))
           if source is None else contextlib.nullcontext()) as driver:
         refs = []
         if specs:  # photos of the person (with a video source: more views of it, k-shot)
@@ -284,7 +284,7 @@ def track_both(source, driver, work: resume.WorkDir, options: VideoOptions, time
     else:
         for key, summary in (("source", work.state.source_track), ("driver", work.state.track)):
             if summary is not None:
-                ended(key, {"cut": False, **summary})
+                ended(key, summary)
         if work.state.track is None:
             track_pass(driver, work, options, timer, progress, until=lambda: limits.get("driver"))
             ended("driver", work.state.track)
@@ -299,7 +299,7 @@ def _cut_unused(work: resume.WorkDir, used: FramesUsed) -> None:
     other video's whole length (a track cut short itself says nothing of its video's length)."""
     s, d = work.state.source_track, work.state.track
     for summary, other, source in ((s, d, True), (d, s, False)):
-        n = None if other.get("cut") else used(not source, other["frames"])
+        n = None if other["cut"] else used(not source, other["frames"])
         if n is not None and summary["frames"] > n:
             _cut(work, n, source=source)
 
@@ -307,16 +307,13 @@ def _cut_unused(work: resume.WorkDir, used: FramesUsed) -> None:
 def _cut(work: resume.WorkDir, frames: int, *, source: bool) -> None:
     """Shorten a recorded track to its first `frames` frames, with the summary tracking only
     those would have given."""
-    recorded = work.state.source_track if source else work.state.track
-    summary = dict(recorded)
+    summary = dict(work.state.source_track if source else work.state.track)
     with temporal.FrameFile(work.file(_prefix(source) + "track.f32"), mode="a") as track:
         track.truncate(frames)
         found = np.array([not np.isnan(track[i][0, 0]) for i in range(frames)], bool)
-    more = [[f, n] for f, n in summary.get("more_faces", []) if f < frames]
+    more = [[f, n] for f, n in summary["more_faces"] if f < frames]
     summary.update(frames=frames, with_face=int(found.sum()), first_face=int(np.argmax(found)) if found.any() else -1,
-                   more_faces=more, cut=True)
-    if "more_faces" in recorded:  # (work folders of older versions lack it)
-        summary["max_faces"] = max((n for _, n in more), default=0)
+                   max_faces=max((n for _, n in more), default=0), more_faces=more, cut=True)
     _record(work, summary, source=source)
 
 
@@ -421,7 +418,7 @@ def _render_chunks(work: resume.WorkDir, r: Reenactor, status: np.ndarray, drive
     compare = r.config.compare
     decode = compare or r.needs_driver_image  # pass 2 reads the driver's frames only when it must
     with temporal.FrameFile(work.file("points.f32")) as pts, \
-            (media.open_frames(drive_path, fps=options.fps, background=True, max_side=DRIVER_MAX_SIDE) if decode
+            (media.open_frames(drive_path, **_driver_reading(options)) if decode
              else contextlib.nullcontext()) as frames:
         def face(i: int) -> Face | None:
             return None if status[i] == temporal.STILL else Face(points=pts[i])
@@ -446,6 +443,14 @@ def _render_chunks(work: resume.WorkDir, r: Reenactor, status: np.ndarray, drive
 # 278–290 MB; its landmarks within 0.2 % of the face's size of the full-size ones (mean), as
 # steady (docs/video-to-video.md has the same for a video source's `--max-side`).
 DRIVER_MAX_SIDE = 1920
+
+
+def _driver_reading(options: VideoOptions) -> dict:
+    """How a photo render reads its driver, the same in both passes (pass 2's pixels must match
+    pass 1's landmarks): `media.open_frames` keywords."""
+    return {"fps": options.fps, "background": True, "max_side": DRIVER_MAX_SIDE}
+
+
 RENDER_WORKERS_MAX = 4
 PARALLEL_MIN_PIXELS = 512 * 512  # smaller output frames of the plain warp render in a few ms: one thread
 
