@@ -26,7 +26,7 @@ from typer.exceptions import TyperException
 
 from reenact import __version__
 from reenact.config import ENGINES, PROCESS_ENV, InferenceConfig, VideoOptions
-from reenact.errors import ReenactError, UsageError, from_os_error
+from reenact.errors import Interrupted, ReenactError, UsageError, from_os_error
 
 # Parameters naming files the command reads, and files or folders it writes: an OSError on one
 # of these paths (or, for outputs, beside them: temp files, the video work folder) is blamed on it.
@@ -45,21 +45,23 @@ class _Command(TyperCommand):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, TyperException):  # Click's own control flow
             raise
-        except ReenactError as e:
-            fail(e)
         except KeyboardInterrupt:
-            err.print("[red]interrupted[/] — nothing was written")
-            raise typer.Exit(code=130)
-        except OSError as e:
-            if _debug:
+            _say_interrupted()
+        except Exception as e:
+            if _interrupted and not isinstance(e, Interrupted):
+                # after Ctrl-C / SIGTERM any failure is the interruption's: native code wraps the
+                # KeyboardInterrupt in its own error (an extension module's initialisation: an
+                # ImportError), a killed ffmpeg breaks its pipe
+                _say_interrupted()
+            if isinstance(e, ReenactError):
+                fail(e)
+            if isinstance(e, MemoryError):
+                fail(ReenactError("out of memory", "use smaller inputs, or a smaller --size / --max-side"))
+            if _debug:  # a traceback for OS errors and bugs, when asked
                 raise
-            fail(from_os_error(e, _path_role(e.filename, ctx.params)))
-        except MemoryError:
-            fail(ReenactError("out of memory", "use smaller inputs, or a smaller --size / --max-side"))
-        except Exception as e:  # a bug: say so, show the traceback only when asked
-            if _debug:
-                raise
-            fail(ReenactError(f"internal error: {type(e).__name__}: {e}",
+            if isinstance(e, OSError):
+                fail(from_os_error(e, _path_role(e.filename, ctx.params)))
+            fail(ReenactError(f"internal error: {type(e).__name__}: {e}",  # a bug: say so
                               "please report it with the output of the same command run with --debug"))
 
 
@@ -153,11 +155,17 @@ def run(fn, *args, **kwargs):
     """Call library code, turning user errors and Ctrl-C into clean exits."""
     try:
         return fn(*args, **kwargs)
-    except ReenactError as e:
-        fail(e)
     except KeyboardInterrupt:
-        err.print("[red]interrupted[/] — nothing was written")
-        raise typer.Exit(code=130)
+        _say_interrupted()
+    except ReenactError as e:
+        if _interrupted and not isinstance(e, Interrupted):
+            _say_interrupted()
+        fail(e)
+
+
+def _say_interrupted() -> None:
+    err.print("[red]interrupted[/] — nothing was written")
+    raise typer.Exit(code=130)
 
 
 class _FpsColumn(ProgressColumn):

@@ -426,6 +426,34 @@ def test_a_swallowed_ctrl_c_prints_no_traceback():
     assert "KeyboardInterrupt" not in r.stderr and "ValueError: other" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("raised", [ImportError("initialization failed"), BrokenPipeError(32, "Broken pipe")])
+def test_an_error_after_ctrl_c_is_reported_as_the_interruption(tmp_path, monkeypatch, raised):
+    """A KeyboardInterrupt landing in an extension module's initialisation comes back as
+    "ImportError: initialization failed" (onnxruntime, imported as the render starts), and a
+    SIGTERM'd ffmpeg breaks its pipe: after Ctrl-C / SIGTERM either is the interruption (exit 130),
+    not an internal or OS error. The same error without a signal stays what it is."""
+    from typer.testing import CliRunner
+
+    from reenact import cli
+
+    def interrupted_write(*_a, **_k):
+        if signalled:
+            try:
+                cli._on_signal(signal.SIGTERM, None)
+            except KeyboardInterrupt:  # caught by native code, which raises its own error
+                pass
+        raise raised
+
+    out = tmp_path / "o.png"
+    monkeypatch.setattr(media, "write_image", interrupted_write)
+    for signalled in (False, True):
+        monkeypatch.setattr(cli, "_interrupted", False)
+        r = CliRunner().invoke(cli.app, ["image", str(REF), str(POSE), "-o", str(out)])
+        assert (r.exit_code == 130) == signalled and r.exit_code != 0, r.output
+        assert ("interrupted" in r.output) == signalled and "Traceback" not in r.output, r.output
+        assert not out.exists()
+
+
 @pytest.mark.parametrize("workers", [1, 3])
 def test_rendered_frames_come_in_order_with_the_skips_in_step(workers):
     """Pass 2's frame loop (`video._rendered`): frames of the chunks to render come out in order
