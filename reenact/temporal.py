@@ -47,6 +47,8 @@ class FrameFile:
     record from a killed writer is ignored).
     """
 
+    _fd = -1  # until the file is open: `__del__` of one whose opening failed has nothing to close
+
     def __init__(self, path: str | os.PathLike, shape: tuple[int, ...] = POINTS, mode: str = "r",
                  dtype: type = np.float32) -> None:
         flags = {"r": os.O_RDONLY, "w": os.O_RDWR | os.O_CREAT | os.O_TRUNC, "a": os.O_RDWR | os.O_CREAT}[mode]

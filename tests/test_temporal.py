@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import sys
+
 import numpy as np
 import pytest
 
@@ -56,6 +59,17 @@ def test_frame_file_round_trip_and_torn_records(tmp_path):
         with pytest.raises(IndexError):
             ff[3]
 
+
+
+def test_a_frame_file_that_failed_to_open_is_quietly_collected(tmp_path, monkeypatch):
+    """Ctrl-C during `os.open` (or a missing file) leaves an instance without a file: its
+    finalizer printed "Exception ignored in FrameFile.__del__ … AttributeError" on the way out."""
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with pytest.raises(FileNotFoundError):
+        temporal.FrameFile(tmp_path / "absent")
+    gc.collect()
+    assert unraisable == []
 
 @pytest.mark.parametrize("found, expect", [
     ("FFFF", "FFFF"),
