@@ -3,7 +3,8 @@
 `Landmarker(mode="image")` finds every face in a photo (static-image mode, then a second pass on a
 full-resolution crop around each face so that precision does not depend on the photo's size);
 `Landmarker(mode="video")` tracks faces across consecutive frames (mediapipe's tracking mode, fast;
-frames whose faces are large are halved first, see TRACK_FACE_SIDE).
+frames whose faces are large are halved first, see TRACK_FACE_SIDE; a face too small for the whole
+frame is searched for in zoomed windows and tracked in a window that follows it, see WINDOW_FACES).
 Both return `Face` objects: (478, 3) landmarks incl. irises (see `reenact.geometry` for the frame).
 `HandTracker` finds hands in consecutive frames (what may cover a face: `reenact.occlusion`).
 """
@@ -36,6 +37,15 @@ REFINE_SIDE = 512
 TRACK_FACE_SIDE = 256
 TRACK_MAX_SHRINK = 4
 TRACK_GROW_BELOW = 0.9  # back to the next larger size when a face falls below this × TRACK_FACE_SIDE
+# Video mode, faces small in the frame: mediapipe's detector sees the whole frame at 128² and
+# misses a face under about a tenth of the frame's side (a 200-pixel face in a 1440p frame). When
+# a frame shows no face, the zoomed windows of image mode are searched (at most once every
+# SEARCH_EVERY frames without a face), and a face found there is tracked in a window of
+# WINDOW_FACES face sides around it, moved when the face nears its edge or changes size 2×, and
+# left when the face grows past WINDOW_LEAVE of the frame's longest side or is lost.
+SEARCH_EVERY = 25
+WINDOW_FACES = 4.0
+WINDOW_LEAVE = 0.25
 
 
 @dataclass(frozen=True)
@@ -206,7 +216,8 @@ class Landmarker:
     (an empty list when there is none). Not thread-safe; use one per stream.
     """
 
-    def __init__(self, *, mode: Literal["image", "video"] = "image", max_faces: int = 6) -> None:
+    def __init__(self, *, mode: Literal["image", "video"] = "image", max_faces: int = 6,
+                 search: bool = True) -> None:
         if mode not in ("image", "video"):
             raise ValueError(f"mode must be 'image' or 'video', not {mode!r}")
         self.mode = mode
@@ -214,6 +225,13 @@ class Landmarker:
         self._mesh = _mediapipe_face_mesh(mode == "image", max_faces)
         self._refiner = _mediapipe_face_mesh(True, 2) if mode == "image" else None
         self._shrink = 1
+        # Video mode's search for small faces (`search=False`: none, e.g. live, where a search's
+        # ≈ 0.5 s would stall the picture): its graphs are built when first needed.
+        self._search = search and mode == "video"
+        self._searcher: _Graph | None = None  # static: the zoomed windows
+        self._window_mesh: _Graph | None = None  # tracking inside the window
+        self._window: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1
+        self._search_in = 0  # faceless frames until the next search
 
     @property
     def shrink(self) -> int:
@@ -221,7 +239,7 @@ class Landmarker:
         return self._shrink
 
     def close(self) -> None:
-        for m in (self._mesh, self._refiner):
+        for m in (self._mesh, self._refiner, self._searcher, self._window_mesh):
             if m is not None:
                 m.close()
 
@@ -236,18 +254,67 @@ class Landmarker:
 
         Image mode also looks in overlapping zoomed windows: the detector is built for faces
         that fill a good part of the picture, so small faces in a group or a large photo are
-        only found when zoomed in on."""
+        only found when zoomed in on. Video mode does so when a frame shows no face (`_track`)."""
         rgb = _as_rgb(rgb)
-        faces = self._detect_view(rgb, 0, 0, rgb.shape[1], rgb.shape[0], shrink=self._shrink)
         if self.mode == "video":
-            self._shrink = track_shrink(faces, self._shrink)
-        if self.mode == "image" and len(faces) < self.max_faces:
+            return sorted(self._track(rgb), key=lambda f: -f.area)
+        faces = self._detect_view(rgb, 0, 0, rgb.shape[1], rgb.shape[0])
+        if len(faces) < self.max_faces:
             faces = _merge(faces, self._detect_tiles(rgb, deep=not faces))[: self.max_faces]
-        if self._refiner is not None:
-            faces = [self._refine(rgb, f) for f in faces]
+        faces = [self._refine(rgb, f) for f in faces]
         return sorted(faces, key=lambda f: -f.area)
 
-    def _detect_view(self, rgb: np.ndarray, x0: int, y0: int, x1: int, y1: int, *, shrink: int = 1) -> list[Face]:
+    def _track(self, rgb: np.ndarray) -> list[Face]:
+        """Video mode: the faces of the next frame — in the window while one is open, else in
+        the whole frame, then (no face, a search due) in the zoomed windows."""
+        h, w = rgb.shape[:2]
+        if self._window is not None:
+            faces = self._in_window(rgb)
+            if faces:
+                return faces
+        faces = self._detect_view(rgb, 0, 0, w, h, shrink=self._shrink)
+        self._shrink = track_shrink(faces, self._shrink)
+        if faces or not self._search:
+            return faces
+        if self._search_in > 0:
+            self._search_in -= 1
+            return faces
+        self._search_in = SEARCH_EVERY - 1
+        if self._searcher is None:
+            self._searcher = _mediapipe_face_mesh(True, self.max_faces)
+        found = self._detect_tiles(rgb, deep=True, mesh=self._searcher)
+        if not found:
+            return []
+        self._window = _window_around(max(found, key=lambda f: f.area), w, h)
+        return self._window_view(rgb, moved=True) or found
+
+    def _in_window(self, rgb: np.ndarray) -> list[Face]:
+        """The faces tracked in the window, which follows the largest (moved when it nears an
+        edge or changes size, closed when it is lost or large enough for the whole frame)."""
+        faces = self._window_view(rgb)
+        h, w = rgb.shape[:2]
+        largest = max(faces, key=lambda f: f.area, default=None)
+        if largest is None or _side(largest) >= WINDOW_LEAVE * max(w, h):
+            self._window = None
+            return faces
+        want = _window_around(largest, w, h)
+        if not _well_inside(largest, self._window, want, w, h):
+            self._window = want
+            faces = self._window_view(rgb, moved=True) or faces
+        return faces
+
+    def _window_view(self, rgb: np.ndarray, *, moved: bool = False) -> list[Face]:
+        """The faces in the window, tracked by a graph of its own. `moved`: the window has just
+        been placed, and the graph's tracking state (in the old window's coordinates) is stale,
+        so the frame is seen twice: the first call re-places it."""
+        if self._window_mesh is None:
+            self._window_mesh = _mediapipe_face_mesh(False, self.max_faces)
+        if moved:
+            self._detect_view(rgb, *self._window, mesh=self._window_mesh)
+        return self._detect_view(rgb, *self._window, mesh=self._window_mesh)
+
+    def _detect_view(self, rgb: np.ndarray, x0: int, y0: int, x1: int, y1: int, *, shrink: int = 1,
+                     mesh: _Graph | None = None) -> list[Face]:
         view = rgb[y0:y1, x0:x1]
         h, w = view.shape[:2]
         factor = min(1.0, DETECT_MAX_SIDE / max(h, w), 1.0 / shrink)
@@ -256,11 +323,13 @@ class Landmarker:
         small = view if factor == 1.0 else cv2.resize(
             view, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_AREA)
         offset = np.array([x0, y0, 0], np.float32)
-        return [Face(points=p / factor + offset) for p in self._run(self._mesh, small)]
+        return [Face(points=p / factor + offset) for p in self._run(mesh or self._mesh, small)]
 
-    def _detect_tiles(self, rgb: np.ndarray, *, deep: bool) -> list[Face]:
+    def _detect_tiles(self, rgb: np.ndarray, *, deep: bool, mesh: _Graph | None = None) -> list[Face]:
         """Windows of 1/2 (and, when `deep`, then 1/4) of the photo's longest side, overlapping
-        by half; stops at the first level that finds a face."""
+        by half; stops at the first level that finds a face. `mesh`: a static-mode graph
+        (default: image mode's own)."""
+        mesh = mesh or self._mesh
         h, w = rgb.shape[:2]
         for frac in (2, 4) if deep else (2,):
             side = max(h, w) // frac
@@ -278,7 +347,7 @@ class Landmarker:
                 for x0 in np.linspace(0, max(w - side, 0), 2 * frac - 1).astype(int):
                     sx, sy = round(x0 * fx), round(y0 * fy)
                     view = small[sy:sy + round(side * fy), sx:sx + round(side * fx)]
-                    more = [Face(points=(p + np.float32([sx, sy, 0])) * back) for p in self._run(self._mesh, view)]
+                    more = [Face(points=(p + np.float32([sx, sy, 0])) * back) for p in self._run(mesh, view)]
                     found = _merge(found, more)
             if found:
                 return found
@@ -314,6 +383,40 @@ class Landmarker:
         # Another face may share the crop: keep the one centred where we looked.
         best = min(found, key=lambda p: float(np.linalg.norm(p[:, :2].mean(0) - REFINE_SIDE / 2)))
         return Face(points=best).transformed(cv2.invertAffineTransform(m))
+
+
+def _side(face: Face) -> float:
+    x0, y0, x1, y1 = face.bbox
+    return max(x1 - x0, y1 - y0)
+
+
+def _window_around(face: Face, w: int, h: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the square of WINDOW_FACES face sides centred on `face`, inside the
+    w×h frame (shifted in, or cut to the frame where it is larger)."""
+    side = WINDOW_FACES * _side(face)
+    x0, y0, x1, y1 = face.bbox
+
+    def span(centre: float, n: int) -> tuple[int, int]:
+        s = min(side, n)
+        start = int(round(min(max(centre - s / 2, 0.0), n - s)))
+        return start, min(n, start + int(round(s)))
+
+    (a, c), (b, d) = span((x0 + x1) / 2, w), span((y0 + y1) / 2, h)
+    return a, b, c, d
+
+
+def _well_inside(face: Face, window: tuple[int, int, int, int], want: tuple[int, int, int, int],
+                 w: int, h: int) -> bool:
+    """Whether `window` may stay: its size within 2× of the one `face` would get (`want`), and
+    the face at least half a face side from each of its edges that is not the frame's."""
+    have_side, want_side = max(window[2] - window[0], window[3] - window[1]), max(want[2] - want[0], want[3] - want[1])
+    if not 0.5 <= have_side / max(want_side, 1) <= 2.0:
+        return False
+    margin = 0.5 * _side(face)
+    fx0, fy0, fx1, fy1 = face.bbox
+    x0, y0, x1, y1 = window
+    return ((x0 == 0 or fx0 - x0 >= margin) and (y0 == 0 or fy0 - y0 >= margin)
+            and (x1 == w or x1 - fx1 >= margin) and (y1 == h or y1 - fy1 >= margin))
 
 
 def track_shrink(faces: list[Face], shrink: int) -> int:

@@ -51,7 +51,7 @@ class Stream:
         self.reenactor, self.motion = reenactor, motion
         self.counts = StreamCounts()
         max_faces = max(tracking.MIN_TRACKED_FACES, driver_face + 2 if isinstance(driver_face, int) else 0)
-        self._landmarker = Landmarker(mode="video", max_faces=max_faces)
+        self._landmarker = Landmarker(mode="video", max_faces=max_faces, search=False)  # no stalls live
         self._follower = tracking.FaceFollower(driver_face, reacquire=max(1, round(fps)))
         self._smoother = temporal.OnlineSmoother(fps) if motion.smooth else None
         self._last: np.ndarray | None = None  # the last face rendered (smoothed landmarks)

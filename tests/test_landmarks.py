@@ -1,4 +1,4 @@
-"""The landmarker: large faces tracked on a halved frame in video mode (`track_shrink`), small faces found in zoomed windows in image mode."""
+"""The landmarker: large faces tracked on a halved frame in video mode (`track_shrink`), small faces found in zoomed windows (image mode; video mode, then tracked in a window)."""
 
 from pathlib import Path
 
@@ -129,3 +129,32 @@ def test_a_small_face_in_a_large_photo_is_found_in_the_zoomed_windows():
     assert len(found) == 1
     moved = found[0].xy - np.float32([3500, 1900])
     assert np.linalg.norm(moved - alone.xy, axis=1).mean() < 0.03 * g.face_scale(alone.points)  # (1.4 %: its context)
+
+
+def test_video_mode_finds_a_small_face_in_zoomed_windows_and_follows_it():
+    """A face a twelfth of the frame's width is too small for mediapipe's detector on the whole
+    frame: the video landmarker finds it in the zoomed windows and tracks it in a window that
+    follows it across the frame, to the landmarks the face alone gives (`search=False`: lost)."""
+    face = media.read_image(EXAMPLES / "ref.jpg")  # 640×360, the face ≈ 210 pixels wide
+    with Landmarker(mode="video") as lm:  # tracked where it fills the frame
+        alone = [lm.detect(face)[0] for _ in range(3)][-1]
+
+    def frames():
+        for i in range(24):  # 30 pixels a frame to the right: 690 in all, ≈ 3 face widths
+            canvas = np.full((1440, 2560, 3), 90, np.uint8)
+            x = 300 + 30 * i
+            canvas[700:1060, x:x + 640] = face
+            yield canvas, np.float32([x, 700])
+
+    windows, errors, blind_found = set(), [], 0
+    with Landmarker(mode="video") as lm, Landmarker(mode="video", search=False) as blind:
+        for frame, offset in frames():
+            found = lm.detect(frame)
+            blind_found += bool(blind.detect(frame))
+            windows.add(lm._window)
+            if found:
+                errors.append(np.linalg.norm(found[0].xy - offset - alone.xy, axis=1).mean())
+    assert blind_found == 0  # the whole frame never shows it
+    assert len(errors) == 24  # found in every frame
+    assert len(windows - {None}) >= 2  # the window moved with the face
+    assert max(errors) < 0.025 * g.face_scale(alone.points), max(errors)  # (1.5 %)
