@@ -43,7 +43,11 @@ TRACK_GROW_BELOW = 0.9  # back to the next larger size when a face falls below t
 # SEARCH_EVERY frames without a face), and a face found there is tracked in a window of
 # WINDOW_FACES face sides around it, moved when the face nears its edge or changes size 2×, and
 # left when the face grows past WINDOW_LEAVE of the frame's longest side or is lost.
+# A face found there must be SEARCH_MIN_FACE pixels a side or more (smaller ones drive nothing
+# well, and false finds lie there: a letter of a title card) and be found again by the window's
+# own tracker.
 SEARCH_EVERY = 25
+SEARCH_MIN_FACE = 80
 WINDOW_FACES = 4.0
 WINDOW_LEAVE = 0.25
 
@@ -282,11 +286,14 @@ class Landmarker:
         self._search_in = SEARCH_EVERY - 1
         if self._searcher is None:
             self._searcher = _mediapipe_face_mesh(True, self.max_faces)
-        found = self._detect_tiles(rgb, deep=True, mesh=self._searcher)
+        found = [f for f in self._detect_tiles(rgb, deep=True, mesh=self._searcher) if _side(f) >= SEARCH_MIN_FACE]
         if not found:
             return []
         self._window = _window_around(max(found, key=lambda f: f.area), w, h)
-        return self._window_view(rgb, moved=True) or found
+        faces = self._window_view(rgb, moved=True)
+        if not faces:  # not confirmed
+            self._window = None
+        return faces
 
     def _in_window(self, rgb: np.ndarray) -> list[Face]:
         """The faces tracked in the window, which follows the largest (moved when it nears an

@@ -158,3 +158,18 @@ def test_video_mode_finds_a_small_face_in_zoomed_windows_and_follows_it():
     assert len(errors) == 24  # found in every frame
     assert len(windows - {None}) >= 2  # the window moved with the face
     assert max(errors) < 0.025 * g.face_scale(alone.points), max(errors)  # (1.5 %)
+
+
+def test_a_letter_found_in_the_zoomed_windows_is_not_taken_for_a_face(shared_data, monkeypatch):
+    """A title card of the hard-case clip (no face): the zoomed windows' static detector takes
+    a letter for a 54-pixel face. The video search drops it twice over: it is under
+    SEARCH_MIN_FACE, and the window's own tracker does not find it again."""
+    clip = shared_data / "samples" / "pyfeat" / "face_noface.mov"
+    frame = next(f for i, f in enumerate(media.VideoReader(clip)) if i == 116)
+    with Landmarker(mode="video") as lm:
+        lm._searcher = landmarks._mediapipe_face_mesh(True, lm.max_faces)
+        assert lm._detect_tiles(frame, deep=True, mesh=lm._searcher)  # what there is to reject
+        assert lm.detect(frame) == [] and lm._window is None
+    monkeypatch.setattr(landmarks, "SEARCH_MIN_FACE", 0)
+    with Landmarker(mode="video") as lm:
+        assert lm.detect(frame) == [] and lm._window is None  # the confirmation alone
