@@ -173,3 +173,30 @@ def test_a_letter_found_in_the_zoomed_windows_is_not_taken_for_a_face(shared_dat
     monkeypatch.setattr(landmarks, "SEARCH_MIN_FACE", 0)
     with Landmarker(mode="video") as lm:
         assert lm.detect(frame) == [] and lm._window is None  # the confirmation alone
+
+
+def _box_face(x0: float, y0: float, side: float) -> Face:
+    """A stand-in face whose landmark box is the square (x0, y0)–(x0 + side, y0 + side)."""
+    points = np.zeros((g.N_LANDMARKS, 3), np.float32)
+    points[:, :2] = (x0, y0)
+    points[1, :2] = (x0 + side, y0 + side)
+    return Face(points=points)
+
+
+def test_the_window_is_placed_around_the_face_and_moves_only_when_it_must():
+    w, h = 3840, 2160
+    face = _box_face(1900, 1000, 100)
+    window = landmarks._window_around(face, w, h)
+    assert window == (1750, 850, 2150, 1250)  # WINDOW_FACES = 4 face sides, centred
+    assert landmarks._window_around(_box_face(10, 1000, 100), w, h)[0] == 0  # shifted into the frame
+    assert landmarks._window_around(_box_face(1900, 1000, 800), w, h)[1::2] == (0, h)  # cut to it
+
+    def stays(moved: Face) -> bool:
+        return landmarks._well_inside(moved, window, landmarks._window_around(moved, w, h), w, h)
+
+    assert stays(face) and stays(_box_face(2000, 1100, 100))  # one side off: half a side left
+    assert not stays(_box_face(2010, 1000, 100)) and not stays(_box_face(1900, 890 - 100, 100))
+    assert stays(_box_face(1860, 960, 180)) and not stays(_box_face(1850, 950, 210))  # > 2× the size
+    assert not stays(_box_face(1925, 1025, 45))  # < half the size
+    edge = landmarks._window_around(_box_face(0, 1000, 100), w, h)  # against the frame's left edge
+    assert landmarks._well_inside(_box_face(-20, 1000, 100), edge, edge, w, h)
