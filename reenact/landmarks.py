@@ -230,7 +230,7 @@ class Landmarker:
         self._refiner = _mediapipe_face_mesh(True, 2) if mode == "image" else None
         self._shrink = 1
         # Video mode's search for small faces (`search=False`: none, e.g. live, where a search's
-        # ≈ 0.5 s would stall the picture): its graphs are built when first needed.
+        # ≈ 0.1 s would stall the picture): its graphs are built when first needed.
         self._search = search and mode == "video"
         self._searcher: _Graph | None = None  # static: the zoomed windows
         self._window_mesh: _Graph | None = None  # tracking inside the window
@@ -286,7 +286,8 @@ class Landmarker:
         self._search_in = SEARCH_EVERY - 1
         if self._searcher is None:
             self._searcher = _mediapipe_face_mesh(True, self.max_faces)
-        found = [f for f in self._detect_tiles(rgb, deep=True, mesh=self._searcher) if _side(f) >= SEARCH_MIN_FACE]
+        found = self._detect_tiles(rgb, deep=True, mesh=self._searcher)
+        found = [f for f in found if _side(f) >= SEARCH_MIN_FACE]
         if not found:
             return []
         self._window = _window_around(max(found, key=lambda f: f.area), w, h)
