@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from reenact import runtime, temporal
+from reenact.errors import MediaError
 from reenact.landmarks import Face, Landmarker
 
 # A face in the next frame is the same one when its centre moved less than this many face widths.
@@ -127,7 +128,8 @@ def track_driver(frames: Iterable[np.ndarray], track: temporal.FrameFile, *, cho
                 raise Stopped
             limit = until() if until is not None else None
             if limit is not None and count >= limit:
-                summary.cut = True
+                # cut short only if the video goes on (past `limit` already, or one more frame)
+                summary.cut = count > limit or _has_more(it)
                 return
             with stage(timer, "decode"):
                 frame = next(it, None)
@@ -151,6 +153,14 @@ def track_driver(frames: Iterable[np.ndarray], track: temporal.FrameFile, *, cho
         if progress:
             progress(summary.frames)
     return summary
+
+
+def _has_more(frames: Iterator[np.ndarray]) -> bool:
+    """Whether `frames` yields another frame (one that cannot be decoded counts: it is there)."""
+    try:
+        return next(frames, None) is not None
+    except MediaError:
+        return True
 
 
 def tracking_workers() -> int:
