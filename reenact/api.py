@@ -117,8 +117,10 @@ class Animator:
                 yield stream(as_rgb(frame, f"frame {i}"))
 
     def stream(self, *, motion: str = "relative", anchor: Image | None = None, smooth: bool = True,
-               fps: float = 25.0):
-        """The `stream.Stream` behind `frames` (call it per frame; `reanchor()`; close it)."""
+               fps: float = 25.0, search: str = "inline"):
+        """The `stream.Stream` behind `frames` (call it per frame; `reanchor()`; close it).
+        `search="background"`: a face too small for the whole frame is searched for in a thread
+        of its own (a camera's picture does not stall; `reenact live`)."""
         from reenact import pipeline
         from reenact.stream import Stream
 
@@ -130,7 +132,7 @@ class Animator:
                                                choice=self.driver_face)[0].points
         r = pipeline.Reenactor(self.references, self.config, engine=self.engine, states=self._states,
                                multi=self.multi)
-        return Stream(r, motion_cfg, driver_face=self.driver_face, fps=fps, anchor=anchor_points)
+        return Stream(r, motion_cfg, driver_face=self.driver_face, fps=fps, anchor=anchor_points, search=search)
 
     def _motion(self, mode: str, smooth: bool, anchor: int | None = None):
         from reenact.config import MotionConfig

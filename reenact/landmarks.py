@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 import types
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator, Literal
 
@@ -221,18 +222,23 @@ class Landmarker:
     """
 
     def __init__(self, *, mode: Literal["image", "video"] = "image", max_faces: int = 6,
-                 search: bool = True) -> None:
+                 search: Literal["inline", "background", "off"] = "inline") -> None:
         if mode not in ("image", "video"):
             raise ValueError(f"mode must be 'image' or 'video', not {mode!r}")
+        if search not in ("inline", "background", "off"):
+            raise ValueError(f"search must be 'inline', 'background' or 'off', not {search!r}")
         self.mode = mode
         self.max_faces = max_faces
         self._mesh = _mediapipe_face_mesh(mode == "image", max_faces)
         self._refiner = _mediapipe_face_mesh(True, 2) if mode == "image" else None
         self._shrink = 1
-        # Video mode's search for small faces (`search=False`: none, e.g. live, where a search's
-        # ≈ 0.1 s would stall the picture): its graphs are built when first needed.
-        self._search = search and mode == "video"
+        # Video mode's search for small faces: "inline" (in `detect`), "background" (in a thread
+        # of its own, for live pictures that a search's ≈ 0.1 s would stall: the window opens a
+        # few frames later) or "off". Its graphs are built when first needed.
+        self._search = search if mode == "video" else "off"
         self._searcher: _Graph | None = None  # static: the zoomed windows
+        self._searching: ThreadPoolExecutor | None = None  # "background": its one thread
+        self._pending: Future | None = None  # "background": the search under way
         self._window_mesh: _Graph | None = None  # tracking inside the window
         self._window: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1
         self._search_in = 0  # faceless frames until the next search
@@ -243,6 +249,8 @@ class Landmarker:
         return self._shrink
 
     def close(self) -> None:
+        if self._searching is not None:  # let a search under way end before its graph closes
+            self._searching.shutdown(wait=True)
         for m in (self._mesh, self._refiner, self._searcher, self._window_mesh):
             if m is not None:
                 m.close()
@@ -278,18 +286,39 @@ class Landmarker:
                 return faces
         faces = self._detect_view(rgb, 0, 0, w, h, shrink=self._shrink)
         self._shrink = track_shrink(faces, self._shrink)
-        if faces or not self._search:
+        if faces or self._search == "off":
             return faces
+        if self._pending is not None:  # "background": a search under way, or its result
+            if not self._pending.done():
+                return []
+            found, self._pending = self._pending.result(), None
+            if found:
+                return self._open_window(rgb, found)
         if self._search_in > 0:
             self._search_in -= 1
-            return faces
+            return []
         self._search_in = SEARCH_EVERY - 1
+        if self._search == "background":
+            if self._searching is None:
+                self._searching = ThreadPoolExecutor(1, thread_name_prefix="face-search")
+            self._pending = self._searching.submit(self._search_windows, rgb.copy())
+            return []
+        return self._open_window(rgb, self._search_windows(rgb))
+
+    def _search_windows(self, rgb: np.ndarray) -> list[Face]:
+        """The faces of SEARCH_MIN_FACE pixels or more the zoomed windows find in `rgb`."""
         if self._searcher is None:
             self._searcher = _mediapipe_face_mesh(True, self.max_faces)
         found = self._detect_tiles(rgb, deep=True, mesh=self._searcher)
-        found = [f for f in found if _side(f) >= SEARCH_MIN_FACE]
+        return [f for f in found if _side(f) >= SEARCH_MIN_FACE]
+
+    def _open_window(self, rgb: np.ndarray, found: list[Face]) -> list[Face]:
+        """The window around the largest face `found` (by a search, in this frame or a few
+        before), if its own tracker finds a face there in `rgb`: those faces (else none, and no
+        window)."""
         if not found:
             return []
+        h, w = rgb.shape[:2]
         self._window = _window_around(max(found, key=lambda f: f.area), w, h)
         faces = self._window_view(rgb, moved=True)
         if not faces:  # not confirmed

@@ -336,7 +336,7 @@ def run_live(anim, options: LiveOptions, *, motion: str = "relative", smooth: bo
     summary = LiveSummary()
     try:
         # everything slow is ready before the first frame is taken: none is dropped waiting
-        with anim.stream(motion=motion, smooth=smooth, fps=source.fps) as stream:
+        with anim.stream(motion=motion, smooth=smooth, fps=source.fps, search="background") as stream:
             summary.size = stream.output_size()
             outputs = Outputs(options, summary.size, source.fps)
             summary.recorded = _session(stream, source, outputs, options, summary, status)

@@ -44,14 +44,16 @@ class Stream:
     """Renders driver frames one by one with `reenactor` (built with any retargeter: this class
     sets its own from `motion`). `anchor`: (478, 3) landmarks of the driver's neutral face for
     relative motion (None: the first face found). `fps`: the stream's nominal frame rate (the
-    smoothing filter's time step). Not thread-safe; `close()` frees the landmarker."""
+    smoothing filter's time step). `search`: how a face too small for the whole frame is searched
+    for (`Landmarker`): "inline" (the same results every run), "background" (a live picture,
+    which a search would stall) or "off". Not thread-safe; `close()` frees the landmarker."""
 
     def __init__(self, reenactor: Reenactor, motion: MotionConfig, *, driver_face: str | int = "largest",
-                 fps: float = 25.0, anchor: np.ndarray | None = None) -> None:
+                 fps: float = 25.0, anchor: np.ndarray | None = None, search: str = "inline") -> None:
         self.reenactor, self.motion = reenactor, motion
         self.counts = StreamCounts()
         max_faces = max(tracking.MIN_TRACKED_FACES, driver_face + 2 if isinstance(driver_face, int) else 0)
-        self._landmarker = Landmarker(mode="video", max_faces=max_faces, search=False)  # no stalls live
+        self._landmarker = Landmarker(mode="video", max_faces=max_faces, search=search)
         self._follower = tracking.FaceFollower(driver_face, reacquire=max(1, round(fps)))
         self._smoother = temporal.OnlineSmoother(fps) if motion.smooth else None
         self._last: np.ndarray | None = None  # the last face rendered (smoothed landmarks)

@@ -1,9 +1,11 @@
 """The landmarker: large faces tracked on a halved frame in video mode (`track_shrink`), small faces found in zoomed windows (image mode; video mode, then tracked in a window)."""
 
+import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from reenact import geometry as g
 from reenact import landmarks, media
@@ -134,7 +136,7 @@ def test_a_small_face_in_a_large_photo_is_found_in_the_zoomed_windows():
 def test_video_mode_finds_a_small_face_in_zoomed_windows_and_follows_it():
     """A face a twelfth of the frame's width is too small for mediapipe's detector on the whole
     frame: the video landmarker finds it in the zoomed windows and tracks it in a window that
-    follows it across the frame, to the landmarks the face alone gives (`search=False`: lost)."""
+    follows it across the frame, to the landmarks the face alone gives (`search="off"`: lost)."""
     face = media.read_image(EXAMPLES / "ref.jpg")  # 640×360, the face ≈ 210 pixels wide
     with Landmarker(mode="video") as lm:  # tracked where it fills the frame
         alone = [lm.detect(face)[0] for _ in range(3)][-1]
@@ -147,7 +149,7 @@ def test_video_mode_finds_a_small_face_in_zoomed_windows_and_follows_it():
             yield canvas, np.float32([x, 700])
 
     windows, errors, blind_found = set(), [], 0
-    with Landmarker(mode="video") as lm, Landmarker(mode="video", search=False) as blind:
+    with Landmarker(mode="video") as lm, Landmarker(mode="video", search="off") as blind:
         for frame, offset in frames():
             found = lm.detect(frame)
             blind_found += bool(blind.detect(frame))
@@ -159,6 +161,29 @@ def test_video_mode_finds_a_small_face_in_zoomed_windows_and_follows_it():
     assert len(windows - {None}) >= 2  # the window moved with the face
     assert max(errors) < 0.025 * g.face_scale(alone.points), max(errors)  # (1.5 %)
 
+
+def test_a_background_search_finds_the_small_face_beside_the_caller(monkeypatch):
+    """`search="background"` (live): the frame that starts a search returns at once, without a
+    face; the search runs in a thread of its own, and the first frame after it ends opens the
+    window (confirmed on that frame), which then tracks the face in the frames that follow."""
+    face = media.read_image(EXAMPLES / "ref.jpg")
+    canvas = np.full((1440, 2560, 3), 90, np.uint8)
+    canvas[700:1060, 300:940] = face
+    threads = []
+    real = Landmarker._search_windows
+
+    def search(self, rgb):
+        threads.append(threading.current_thread().name)
+        return real(self, rgb)
+
+    monkeypatch.setattr(Landmarker, "_search_windows", search)
+    with Landmarker(mode="video", search="background") as lm:
+        assert lm.detect(canvas) == [] and lm._pending is not None  # started, not waited for
+        lm._pending.result()  # (a live picture would go on meanwhile)
+        found = [len(lm.detect(canvas)) for _ in range(3)]
+    assert found == [1, 1, 1] and len(threads) == 1 and threads[0].startswith("face-search")
+    with pytest.raises(ValueError):
+        Landmarker(mode="video", search="yes")
 
 def test_a_letter_found_in_the_zoomed_windows_is_not_taken_for_a_face(shared_data, monkeypatch):
     """A title card of the hard-case clip (no face): the zoomed windows' static detector takes
