@@ -602,7 +602,8 @@ def landmarks(
     faces = left_to_right(faces)  # numbered as --face counts them
     picture = visualize.draw_faces(img, faces)
     largest = max(faces, key=lambda f: f.area)
-    panel = visualize.parsing_panel(img, largest, size=min(256, picture.shape[0] // 2))
+    # the panel (size × 2·size) in the top-left corner, within a narrow (portrait) picture too
+    panel = visualize.parsing_panel(img, largest, size=min(256, picture.shape[0] // 2, picture.shape[1] // 2))
     picture[: panel.shape[0], : panel.shape[1]] = panel
     run(media.write_image, target, picture, overwrite=overwrite)
     table = Table("face (--face)", "yaw°", "pitch°", "roll°", "box (x0, y0, x1, y1)")

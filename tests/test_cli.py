@@ -188,6 +188,12 @@ def test_landmarks_debug_picture(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "yaw" in r.stdout
     assert media.read_image(tmp_path / "l.png").shape == (360, 640, 3)
+    # a portrait photo narrower than the panel's 512 pixels (it was an internal error)
+    portrait = media.read_image(EXAMPLES / "ref.jpg")[:, 180:500]  # 320×360
+    media.write_image(tmp_path / "p.png", portrait)
+    r = reenact("landmarks", tmp_path / "p.png", "-o", tmp_path / "lp.png")
+    assert r.returncode == 0, r.stderr
+    assert media.read_image(tmp_path / "lp.png").shape == (360, 320, 3)
 
 
 def test_info_runs():
