@@ -16,7 +16,9 @@ components through a smooth interpolation of their displacements, so the mesh st
 Two ways to pose the result (`Retargeter`):
 
 * absolute (`retarget`): the driver's head rotation at the reference's position and scale, and
-  the driver's component shapes (in the reference's units). Used for a single pose photo.
+  the driver's component shapes (in the reference's units). Used for a single pose photo. A
+  reference whose head is rolled past QUARTER_TURN_ABOVE (a photo on its side, a person lying
+  down) gets the driver's rotation in its own quarter-turned frame (`quarter_turn`).
 * relative (`retarget_relative`): the driver's *changes* with respect to an anchor frame `a` —
   rotation R_out = R_drv(t)·R_drv(a)ᵀ·R_ref, component moves place(t) − place(a) added to the
   reference's own components, the head's shift and scale change relative to the anchor scaled by
@@ -243,6 +245,20 @@ def relative_pose(ref: g.Similarity, drv: g.Similarity, anchor: g.Similarity) ->
     return g.Similarity(scale=ref.scale * ratio, rotation=rot, translation=ref.translation + shift)
 
 
+QUARTER_TURN_ABOVE = 60.0  # degrees of reference roll past which absolute motion turns its frame
+
+
+def quarter_turn(fit: g.Similarity) -> np.ndarray | None:
+    """The in-plane quarter turn (3×3) nearest a reference head rolled more than
+    QUARTER_TURN_ABOVE degrees, or None. Absolute motion applies the driver's head rotation after
+    it: a photo on its side (no EXIF orientation) or a person lying down keeps that, instead of
+    having the head turned upright on its neck to match an upright driver."""
+    roll = g.rotation_to_pose(fit.rotation).roll
+    if abs(roll) <= QUARTER_TURN_ABOVE:
+        return None
+    return g.pose_to_rotation(g.HeadPose(yaw=0.0, pitch=0.0, roll=90.0 * round(roll / 90.0)))
+
+
 class Retargeter:
     """Target landmarks for driver frames, for one reference (its fit computed once).
 
@@ -263,6 +279,7 @@ class Retargeter:
         self.pinned = tuple(c for c in COMPONENTS if c not in components)
         self.fit_ref = g.fit_head(ref)
         self.ref_c = self.fit_ref.inverse_apply(np.asarray(ref, np.float64))
+        self._turn = quarter_turn(self.fit_ref) if mode == "absolute" else None
         if mode == "relative":
             self.fit_anchor = g.fit_head(anchor)
             anchor_c = self.fit_anchor.inverse_apply(np.asarray(anchor, np.float64))
@@ -295,7 +312,8 @@ class Retargeter:
         if self.transfer == "expression":
             return r
         if self.mode == "absolute":
-            return g.Similarity(scale=r.scale, rotation=fit_d.rotation, translation=r.translation)
+            rotation = fit_d.rotation if self._turn is None else self._turn @ fit_d.rotation
+            return g.Similarity(scale=r.scale, rotation=rotation, translation=r.translation)
         return relative_pose(r, fit_d, self.fit_anchor)
 
 

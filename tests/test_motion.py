@@ -27,6 +27,22 @@ def test_driver_pose_and_reference_position():
     assert np.allclose(fit_out.translation, fit_ref.translation)
 
 
+
+@pytest.mark.parametrize("turn", [90, -90, 180])
+def test_a_reference_on_its_side_keeps_its_frame_under_absolute_motion(turn):
+    """A photo on its side (no EXIF orientation) or a person lying down: the driver's head
+    rotation applies in the reference's quarter-turned frame — the result is the upright
+    reference's result turned with it — instead of turning the head upright on its neck."""
+    ref = synth.face(256, yaw=8, roll=3)
+    drv = synth.open_mouth(synth.face(400, yaw=-20, pitch=8, roll=-6), 0.3)
+    q = g.pose_to_rotation(g.HeadPose(yaw=0.0, pitch=0.0, roll=float(turn)))
+    turned = ref @ q.T  # the photo turned about its origin (in-plane: z unchanged)
+    out = motion.retarget(turned, drv)
+    assert np.abs(out - motion.retarget(ref, drv) @ q.T).max() < 1e-6
+    assert g.head_pose(out).roll == pytest.approx(turn - 6, abs=1e-4)
+    tilted = synth.face(256, roll=55)  # a tilt, not a turned photo: the driver's roll as before
+    assert g.head_pose(motion.retarget(tilted, drv)).roll == pytest.approx(-6, abs=1e-4)
+
 def test_mouth_opening_transfers_in_reference_units():
     ref = synth.face(256)
     drv = synth.open_mouth(synth.face(600, scale=0.5, yaw=5), 0.3)
