@@ -248,15 +248,20 @@ def relative_pose(ref: g.Similarity, drv: g.Similarity, anchor: g.Similarity) ->
 QUARTER_TURN_ABOVE = 60.0  # degrees of reference roll past which absolute motion turns its frame
 
 
-def quarter_turn(fit: g.Similarity) -> np.ndarray | None:
-    """The in-plane quarter turn (3×3) nearest a reference head rolled more than
-    QUARTER_TURN_ABOVE degrees, or None. Absolute motion applies the driver's head rotation after
-    it: a photo on its side (no EXIF orientation) or a person lying down keeps that, instead of
-    having the head turned upright on its neck to match an upright driver."""
+def quarter_turns(fit: g.Similarity) -> int:
+    """How many quarter turns clockwise (−1, 0, 1 or 2) a head is rolled from upright, counting
+    only a roll past QUARTER_TURN_ABOVE degrees (a photo on its side, not a tilted head)."""
     roll = g.rotation_to_pose(fit.rotation).roll
-    if abs(roll) <= QUARTER_TURN_ABOVE:
-        return None
-    return g.pose_to_rotation(g.HeadPose(yaw=0.0, pitch=0.0, roll=90.0 * round(roll / 90.0)))
+    return 0 if abs(roll) <= QUARTER_TURN_ABOVE else (round(roll / 90.0) + 1) % 4 - 1
+
+
+def quarter_turn(fit: g.Similarity) -> np.ndarray | None:
+    """The in-plane rotation (3×3) of `quarter_turns` for a reference head, or None for none.
+    Absolute motion applies the driver's head rotation after it: a photo on its side (no EXIF
+    orientation) or a person lying down keeps that, instead of having the head turned upright on
+    its neck to match an upright driver."""
+    turns = quarter_turns(fit)
+    return g.pose_to_rotation(g.HeadPose(yaw=0.0, pitch=0.0, roll=90.0 * turns)) if turns else None
 
 
 class Retargeter:

@@ -332,6 +332,19 @@ def reenact_image(ref_path: str | Path | list, pose_path: str | Path, config: In
                        timer=timer, driver_faces=n_drv)
 
 
+def upright_pose(image: np.ndarray, face: Face) -> tuple[np.ndarray, Face]:
+    """A pose photo whose face is rolled past `motion.QUARTER_TURN_ABOVE` (on its side: no EXIF
+    orientation) turned upright by quarter turns, with its face: its head rotation then counts
+    from its own upright frame, as a reference's does (`motion.quarter_turn`)."""
+    turns = motion.quarter_turns(face.fit)
+    if not turns:
+        return image, face
+    h, w = image.shape[:2]
+    # np.rot90 turns counter-clockwise; pixel centres (x, y) go to these places
+    where = {1: [[0, 1, 0], [-1, 0, w - 1]], -1: [[0, -1, h - 1], [1, 0, 0]], 2: [[-1, 0, w - 1], [0, -1, h - 1]]}
+    return np.ascontiguousarray(np.rot90(image, turns)), face.transformed(np.array(where[turns], np.float64))
+
+
 def check_absolute(motion_cfg: MotionConfig) -> None:
     """UsageError unless the motion is absolute (a single pose photo has no anchor frame)."""
     if motion_cfg.mode != "absolute":
@@ -346,6 +359,7 @@ def render_pose(references: list[Reference], pose_img: np.ndarray, driver: Face,
     references rendered with `driver`, the chosen face of `pose_img` (RGB uint8). `engine` /
     `states`: an engine and the references' states it prepared before (None: prepared here)."""
     check_absolute(motion_cfg)
+    pose_img, driver = upright_pose(pose_img, driver)
     timer = timer or StageTimer()
     ref = references[0]
     r = Reenactor(references, config, engine=engine, timer=timer, retarget=retargeter(ref, motion_cfg),
