@@ -432,18 +432,15 @@ def test_both_tracks_run_at_once_and_a_failing_one_stops_the_other(tmp_path):
 
 
 def test_pass_one_reads_a_longer_input_only_as_far_as_the_output_shows_it(tmp_path):
-    from reenact import resume, temporal, video
+    from reenact import resume, temporal, tracking, video
     from reenact.errors import CorruptMedia
 
     frame = media.read_image(EXAMPLES / "ref.jpg")
     used = lambda source_done, n: None if source_done else n + 2  # noqa: E731 — 2 source frames past the driver's
-    # stopped early / read to its end / ending where the output does (not cut: nothing goes
-    # unread) / an undecodable frame after those shown (cut, and no error: it is not needed)
-    tail = dict(fail=10, error=CorruptMedia("frame 10 is damaged"))
-    for name, n_source, bad in (("long.mp4", 10 ** 6, {}), ("short.mp4", 12, {}), ("exact.mp4", 10, {}),
-                                ("bad-tail.mp4", 12, tail)):
+    # stopped early / read to its end / ending where the output does (not cut: nothing goes unread)
+    for name, n_source in (("long.mp4", 10 ** 6), ("short.mp4", 12), ("exact.mp4", 10)):
         work = resume.WorkDir.open(tmp_path / name, job="x", inputs={}, chunk=40, resume=False, overwrite=False)
-        source, driver = _Frames(frame, n_source, **bad), _Frames(frame, 8)
+        source, driver = _Frames(frame, n_source), _Frames(frame, 8)
         video.track_both(source, driver, work, VideoOptions(), StageTimer(), None, used=used)
         s, d = work.state.source_track, work.state.track
         assert source.read < 10 ** 6 and d["frames"] == 8 and not d["cut"]
@@ -452,6 +449,9 @@ def test_pass_one_reads_a_longer_input_only_as_far_as_the_output_shows_it(tmp_pa
         assert s["first_face"] == 0 and s["max_faces"] == 1
         with temporal.FrameFile(work.file("source-track.f32")) as track:
             assert len(track) == 10
+    # whether the video goes on past the cut: a frame that cannot be decoded is one
+    assert tracking._has_more(iter(_Frames(frame, 12, fail=0, error=CorruptMedia("frame 10 is damaged"))))
+    assert not tracking._has_more(iter(_Frames(frame, 0)))
 
 
 def test_is_video_source(tmp_path):
