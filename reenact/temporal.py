@@ -97,6 +97,11 @@ def missing() -> np.ndarray:
 
 # ───────────────────────────── gaps ─────────────────────────────
 
+def frames_with_face(track: FrameFile) -> np.ndarray:
+    """(N,) bool: which records of `track` hold a face (not `missing()`)."""
+    return np.array([not np.isnan(track[i][0, 0]) for i in range(len(track))], bool)
+
+
 def gap_status(found: np.ndarray, max_gap: int) -> np.ndarray:
     """(N,) int8 status per frame from (N,) bool `found`: FACE, INTERPOLATED (a gap of at most
     `max_gap` frames between two faces), HELD (a longer gap, or after the last face: the last face
@@ -369,8 +374,8 @@ def process_track(raw: FrameFile, out: FrameFile, work_path: str | os.PathLike, 
     `work_path`: scratch file for the forward pass (removed afterwards). `fill=False` (a video
     source, whose face-less frames pass through unchanged): no gap is filled, every frame without
     a face is STILL and the smoothing restarts after it."""
-    found = np.array([not np.isnan(raw[i][0, 0]) for i in range(len(raw))], bool)
-    status = gap_status(found, max_gap) if fill else np.where(found, FACE, STILL).astype(np.int8)
+    has_face = frames_with_face(raw)
+    status = gap_status(has_face, max_gap) if fill else np.where(has_face, FACE, STILL).astype(np.int8)
     out.truncate(0)
     if smooth:
         with FrameFile(work_path, (PARAMS,), "w") as work:

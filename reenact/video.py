@@ -310,7 +310,7 @@ def _cut(work: resume.WorkDir, frames: int, *, source: bool) -> None:
     summary = dict(work.state.source_track if source else work.state.track)
     with temporal.FrameFile(work.file(_prefix(source) + "track.f32"), mode="a") as track:
         track.truncate(frames)
-        found = np.array([not np.isnan(track[i][0, 0]) for i in range(frames)], bool)
+        found = temporal.frames_with_face(track)
     more = [[f, n] for f, n in summary["more_faces"] if f < frames]
     summary.update(frames=frames, with_face=int(found.sum()), first_face=int(np.argmax(found)) if found.any() else -1,
                    max_faces=max((n for _, n in more), default=0), more_faces=more, cut=True)
